@@ -1,0 +1,1 @@
+"""HTTP boundary: OpenAI-compatible API, health, metrics."""

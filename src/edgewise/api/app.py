@@ -1,0 +1,76 @@
+"""The node's ASGI application: OpenAI routes, health and metrics, errors, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from edgewise import __version__
+from edgewise.api.errors import install_error_handlers
+from edgewise.api.middleware import AccessLog, BodyLimit, NodeHeaders
+from edgewise.api.openai import router
+from edgewise.node import Node
+
+__all__ = ["create_app"]
+
+
+def create_app(node: Node, *, manage_lifecycle: bool = True) -> FastAPI:
+    """Build the app for a node. With ``manage_lifecycle`` the app's lifespan loads the
+    engine at start-up and drains and unloads it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not manage_lifecycle:
+            yield
+            return
+        # Load in the background: /healthz answers at once, /readyz once loaded.
+        loading = asyncio.create_task(node.start())
+        try:
+            yield
+        finally:
+            await loading  # a load in progress cannot be interrupted (it is in a thread)
+            await node.stop()
+
+    app = FastAPI(
+        title="edgewise node",
+        version=__version__,
+        description="OpenAI-compatible API of an edgewise node.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process is up and serving HTTP."""
+        return {"status": "ok", "node": node.name, "tier": node.tier}
+
+    @app.get("/readyz", responses={503: {"description": "model not loaded yet"}})
+    async def readyz() -> JSONResponse:
+        """Readiness: the model is loaded and requests will be answered."""
+        if node.ready:
+            info = node.info
+            return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx})
+        reason = node.load_error or "model loading"
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this node."""
+        if node.admission is not None:
+            node.metrics.queue_depth.set(node.admission.waiting)
+            node.metrics.active.set(node.admission.active)
+        return Response(node.metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # Outermost first: headers on everything (413s included), then the access log.
+    app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=node.metrics)
+    app.add_middleware(NodeHeaders, node=node.name, tier=node.tier)
+    return app

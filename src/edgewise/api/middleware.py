@@ -1,0 +1,130 @@
+"""Pure ASGI middleware (no ``BaseHTTPMiddleware``: it breaks streaming and disconnects).
+
+- :class:`NodeHeaders` stamps ``x-edgewise-node`` / ``x-edgewise-tier`` on every response.
+- :class:`BodyLimit` refuses bodies over ``serving.max_body_bytes`` with 413 before the
+  app parses them (by ``Content-Length`` or by counting a chunked body).
+- :class:`AccessLog` logs one line per request (method, route, status, time — never a
+  body or query string) and counts it in ``/metrics`` by route template.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgewise.telemetry import NodeMetrics
+
+__all__ = ["AccessLog", "BodyLimit", "NodeHeaders"]
+
+access_log = logging.getLogger("edgewise.access")
+
+
+class NodeHeaders:
+    def __init__(self, app: ASGIApp, *, node: str, tier: str) -> None:
+        self.app = app
+        self.headers = [(b"x-edgewise-node", node.encode()), (b"x-edgewise-tier", tier.encode())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.headers
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = json.dumps({"error": {
+        "message": f"request body is larger than the node's limit of {limit} bytes "
+                   "(serving.max_body_bytes); shorten the prompt",
+        "type": "invalid_request_error", "param": None, "code": "payload_too_large",
+    }}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _send_413(send, self.max_bytes)
+                    return
+        # Read the body now (bounded), then replay it to the app.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await _send_413(send, self.max_bytes)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: wait for http.disconnect
+
+        await self.app(scope, replay, send)
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp, *, metrics: NodeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "(unmatched)"
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(elapsed)
+            error_type = scope.get("state", {}).get("error_type")
+            if status >= 400 or error_type:
+                self.metrics.errors.labels(error_type or f"http_{status}").inc()
+            access_log.info("%s %s %d %.1fms", scope["method"], endpoint, status,
+                            elapsed * 1000)

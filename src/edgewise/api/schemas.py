@@ -1,0 +1,113 @@
+"""OpenAI request and response shapes (pydantic lives here, at the HTTP boundary).
+
+Validation is strict (``"0.5"`` is not a number) and follows OpenAI's ranges, so a
+request the real API would reject is rejected here too, with the same ``param`` names.
+Unknown top-level fields are ignored, as OpenAI-compatible servers do, except features
+this node does not implement (tools, function calling, ``logit_bias``, ``n > 1``): those
+are refused explicitly rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessageIn",
+    "CompletionRequest",
+    "ErrorBody",
+    "ErrorResponse",
+    "StreamOptions",
+    "TextPart",
+]
+
+_STRICT = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(BaseModel):
+    model_config = _STRICT
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(BaseModel):
+    model_config = _STRICT
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="`tool` messages are not supported by this node."
+    )
+    content: str | Annotated[list[TextPart], Field(min_length=1)]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool = False
+
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _SamplingFields(BaseModel):
+    model_config = _STRICT
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: Stop = None
+    seed: int | None = None
+    n: Annotated[int, Field(ge=1, le=128)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """``POST /v1/chat/completions``."""
+
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool | None = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    """``POST /v1/completions`` (legacy text completions)."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1)] | Annotated[
+        list[int], Field(min_length=1)
+    ]
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1)] | None = None
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

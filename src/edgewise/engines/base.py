@@ -1,0 +1,131 @@
+"""The Engine protocol: what every local inference backend provides.
+
+An engine only has to do the model-specific part — tokenize, render a chat template and
+produce sampled tokens with their log-probabilities (:meth:`Engine.steps`). Everything
+that is the same for every backend (max_tokens, stop strings, UTF-8 assembly, logprob
+formatting, cancellation) lives once in :mod:`edgewise.engines.generation`.
+
+Engines are blocking and not thread-safe: the serving layer runs one generation per
+engine slot on a worker thread (``EngineInfo.slots``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ChatMessage",
+    "Engine",
+    "EngineInfo",
+    "SamplingParams",
+    "Step",
+    "engine_factory",
+    "register_engine",
+]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation settings (already validated by the API layer)."""
+
+    max_tokens: int
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    #: How many alternatives to report per token (0: only the chosen token's logprob).
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One sampled token: its id, its log-probability under the model, the top-k."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+    #: True when the token ends the sequence (EOS / end-of-turn); it is not emitted.
+    end_of_generation: bool = False
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    kind: str
+    model: str
+    n_ctx: int
+    n_vocab: int
+    sha256: str
+    path: str
+    size_bytes: int
+    #: Generations the engine can run at once.
+    slots: int = 1
+    chat_template: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A local inference backend (llama.cpp, a fake for tests, transformers later)."""
+
+    def load(self) -> None:
+        """Load weights; raise :class:`~edgewise.errors.EngineError` on failure."""
+
+    def close(self) -> None:
+        """Free the model."""
+
+    def info(self) -> EngineInfo: ...
+
+    def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
+        """Text to token ids (``special``: parse control tokens such as ``<|im_start|>``)."""
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes one token decodes to (may be a partial UTF-8 sequence)."""
+
+    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Render messages with the model's chat template and tokenize the result."""
+
+    def steps(
+        self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
+    ) -> Iterator[Step]:
+        """Sample tokens one at a time until EOG (yielded with ``end_of_generation``),
+        the context is full, or the caller stops iterating / ``should_stop()`` is true."""
+
+    def score(self, tokens: Sequence[int]) -> list[Step]:
+        """Log-probability of each token given those before it (first has none).
+
+        Returns ``len(tokens) - 1`` steps, one per token after the first.
+        """
+
+
+_ENGINES: dict[str, Callable[..., Engine]] = {}
+
+
+def register_engine(kind: str, factory: Callable[..., Engine]) -> None:
+    """Register an engine factory by name; duplicate names are a programming error."""
+    if kind in _ENGINES:
+        raise ValueError(f"engine kind {kind!r} is already registered")
+    _ENGINES[kind] = factory
+
+
+def engine_factory(kind: str) -> Callable[..., Engine]:
+    from edgewise.errors import ConfigError
+
+    try:
+        return _ENGINES[kind]
+    except KeyError:
+        raise ConfigError(
+            f"engine.kind: unknown engine {kind!r}; available: {', '.join(sorted(_ENGINES))}"
+        ) from None

@@ -1,0 +1,133 @@
+"""The one exception tree of edgewise.
+
+Errors from llama.cpp, httpx, sqlite, YAML and the OS are converted where they enter
+(``raise X(...) from exc``); only ``edgewise.api`` turns them into OpenAI-shaped HTTP
+errors. Every message says what was wrong and how to fix it, and never quotes request
+content (prompts may be sensitive).
+
+::
+
+    EdgewiseError
+    ├── ConfigError              bad YAML / flag: names the key path and what is allowed
+    ├── ModelError
+    │   ├── ModelNotFoundError   a model name or path that is not installed
+    │   └── ModelIntegrityError  a model file whose sha256 does not match the catalogue
+    ├── EngineError              the inference engine failed to load or to generate
+    ├── RequestError             the client's fault -> 4xx
+    │   ├── InvalidRequestError      400, malformed or unsupported parameters
+    │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
+    │   ├── UnknownModelError        404, the request names a model this node does not serve
+    │   └── PayloadTooLargeError     413, request body over the configured limit
+    └── UnavailableError         the node cannot take the request now -> 429 / 503
+        ├── OverloadedError          429, the admission queue is full (has retry_after)
+        └── ShuttingDownError        503, the node is draining
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ContextLengthError",
+    "EdgewiseError",
+    "EngineError",
+    "InvalidRequestError",
+    "ModelError",
+    "ModelIntegrityError",
+    "ModelNotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "RequestError",
+    "ShuttingDownError",
+    "UnavailableError",
+    "UnknownModelError",
+]
+
+
+class EdgewiseError(Exception):
+    """Base class of every error edgewise raises on purpose."""
+
+
+class ConfigError(EdgewiseError):
+    """A configuration file or flag is invalid; the message names the key path."""
+
+
+class ModelError(EdgewiseError):
+    """A model could not be found or verified."""
+
+
+class ModelNotFoundError(ModelError):
+    """A model name or path that is not installed."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model file whose digest does not match the one recorded in the catalogue."""
+
+
+class EngineError(EdgewiseError):
+    """The inference engine failed (load, tokenize or generate)."""
+
+
+class RequestError(EdgewiseError):
+    """The request is at fault. ``status`` and ``code`` drive the HTTP error."""
+
+    status: int = 400
+    error_type: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(RequestError):
+    """Malformed or unsupported request parameters (400)."""
+
+
+class ContextLengthError(RequestError):
+    """The prompt does not fit the model's context window (400, like OpenAI)."""
+
+    code = "context_length_exceeded"
+
+
+class UnknownModelError(RequestError):
+    """The request names a model this node does not serve (404)."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body is larger than ``serving.max_body_bytes`` (413)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnavailableError(EdgewiseError):
+    """The node cannot take this request right now."""
+
+    status: int = 503
+    error_type: str = "service_unavailable"
+    code: str | None = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class OverloadedError(UnavailableError):
+    """The admission queue is full (429 with ``Retry-After``)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
+class ShuttingDownError(UnavailableError):
+    """The node is draining in-flight requests before exit (503)."""
+
+    code = "shutting_down"

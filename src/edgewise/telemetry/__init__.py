@@ -1,0 +1,5 @@
+"""Telemetry: Prometheus metrics (later: routing breakdowns)."""
+
+from edgewise.telemetry.metrics import NodeMetrics
+
+__all__ = ["NodeMetrics"]

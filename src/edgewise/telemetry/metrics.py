@@ -1,0 +1,65 @@
+"""Prometheus metrics of one node, in a registry of its own (so several apps can live in
+one process, as they do in tests).
+
+Label values are never taken from request content: ``model`` is the served model's
+catalogue id, ``endpoint`` the route template, ``error_type`` an exception class name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["NodeMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_RATE_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "edgewise_requests_total", "HTTP requests answered", ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "edgewise_request_duration_seconds", "Time to answer a request (full stream)",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "edgewise_prompt_tokens_total", "Prompt tokens processed", ["model", "tier"],
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "edgewise_completion_tokens_total", "Tokens generated", ["model", "tier"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "edgewise_time_to_first_token_seconds", "Time from admission to first token",
+            ["model", "tier"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "edgewise_generation_tokens_per_second", "Decode speed per request",
+            ["model", "tier"], buckets=_RATE_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "edgewise_queue_depth", "Requests waiting for an engine slot", registry=r,
+        )
+        self.active = Gauge(
+            "edgewise_active_generations", "Generations running now", registry=r,
+        )
+        self.errors = Counter(
+            "edgewise_errors_total", "Errors answered, by type", ["error_type"], registry=r,
+        )
+        self.cancelled = Counter(
+            "edgewise_cancelled_generations_total",
+            "Generations stopped early because the client went away", registry=r,
+        )
+        self.model_loaded = Gauge(
+            "edgewise_model_loaded", "1 when the engine is loaded and ready", ["model"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,101 @@
+"""Shared fixtures: nodes on the fake engine (fast, in-process) and on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from edgewise.api.app import create_app
+from edgewise.config import EdgewiseConfig, parse_config
+from edgewise.engines.fake import FakeEngine
+from edgewise.node import Node, build_engine
+
+
+def make_config(**sections: Any) -> EdgewiseConfig:
+    data: dict[str, Any] = {"node": {"name": "test-node", "tier": "device"},
+                            "engine": {"kind": "fake", "n_ctx": 512}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data)
+
+
+@pytest.fixture
+async def fake_node() -> AsyncIterator[Node]:
+    node = Node(make_config(), FakeEngine(n_ctx=512))
+    await node.start()
+    yield node
+    await node.stop()
+
+
+@pytest.fixture
+async def client(fake_node: Node) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(fake_node, manage_lifecycle=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a thread of this process (so a
+    test can look inside its engine)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(node), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("live server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_fake() -> Iterator[LiveServer]:
+    """A live server whose fake engine is slow (20 ms/token) and long-winded."""
+    engine = FakeEngine(n_ctx=2048, eos_after=10_000, token_delay_s=0.02)
+    node = Node(make_config(engine={"n_ctx": 2048}, serving={"max_queue": 2}), engine)
+    with LiveServer(node) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_node_server() -> Iterator[LiveServer]:
+    """The real default model behind a live server (loaded once per session)."""
+    cfg = parse_config({"node": {"name": "real-node"}, "engine": {"n_ctx": 2048}})
+    node = Node(cfg, build_engine(cfg))
+    with LiveServer(node) as server:
+        yield server
+
+
+def run(coro: Any) -> Any:
+    return asyncio.get_event_loop().run_until_complete(coro)
