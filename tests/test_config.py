@@ -40,7 +40,8 @@ def test_unknown_section_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({"serving": {"max_queue": -1}}, "serving.max_queue: Input should be greater than or equal to 0"),
+        ({"serving": {"max_queue": -1}},
+         "serving.max_queue: Input should be greater than or equal to 0"),
         ({"node": {"port": 70000}}, "node.port: Input should be less than or equal to 65535"),
         ({"engine": {"kind": "vllm"}}, "engine.kind: Input should be 'llamacpp' or 'fake'"),
         ({"sampling": {"temperature": "hot"}}, "sampling.temperature"),
@@ -75,5 +76,5 @@ def test_file_problems_are_config_errors(tmp_path: Path) -> None:
 def test_replace_revalidates() -> None:
     cfg = parse_config({})
     assert cfg.replace(node={"port": 9001}).node.port == 9001
-    with pytest.raises(ConfigError, match="node.port"):
+    with pytest.raises(ConfigError, match=r"node\.port"):
         cfg.replace(node={"port": -1})

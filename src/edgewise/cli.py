@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,8 +42,6 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start a node serving the OpenAI API with a local model."""
-    import uvicorn
-
     from edgewise.api.app import create_app
     from edgewise.config import load_config
     from edgewise.node import Node, build_engine
@@ -65,8 +65,23 @@ def serve(
         f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tier {cfg.node.tier}) serving "
         f"[green]{cfg.engine.model}[/] on [bold]http://{cfg.node.host}:{cfg.node.port}[/]"
         "  (Ctrl-C drains and stops)", highlight=False)
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; make that a clean
+    # exit (status 0, no KeyboardInterrupt traceback) once the drain is done.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_uvicorn(create_app(node), cfg)
+    console.print(f"node {cfg.node.name} stopped", highlight=False)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _run_uvicorn(asgi: Any, cfg: Any) -> None:
+    import uvicorn
+
     uvicorn.run(
-        create_app(node),
+        asgi,
         host=cfg.node.host,
         port=cfg.node.port,
         log_config=None,

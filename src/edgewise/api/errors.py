@@ -46,13 +46,16 @@ def error_response(status: int, message: str, type_: str, param: str | None = No
                         headers=headers)
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [p for p in loc if p != "body"]
     out = ""
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif not str(p).startswith(("function-", "str", "list[", "json-or-python")):
+        elif str(p) not in _UNION_TAGS and "[" not in str(p):  # skip union member tags
             out += ("." if out else "") + str(p)
     return out or None
 
@@ -62,14 +65,22 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request body", None
-    first = errors[0]
+    # Unions report one error per member; the most specific one is the useful one:
+    # a missing field, then a violated constraint, then a plain type mismatch.
+    def rank(e: Any) -> int:
+        kind = str(e.get("type", ""))
+        return 0 if kind in ("missing", "json_invalid") else 2 if kind.endswith("_type") else 1
+
+    first = min(errors, key=rank)
     kind = first.get("type", "")
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         return (f"request body is not valid JSON ({ctx.get('error', 'parse error')}); "
                 "send a JSON object with Content-Type: application/json"), None
     param = _param(tuple(first.get("loc", ())))
-    if kind == "missing":
+    if kind == "missing" and param is None:
+        msg = "request body is empty; send a JSON object (see GET /docs)"
+    elif kind == "missing":
         msg = f"missing required parameter '{param}'"
     elif kind == "model_attributes_type" and param is None:
         msg = "request body must be a JSON object"

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -56,11 +57,23 @@ def _check_model(node: Node, requested: str) -> str:
     served = node.model_id
     if requested in (served, node.tier, "auto", "default"):
         return served
+    # The requested name is not echoed: error messages never quote request content.
     raise UnknownModelError(
-        f"model {requested[:80]!r} is not served by node {node.name!r}; available: "
-        f"{served!r} (or 'auto'); GET /v1/models lists them",
+        f"the requested model is not served by node {node.name!r}; available: "
+        f"{served!r} (or 'auto', or the tier name {node.tier!r}); GET /v1/models lists them",
         param="model",
     )
+
+
+def _valid_text(text: str, param: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``) that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            f"{param} contains invalid Unicode (a lone surrogate escape); send valid UTF-8",
+            param=param) from None
+    return text
 
 
 def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
@@ -90,9 +103,10 @@ def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None
             raise InvalidRequestError("best_of > 1 is not supported by this node",
                                       param="best_of", code="unsupported_parameter")
     if body.stop is not None:
-        stops = body.stop_list()
-        if any(not s for s in stops):
-            raise InvalidRequestError("stop strings must not be empty", param="stop")
+        for s in body.stop_list():
+            if not s:
+                raise InvalidRequestError("stop strings must not be empty", param="stop")
+            _valid_text(s, "stop")
 
 
 def _sampling(node: Node, body: ChatCompletionRequest | CompletionRequest, prompt_len: int,
@@ -209,7 +223,8 @@ async def _collect(request: Request, run: _Run) -> list[Chunk]:
             return [c async for c in stream]
         finally:
             watcher.cancel()
-            await stream.aclose()  # type: ignore[attr-defined]
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()  # type: ignore[attr-defined]
             run.record()
 
 
@@ -232,7 +247,8 @@ def _stream_body(request: Request, run: _Run,
                     async for chunk in stream:
                         yield _sse(frame(chunk, None))
                 finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
+                    with anyio.CancelScope(shield=True):  # see serving/runner.py
+                        await stream.aclose()  # type: ignore[attr-defined]
                     run.record()
                 assert run.generation is not None
                 yield _sse(frame(None, run.generation.outcome.finish_reason))
@@ -281,8 +297,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
     node = _node(request)
     model = _check_model(node, body.model)
     _reject_unsupported(body)
-    messages = [ChatMessage("system" if m.role == "developer" else m.role, m.text())
-                for m in body.messages]
+    messages = [ChatMessage("system" if m.role == "developer" else m.role,
+                            _valid_text(m.text(), f"messages[{i}].content"))
+                for i, m in enumerate(body.messages)]
     try:
         prompt = node.engine.chat_prompt(messages)
     except EngineError as exc:
@@ -381,7 +398,7 @@ async def completions(body: CompletionRequest, request: Request
         if len(body.prompt) != 1:
             raise InvalidRequestError("only one prompt per request is supported; send a "
                                       "string or a list with one string", param="prompt")
-        text = str(body.prompt[0])
+        text = _valid_text(str(body.prompt[0]), "prompt")
         prompt = node.engine.tokenize(text)
     elif isinstance(body.prompt, list):
         n_vocab = node.info.n_vocab
@@ -392,7 +409,7 @@ async def completions(body: CompletionRequest, request: Request
         prompt = ids
         text = b"".join(node.engine.token_bytes(t) for t in ids).decode("utf-8", "replace")
     else:
-        text = body.prompt
+        text = _valid_text(body.prompt, "prompt")
         prompt = node.engine.tokenize(text)
     if not prompt:
         raise InvalidRequestError("prompt is empty", param="prompt")

@@ -132,7 +132,7 @@ class LlamaCppEngine:
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
         try:
             tokens: list[int] = self.llm.tokenize(
-                text.encode("utf-8", "surrogatepass"), add_bos=add_bos, special=special
+                text.encode("utf-8"), add_bos=add_bos, special=special
             )
         except (RuntimeError, UnicodeEncodeError) as exc:
             raise EngineError(f"tokenization failed: {exc}") from exc

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio
+
 from edgewise.engines import Chunk, Generation
 
 __all__ = ["RunStats", "stream_generation"]
@@ -56,7 +58,8 @@ async def stream_generation(
                 if stats.first_token is None:
                     stats.first_token = time.perf_counter()
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
-                if cancel.is_set():
+                if cancel.is_set():  # the consumer went away between two chunks
+                    generation.outcome.finish_reason = "cancelled"
                     break
         except BaseException as exc:  # handed to the consumer, which re-raises it
             loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -76,6 +79,9 @@ async def stream_generation(
             yield item
     finally:
         cancel.set()
-        # Shielded: even if we are being cancelled, wait for the thread to let go of
-        # the engine before the caller releases the slot.
-        await asyncio.shield(future)
+        # Shielded: even while being cancelled (Starlette cancels a stream's task when
+        # the client disconnects, and anyio re-raises at every await in a cancelled
+        # scope), wait for the thread to let go of the engine before the caller
+        # releases the slot.
+        with anyio.CancelScope(shield=True):
+            await future
