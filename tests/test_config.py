@@ -78,3 +78,57 @@ def test_replace_revalidates() -> None:
     assert cfg.replace(node={"port": 9001}).node.port == 9001
     with pytest.raises(ConfigError, match=r"node\.port"):
         cfg.replace(node={"port": -1})
+
+
+ISSUE_EXAMPLE = """
+node: {name: clinic-1}
+tiers:
+  - name: device
+    endpoints: [{engine: llamacpp, model: smollm2-135m-instruct}]
+    clearance: phi
+    cost_per_1k_tokens: 0.0
+  - name: cloud
+    endpoints: [{url: "http://127.0.0.1:8081/v1", model: "auto", api_key_env: CLOUD_API_KEY}]
+    clearance: public
+    cost_per_1k_tokens: 0.6
+routing:
+  cascade: {enabled: true, threshold: 0.62}
+"""
+
+
+def test_tiered_example_from_the_docs(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    cfg = load_config(path)
+    assert [t.name for t in cfg.ladder()] == ["device", "cloud"]
+    assert cfg.tiers[1].endpoints[0].api_key_env == "CLOUD_API_KEY"
+    assert cfg.routing.cascade.enabled and cfg.routing.cascade.threshold == 0.62
+    assert cfg.local_endpoint() is not None and cfg.local_endpoint()[0] == "device"  # type: ignore[index]
+
+
+def test_without_tiers_the_engine_is_one_local_tier() -> None:
+    ladder = parse_config({"node": {"tier": "gateway"}}).ladder()
+    assert [(t.name, t.clearance) for t in ladder] == [("gateway", "phi")]
+    assert ladder[0].endpoints[0].engine == "llamacpp"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "fragment"),
+    [
+        ([{"name": "a", "endpoints": [{}]}], "tiers.0.endpoints.0: an endpoint needs exactly one"),
+        ([{"name": "a", "endpoints": [{"engine": "fake", "url": "http://x/v1"}]}],
+         "exactly one of `engine`"),
+        ([{"name": "a", "endpoints": []}], "tiers.0.endpoints: List should have at least 1"),
+        ([{"name": "a", "endpoints": [{"url": "ftp://x"}]}], "tiers.0.endpoints.0.url"),
+        ([{"name": "a", "clearance": "secret", "endpoints": [{"engine": "fake"}]}],
+         "tiers.0.clearance: Input should be 'public', 'internal', 'pii' or 'phi'"),
+        ([{"name": "a", "endpoints": [{"engine": "fake"}]},
+          {"name": "a", "endpoints": [{"url": "http://x/v1"}]}], "repeated: a"),
+        ([{"name": "a", "endpoints": [{"engine": "fake"}], "clearnce": "pii"}],
+         "tiers.0.clearnce: unknown key; allowed keys here: name, endpoints, clearance"),
+    ],
+)
+def test_bad_tiers_are_explained(tiers: list, fragment: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"tiers": tiers})
+    assert fragment in str(exc.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,11 +28,17 @@ from pydantic import Field, TypeAdapter, with_config
 from edgewise.errors import ConfigError
 
 __all__ = [
+    "CLEARANCE_LEVELS",
+    "CascadeConfig",
     "EdgewiseConfig",
+    "EndpointConfig",
     "EngineConfig",
+    "HealthConfig",
     "NodeConfig",
+    "RoutingConfig",
     "SamplingDefaults",
     "ServingConfig",
+    "TierConfig",
     "load_config",
     "parse_config",
 ]
@@ -100,6 +107,101 @@ class SamplingDefaults:
     repeat_penalty: Annotated[float, Field(gt=0, le=10)] = 1.0
 
 
+Clearance = Literal["public", "internal", "pii", "phi"]
+#: Sensitivity / clearance levels, least to most sensitive.
+CLEARANCE_LEVELS: tuple[str, ...] = ("public", "internal", "pii", "phi")
+_NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+@with_config(_STRICT)
+@dataclass
+class EndpointConfig:
+    """One place a tier can send requests: a local engine or an OpenAI-compatible URL."""
+
+    #: Local engine kind (``llamacpp`` or ``fake``); mutually exclusive with ``url``.
+    engine: Literal["llamacpp", "fake"] | None = None
+    #: Base URL of an OpenAI-compatible API, e.g. ``http://10.0.0.5:8080/v1``.
+    url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    #: Local: catalogue name or .gguf path. Remote: the upstream model name
+    #: (``auto``: send the client's ``model`` field on unchanged).
+    model: Annotated[str, Field(min_length=1)] = "auto"
+    #: Environment variable holding the upstream's API key (never the key itself).
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    #: Relative share of this tier's traffic among its healthy endpoints.
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.engine is None) == (self.url is None):
+            raise ValueError("an endpoint needs exactly one of `engine` (local) or `url` (remote)")
+        if self.engine is not None and self.api_key_env is not None:
+            raise ValueError("`api_key_env` only applies to `url` endpoints")
+
+    @property
+    def label(self) -> str:
+        """A short, non-secret name for logs and metrics."""
+        return f"{self.engine}:{self.model}" if self.engine else str(self.url)
+
+
+@with_config(_STRICT)
+@dataclass
+class TierConfig:
+    """One rung of the escalation ladder."""
+
+    name: _NAME
+    endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
+    #: The most sensitive data this tier may receive.
+    clearance: Clearance = "public"
+    cost_per_1k_tokens: Annotated[float, Field(ge=0)] = 0.0
+    energy_per_token_j: Annotated[float, Field(ge=0)] = 0.0
+    #: Largest prompt + completion the tier accepts (``None``: no limit known).
+    max_context: Annotated[int, Field(ge=16)] | None = None
+    #: Seconds before a request to this tier counts as failed (``None``: no limit).
+    timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
+@with_config(_STRICT)
+@dataclass
+class CascadeConfig:
+    """Answer with the lowest eligible tier; escalate when confidence is below threshold."""
+
+    enabled: bool = False
+    #: Confidence in [0, 1] below which the answer is escalated (``edgewise calibrate``).
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    #: A registered confidence scorer (see ``edgewise.routing.confidence``).
+    scorer: str = "mean_prob"
+    #: Streaming requests: the small tier's answer is buffered up to this many tokens
+    #: before its confidence is known; longer answers are streamed as they are.
+    max_buffer_tokens: Annotated[int, Field(ge=1)] = 1024
+    #: Written by ``edgewise calibrate``: the measured curve behind ``threshold``.
+    calibration: dict[str, Any] | None = None
+
+
+@with_config(_STRICT)
+@dataclass
+class HealthConfig:
+    """Active probes and circuit breakers for remote endpoints."""
+
+    probe_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    probe_timeout_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+    #: Consecutive failures that open an endpoint's breaker.
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 3
+    #: EWMA weight of the newest latency observation.
+    ewma_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
+
+
+@with_config(_STRICT)
+@dataclass
+class RoutingConfig:
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    #: Sensitivity assumed for a request that declares none (the privacy guard raises it).
+    default_sensitivity: Clearance = "public"
+    #: Weight of energy (J per token) against cost (per 1k tokens) when ranking tiers.
+    energy_weight: Annotated[float, Field(ge=0)] = 0.0
+    #: SQLite file of the store-and-forward queue for async requests.
+    jobs_path: str = ".edgewise/jobs.sqlite"
+
+
 @with_config(_STRICT)
 @dataclass
 class EdgewiseConfig:
@@ -109,6 +211,35 @@ class EdgewiseConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    #: The escalation ladder, lowest first. Empty: one tier (``node.tier``) serving the
+    #: ``engine`` section locally, with clearance ``phi``.
+    tiers: list[TierConfig] = field(default_factory=list)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique; repeated: {', '.join(dupes)}")
+        local = [(t.name, e) for t in self.tiers for e in t.endpoints if e.engine]
+        if len(local) > 1:
+            raise ValueError("at most one local engine endpoint per node (one model in memory)")
+
+    def ladder(self) -> list[TierConfig]:
+        """The tiers, with the implicit single local tier when none are configured."""
+        if self.tiers:
+            return list(self.tiers)
+        return [TierConfig(name=self.node.tier, clearance="phi",
+                           endpoints=[EndpointConfig(engine=self.engine.kind,
+                                                     model=self.engine.model)])]
+
+    def local_endpoint(self) -> tuple[str, EndpointConfig] | None:
+        """The tier and endpoint served by this node's own engine, if any."""
+        for tier in self.ladder():
+            for ep in tier.endpoints:
+                if ep.engine is not None:
+                    return tier.name, ep
+        return None
 
     def replace(self, **sections: Any) -> EdgewiseConfig:
         """A copy with some fields of some sections replaced, re-validated.
@@ -117,7 +248,8 @@ class EdgewiseConfig:
         """
         data = dataclasses.asdict(self)
         for section, values in sections.items():
-            data[section].update(values)
+            if values:
+                data[section].update(values)
         return parse_config(data, source="command-line flags")
 
 
@@ -132,6 +264,8 @@ _ADAPTER: TypeAdapter[EdgewiseConfig] = TypeAdapter(EdgewiseConfig)
 def _format_error(err: Any) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
+    if kind == "value_error":
+        return f"{path}: {str(err['msg']).removeprefix('Value error, ')}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         parent = err["loc"][:-1]
         allowed = _allowed_keys(parent)
@@ -142,14 +276,29 @@ def _format_error(err: Any) -> str:
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    cls: Any = EdgewiseConfig
+    """Field names of the dataclass at ``loc`` (walking lists and optionals)."""
+    tp: Any = EdgewiseConfig
     for part in loc:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        f = fields.get(str(part))
-        if f is None or not isinstance(f.default_factory, type):
+        tp = _dataclass_in(tp)
+        if isinstance(part, int) or tp is None:
+            continue
+        hints = typing.get_type_hints(tp, include_extras=True)
+        if str(part) not in hints:
             return []
-        cls = f.default_factory
-    return [f.name for f in dataclasses.fields(cls)]
+        tp = hints[str(part)]
+    tp = _dataclass_in(tp)
+    return [f.name for f in dataclasses.fields(tp)] if tp is not None else []
+
+
+def _dataclass_in(tp: Any) -> Any:
+    """The dataclass inside ``Annotated[list[X] | None, ...]``-style hints, or None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(data: Any, *, source: str = "config") -> EdgewiseConfig:
@@ -162,7 +311,8 @@ def parse_config(data: Any, *, source: str = "config") -> EdgewiseConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections "
-                          f"(node, engine, serving, sampling), got {type(data).__name__}")
+                          f"(node, engine, serving, sampling, tiers, routing), "
+                          f"got {type(data).__name__}")
     try:
         return _ADAPTER.validate_python(data)
     except pydantic.ValidationError as exc:

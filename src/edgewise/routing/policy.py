@@ -1,0 +1,159 @@
+"""The router: a pure function (request, sensitivity, fleet state) -> decision.
+
+No sockets, no clocks: everything it needs is in its arguments, so every policy is a
+unit test. Steps:
+
+1. **Steering.** ``model: "auto"`` (or ``default``) lets the router choose;
+   ``model: "<tier>"`` or a model name served by one tier pins that tier (still subject
+   to clearance). ``x-edgewise-min-tier`` drops the tiers below it.
+2. **Clearance (hard).** A tier is eligible only if its clearance ≥ the request's
+   sensitivity. If the pinned or every tier is below it, the request is refused.
+3. **Fit.** Tiers whose ``max_context`` cannot hold prompt + max_tokens are dropped.
+4. **Budget (hard).** With ``x-edgewise-max-cost``, tiers whose cost for this request
+   (``cost_per_1k × (prompt + max_tokens) / 1000``) exceeds it are dropped.
+5. **Health.** Tiers with no available endpoint (all breakers open) are skipped; the
+   reason names them. No eligible tier up → the decision says so (503 or async queue).
+6. **Order.** The rest are ranked by ``cost + energy_weight × energy_per_token ×
+   tokens``, ladder position breaking ties — cheapest first. The first answers; the
+   others are the cascade's escalation path and the failover order.
+7. **Latency SLO (soft).** With ``x-edgewise-max-latency-ms``, tiers whose live estimate
+   (EWMA TTFT + max_tokens / tokens-per-second) exceeds it go to the back of the plan;
+   if none meets it the fastest estimate leads and the reason says the SLO is at risk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edgewise.config import CLEARANCE_LEVELS
+
+__all__ = ["Decision", "RouteRequest", "TierView", "level", "route"]
+
+
+def level(name: str) -> int:
+    """Position of a clearance / sensitivity name (public=0 … phi=3)."""
+    return CLEARANCE_LEVELS.index(name)
+
+
+@dataclass(frozen=True)
+class TierView:
+    """What the router may know about a tier right now."""
+
+    name: str
+    clearance: str
+    cost_per_1k_tokens: float = 0.0
+    energy_per_token_j: float = 0.0
+    max_context: int | None = None
+    #: Model names the tier's endpoints serve (for ``model: "<name>"`` steering).
+    models: tuple[str, ...] = ()
+    #: Endpoints whose breaker lets a request through now.
+    available: int = 1
+    #: Live estimate of seconds for this request (None: unknown).
+    expected_s: float | None = None
+    #: Why the tier is down, for the reason string (e.g. "breaker open").
+    down_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    sensitivity: str = "public"
+    model: str = "auto"
+    prompt_tokens: int = 0
+    max_tokens: int = 256
+    max_latency_ms: float | None = None
+    max_cost: float | None = None
+    min_tier: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: Tiers to try, in order: the first answers; later ones are escalation/failover.
+    plan: tuple[str, ...]
+    reason: str
+    #: Set when nothing may serve the request: ``clearance``, ``budget``, ``context``,
+    #: ``unknown_model`` (client errors) or ``unavailable`` (eligible tiers all down).
+    refused: str | None = None
+    skipped: tuple[str, ...] = field(default=())
+
+    @property
+    def tier(self) -> str | None:
+        return self.plan[0] if self.plan else None
+
+
+def _cost(t: TierView, tokens: int) -> float:
+    return t.cost_per_1k_tokens * tokens / 1000.0
+
+
+def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float = 0.0
+          ) -> Decision:
+    tokens = req.prompt_tokens + req.max_tokens
+    names = [t.name for t in fleet]
+    candidates = list(fleet)
+
+    # 1. steering
+    if req.model not in ("auto", "default"):
+        pinned = [t for t in fleet if t.name == req.model or req.model in t.models]
+        if not pinned:
+            return Decision((), f"no tier is named or serves model {req.model!r}",
+                            refused="unknown_model")
+        candidates = pinned[:1]
+    if req.min_tier is not None:
+        if req.min_tier not in names:
+            return Decision((), f"x-edgewise-min-tier names no tier (tiers: {', '.join(names)})",
+                            refused="unknown_model")
+        floor = names.index(req.min_tier)
+        candidates = [t for t in candidates if names.index(t.name) >= floor]
+
+    # 2. clearance (hard)
+    need = level(req.sensitivity)
+    cleared = [t for t in candidates if level(t.clearance) >= need]
+    if not cleared:
+        what = candidates[0].name if len(candidates) == 1 else "any eligible tier"
+        return Decision((), f"{req.sensitivity} data may not be sent to {what} "
+                            "(clearance too low)", refused="clearance")
+
+    # 3. context fit
+    fits = [t for t in cleared if t.max_context is None or tokens <= t.max_context]
+    if not fits:
+        return Decision((), f"prompt + max_tokens = {tokens} tokens exceeds every eligible "
+                            "tier's max_context", refused="context")
+
+    # 4. budget (hard)
+    if req.max_cost is not None:
+        affordable = [t for t in fits if _cost(t, tokens) <= req.max_cost]
+        if not affordable:
+            return Decision((), f"no eligible tier costs ≤ {req.max_cost} for {tokens} tokens",
+                            refused="budget")
+        fits = affordable
+
+    # 5. health
+    up = [t for t in fits if t.available > 0]
+    down = tuple(f"{t.name} ({t.down_reason or 'unavailable'})" for t in fits
+                 if t.available <= 0)
+    if not up:
+        return Decision((), "no eligible tier is reachable: " + ", ".join(down),
+                        refused="unavailable", skipped=down)
+
+    # 6. order: cheapest (cost + weighted energy), then ladder position
+    def rank(t: TierView) -> tuple[float, int]:
+        energy = t.energy_per_token_j * tokens * energy_weight
+        return (_cost(t, tokens) + energy, names.index(t.name))
+
+    ordered = sorted(up, key=rank)
+    reason = "cheapest eligible tier" if req.model in ("auto", "default") else "requested"
+
+    # 7. latency SLO (soft)
+    if req.max_latency_ms is not None:
+        slo = req.max_latency_ms / 1000.0
+        meets = [t for t in ordered if t.expected_s is None or t.expected_s <= slo]
+        if meets:
+            ordered = meets + [t for t in ordered if t not in meets]
+            if meets[0] is not sorted(up, key=rank)[0]:
+                reason += " meeting the latency SLO"
+        else:
+            ordered.sort(key=lambda t: t.expected_s or 0.0)
+            reason = "fastest tier (no tier is expected to meet the latency SLO)"
+    if down:
+        reason += "; skipped " + ", ".join(down)
+    return Decision(tuple(t.name for t in ordered), reason, skipped=down)
