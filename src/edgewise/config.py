@@ -169,9 +169,6 @@ class CascadeConfig:
     threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
     #: A registered confidence scorer (see ``edgewise.routing.confidence``).
     scorer: str = "mean_prob"
-    #: Streaming requests: the small tier's answer is buffered up to this many tokens
-    #: before its confidence is known; longer answers are streamed as they are.
-    max_buffer_tokens: Annotated[int, Field(ge=1)] = 1024
     #: Written by ``edgewise calibrate``: the measured curve behind ``threshold``.
     calibration: dict[str, Any] | None = None
 
@@ -224,6 +221,9 @@ class EdgewiseConfig:
         local = [(t.name, e) for t in self.tiers for e in t.endpoints if e.engine]
         if len(local) > 1:
             raise ValueError("at most one local engine endpoint per node (one model in memory)")
+        if self.tiers and not local:
+            raise ValueError("one tier must have a local endpoint ({engine: llamacpp, "
+                             "model: ...}): a node always serves its own tier")
 
     def ladder(self) -> list[TierConfig]:
         """The tiers, with the implicit single local tier when none are configured."""

@@ -13,6 +13,8 @@ content (prompts may be sensitive).
     │   ├── ModelNotFoundError   a model name or path that is not installed
     │   └── ModelIntegrityError  a model file whose sha256 does not match the catalogue
     ├── EngineError              the inference engine failed to load or to generate
+    ├── JobStoreError            the durable async-job queue cannot be opened, read or written
+    │   └── JobStateError            a transition the job's current state does not allow
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
@@ -31,6 +33,8 @@ __all__ = [
     "EdgewiseError",
     "EngineError",
     "InvalidRequestError",
+    "JobStateError",
+    "JobStoreError",
     "ModelError",
     "ModelIntegrityError",
     "ModelNotFoundError",
@@ -65,6 +69,26 @@ class ModelIntegrityError(ModelError):
 
 class EngineError(EdgewiseError):
     """The inference engine failed (load, tokenize or generate)."""
+
+
+class JobStoreError(EdgewiseError):
+    """The async-job store (SQLite) could not be opened, read or written.
+
+    The message names the database path and what to do about it (free disk space, fix
+    permissions, move a corrupt file aside).
+    """
+
+
+class JobStateError(JobStoreError):
+    """A job transition its current state does not allow, or a job id that does not exist.
+
+    ``job_id`` and ``state`` (``None`` for an unknown id) say which job and where it is.
+    """
+
+    def __init__(self, message: str, *, job_id: str, state: str | None):
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
 
 
 class RequestError(EdgewiseError):

@@ -30,12 +30,17 @@ def build_engine(config: EdgewiseConfig) -> Engine:
     import edgewise.engines.llamacpp  # noqa: F401  (registers "llamacpp")
 
     ec = config.engine
-    factory = engine_factory(ec.kind)
-    if ec.kind == "fake":
+    kind, model_name = ec.kind, ec.model
+    local = config.local_endpoint()
+    if config.tiers and local is not None:  # the tier's endpoint names the local model
+        kind = local[1].engine or kind
+        model_name = model_name if local[1].model == "auto" else local[1].model
+    factory = engine_factory(kind)
+    if kind == "fake":
         return factory(n_ctx=ec.n_ctx)
     from edgewise.models import resolve_model
 
-    model = resolve_model(ec.model, verify=ec.verify_digest)
+    model = resolve_model(model_name, verify=ec.verify_digest)
     return factory(model, n_ctx=ec.n_ctx, n_threads=ec.n_threads, n_batch=ec.n_batch)
 
 
@@ -56,7 +61,9 @@ class Node:
 
     @property
     def tier(self) -> str:
-        return self.config.node.tier
+        """The tier this node's own engine serves."""
+        local = self.config.local_endpoint()
+        return local[0] if local is not None else self.config.node.tier
 
     @property
     def ready(self) -> bool:

@@ -7,21 +7,37 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from edgewise import __version__
 from edgewise.api.errors import install_error_handlers
 from edgewise.api.middleware import AccessLog, BodyLimit, NodeHeaders
-from edgewise.api.openai import router
+from edgewise.api.openai import router as openai_router
+from edgewise.api.routed import jobs_router
 from edgewise.node import Node
+from edgewise.routing.service import Router
+from edgewise.tiers.fleet import Fleet
 
 __all__ = ["create_app"]
 
 
-def create_app(node: Node, *, manage_lifecycle: bool = True) -> FastAPI:
+def create_app(node: Node, *, manage_lifecycle: bool = True,
+               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
     """Build the app for a node. With ``manage_lifecycle`` the app's lifespan loads the
-    engine at start-up and drains and unloads it at shutdown."""
+    engine at start-up and drains and unloads it at shutdown. When the config has a tier
+    ladder, chat requests go through the router; ``transports`` maps upstream URLs to
+    httpx transports (tests reach other nodes in-process that way)."""
+    router: Router | None = None
+    if node.config.tiers:
+        router = Router(node.config, Fleet(node.config, node, transports=transports),
+                        node.metrics)
+
+    async def start() -> None:
+        await node.start()
+        if router is not None:
+            router.start()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -29,11 +45,13 @@ def create_app(node: Node, *, manage_lifecycle: bool = True) -> FastAPI:
             yield
             return
         # Load in the background: /healthz answers at once, /readyz once loaded.
-        loading = asyncio.create_task(node.start())
+        loading = asyncio.create_task(start())
         try:
             yield
         finally:
             await loading  # a load in progress cannot be interrupted (it is in a thread)
+            if router is not None:
+                await router.stop()
             await node.stop()
 
     app = FastAPI(
@@ -43,8 +61,10 @@ def create_app(node: Node, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.node = node
+    app.state.router = router
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(openai_router)
+    app.include_router(jobs_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -66,6 +86,11 @@ def create_app(node: Node, *, manage_lifecycle: bool = True) -> FastAPI:
         if node.admission is not None:
             node.metrics.queue_depth.set(node.admission.waiting)
             node.metrics.active.set(node.admission.active)
+        if router is not None:
+            for tier, endpoints in router.fleet.endpoints.items():
+                for e in endpoints:
+                    node.metrics.breaker_open.labels(tier, e.label).set(
+                        0 if e.breaker.state.value == "closed" else 1)
         return Response(node.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 

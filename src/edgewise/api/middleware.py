@@ -34,7 +34,9 @@ class NodeHeaders:
 
         async def stamped(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.headers
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [h for h in self.headers if h[0] not in present]
             await send(message)
 
         await self.app(scope, receive, stamped)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -25,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from edgewise.api.errors import sse_error
 from edgewise.api.schemas import ChatCompletionRequest, CompletionRequest
-from edgewise.engines import ChatMessage, Chunk, Generation, SamplingParams, TokenLogprob
+from edgewise.engines import ChatMessage, Chunk, SamplingParams, TokenLogprob
 from edgewise.errors import (
     ContextLengthError,
     EngineError,
@@ -35,7 +33,7 @@ from edgewise.errors import (
     UnknownModelError,
 )
 from edgewise.node import Node
-from edgewise.serving import RunStats, stream_generation
+from edgewise.serving.run import LocalRun, admitted, precheck_queue
 
 __all__ = ["router"]
 
@@ -145,59 +143,6 @@ def _sampling(node: Node, body: ChatCompletionRequest | CompletionRequest, promp
 # -- running a generation ---------------------------------------------------------------
 
 
-@dataclass
-class _Run:
-    node: Node
-    model: str
-    prompt: list[int]
-    params: SamplingParams
-    stats: RunStats = field(default_factory=RunStats)
-    generation: Generation | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
-
-    def chunks(self) -> AsyncIterator[Chunk]:
-        node = self.node
-        self.generation = Generation(node.engine, self.prompt, self.params, n_ctx=node.info.n_ctx)
-        assert node.executor is not None
-        return stream_generation(self.generation, node.executor, self.stats)
-
-    def record(self) -> None:
-        """Token and latency metrics (labels: served model id and tier only)."""
-        if self.generation is None:
-            return
-        out = self.generation.outcome
-        m, labels = self.node.metrics, (self.model, self.node.tier)
-        m.prompt_tokens.labels(*labels).inc(out.prompt_tokens)
-        m.completion_tokens.labels(*labels).inc(out.completion_tokens)
-        if self.stats.ttft_s is not None:
-            m.ttft.labels(*labels).observe(self.stats.ttft_s)
-        if out.completion_tokens > 1 and self.stats.decode_s > 0:
-            m.tokens_per_second.labels(*labels).observe(
-                (out.completion_tokens - 1) / self.stats.decode_s)
-        if out.finish_reason == "cancelled":
-            m.cancelled.inc()
-
-
-async def _admitted(node: Node, stack: AsyncExitStack) -> None:
-    _precheck_queue(node)
-    admission = node.admission
-    assert admission is not None
-    node.metrics.queue_depth.set(admission.waiting + 1)
-    try:
-        await stack.enter_async_context(admission.slot())
-    finally:
-        node.metrics.queue_depth.set(admission.waiting)
-    node.metrics.active.set(admission.active)
-    stack.callback(lambda: node.metrics.active.set(admission.active))
-
-
-def _precheck_queue(node: Node) -> None:
-    """Refuse with 429 *before* a stream's 200 headers go out when the queue is full."""
-    if node.admission is None:
-        raise UnavailableError(node.load_error or "the model is still loading", retry_after=2)
-    node.admission.check()
-
-
 async def _watch_disconnect(request: Request, on_disconnect: Callable[[], None]) -> None:
     """For non-streaming requests: stop generating if the client goes away."""
     while True:
@@ -211,10 +156,10 @@ def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
 
 
-async def _collect(request: Request, run: _Run) -> list[Chunk]:
+async def _collect(request: Request, run: LocalRun) -> list[Chunk]:
     """Run to completion, stopping early if the client disconnects."""
     async with AsyncExitStack() as stack:
-        await _admitted(run.node, stack)
+        await admitted(run.node, stack)
         stream = run.chunks()
         task = asyncio.current_task()
         assert task is not None
@@ -232,14 +177,14 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + _dumps(obj).encode() + b"\n\n"
 
 
-def _stream_body(request: Request, run: _Run,
+def _stream_body(request: Request, run: LocalRun,
                  frame: Callable[[Chunk | None, str | None], dict[str, Any]],
                  usage_frame: Callable[[], dict[str, Any]] | None,
                  first: dict[str, Any] | None) -> AsyncIterator[bytes]:
     async def body() -> AsyncIterator[bytes]:
         async with AsyncExitStack() as stack:
             try:
-                await _admitted(run.node, stack)
+                await admitted(run.node, stack)
                 if first is not None:
                     yield _sse(first)
                 stream = run.chunks()
@@ -265,7 +210,7 @@ def _stream_body(request: Request, run: _Run,
     return body()
 
 
-def _usage(run: _Run) -> dict[str, int]:
+def _usage(run: LocalRun) -> dict[str, int]:
     assert run.generation is not None
     o = run.generation.outcome
     return {"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
@@ -284,7 +229,7 @@ def _chat_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
     ], "refusal": None}
 
 
-def _headers(run: _Run) -> dict[str, str]:
+def _headers(run: LocalRun) -> dict[str, str]:
     return {"x-edgewise-model": run.model, "x-request-id": run.id}
 
 
@@ -295,11 +240,16 @@ def _headers(run: _Run) -> dict[str, str]:
 async def chat_completions(body: ChatCompletionRequest, request: Request
                            ) -> JSONResponse | StreamingResponse:
     node = _node(request)
-    model = _check_model(node, body.model)
     _reject_unsupported(body)
     messages = [ChatMessage("system" if m.role == "developer" else m.role,
                             _valid_text(m.text(), f"messages[{i}].content"))
                 for i, m in enumerate(body.messages)]
+    if request.app.state.router is not None:  # a tier ladder: route, cascade, fail over
+        from edgewise.api.routed import routed_chat
+
+        return await routed_chat(body, [(m.role, m.content) for m in messages], request,
+                                 request.app.state.router)
+    model = _check_model(node, body.model)
     try:
         prompt = node.engine.chat_prompt(messages)
     except EngineError as exc:
@@ -309,12 +259,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
     want_logprobs = bool(body.logprobs)
     params = _sampling(node, body, len(prompt), max_tokens,
                        (body.top_logprobs or 0) if want_logprobs else 0)
-    run = _Run(node, model, prompt, params)
+    run = LocalRun(node, model, prompt, params)
     cid, created = f"chatcmpl-{run.id}", int(time.time())
     fingerprint = f"edgewise-{node.info.sha256[:10]}"
 
     if body.stream:
-        _precheck_queue(node)
+        precheck_queue(node)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         def frame(chunk: Chunk | None, finish: str | None) -> dict[str, Any]:
@@ -415,7 +365,7 @@ async def completions(body: CompletionRequest, request: Request
         raise InvalidRequestError("prompt is empty", param="prompt")
     want = body.logprobs is not None
     params = _sampling(node, body, len(prompt), body.max_tokens, body.logprobs or 0)
-    run = _Run(node, model, prompt, params)
+    run = LocalRun(node, model, prompt, params)
     cid, created = f"cmpl-{run.id}", int(time.time())
     echo_text = text if body.echo else ""
 
@@ -428,7 +378,7 @@ async def completions(body: CompletionRequest, request: Request
                             s.logprob) for s in scored]
 
     if body.stream:
-        _precheck_queue(node)
+        precheck_queue(node)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         offset = [len(echo_text)]
 
@@ -463,7 +413,7 @@ async def completions(body: CompletionRequest, request: Request
     leading: list[tuple[str, float | None]] | None = None
     if want and body.echo:
         async with AsyncExitStack() as stack:
-            await _admitted(node, stack)
+            await admitted(node, stack)
             leading = await prompt_logprobs()
     chunks = await _collect(request, run)
     assert run.generation is not None

@@ -71,6 +71,14 @@ class CircuitBreaker:
         self._trial_in_flight = False
         self.last_error = None
 
+    def trip(self, error: str) -> None:
+        """Open at once (a failed active probe is conclusive: nothing is listening)."""
+        self.last_error = error
+        self.failures = max(self.failures, self.failure_threshold)
+        self._state = BreakerState.OPEN
+        self.opened_at = self.clock()
+        self._trial_in_flight = False
+
     def record_failure(self, error: str) -> None:
         self.last_error = error
         self.failures += 1

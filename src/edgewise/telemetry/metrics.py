@@ -61,5 +61,34 @@ class NodeMetrics:
             registry=r,
         )
 
+        # Routing (tier labels come from config, never from requests).
+        self.routed = Counter(
+            "edgewise_routed_requests_total", "Requests answered, by answering tier",
+            ["tier"], registry=r,
+        )
+        self.escalations = Counter(
+            "edgewise_escalations_total", "Cascade escalations, by the tier that finally answered",
+            ["tier"], registry=r,
+        )
+        self.failovers = Counter(
+            "edgewise_failovers_total", "Times a tier failed and the next one answered",
+            registry=r,
+        )
+        self.tier_failures = Counter(
+            "edgewise_tier_failures_total", "Failed requests to a tier", ["tier"], registry=r,
+        )
+        self.confidence = Histogram(
+            "edgewise_answer_confidence", "Confidence of cascaded answers", ["tier"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0), registry=r,
+        )
+        self.jobs = Counter(
+            "edgewise_async_jobs_total", "Async jobs queued / delivered / failed", ["event"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "edgewise_breaker_open", "1 while an endpoint's breaker is open or half-open",
+            ["tier", "endpoint"], registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,198 @@
+"""``/v1/chat/completions`` when the node has a tier ladder: route, cascade, fail over,
+queue async requests; and ``GET /v1/edgewise/jobs/{id}``.
+
+Request steering headers: ``x-edgewise-sensitivity`` (public|internal|pii|phi; the
+request's own label), ``x-edgewise-max-latency-ms``, ``x-edgewise-max-cost``,
+``x-edgewise-min-tier``, ``x-edgewise-async: true``. Response headers:
+``x-edgewise-tier``, ``x-edgewise-route-reason``, ``x-edgewise-escalations``,
+``x-edgewise-confidence`` (when a cascade scored the answer).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from edgewise.api.errors import error_response, sse_error
+from edgewise.api.schemas import ChatCompletionRequest
+from edgewise.config import CLEARANCE_LEVELS
+from edgewise.errors import InvalidRequestError, RequestError, UnavailableError
+from edgewise.routing.service import Routed, Router
+from edgewise.tiers.base import ChatRequest, Delta
+from edgewise.tiers.local import LocalEndpoint
+
+__all__ = ["jobs_router", "routed_chat"]
+
+jobs_router = APIRouter()
+
+_REFUSALS = {  # Decision.refused -> (status, type, code)
+    "clearance": (403, "permission_error", "clearance"),
+    "unknown_model": (404, "not_found_error", "model_not_found"),
+    "context": (400, "invalid_request_error", "context_length_exceeded"),
+    "budget": (400, "invalid_request_error", "budget_exceeded"),
+}
+
+
+def _header_float(request: Request, name: str, *, minimum: float) -> float | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also rejects NaN
+        raise InvalidRequestError(f"header {name} must be a number ≥ {minimum:g}", param=name)
+    return value
+
+
+def _sensitivity(request: Request, default: str) -> str:
+    declared = request.headers.get("x-edgewise-sensitivity")
+    if declared is None:
+        return default
+    if declared not in CLEARANCE_LEVELS:
+        raise InvalidRequestError("header x-edgewise-sensitivity must be one of "
+                                  + ", ".join(CLEARANCE_LEVELS), param="x-edgewise-sensitivity")
+    return declared
+
+
+def _is_async(request: Request) -> bool:
+    return request.headers.get("x-edgewise-async", "").lower() in ("1", "true", "yes")
+
+
+def chat_request(body: ChatCompletionRequest, messages: list[tuple[str, str]]) -> ChatRequest:
+    return ChatRequest(
+        messages=tuple(messages), model=body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature, top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
+        presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+        logprobs=True,  # the cascade's confidence needs them; stripped if not asked for
+        top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+    )
+
+
+def _queued(router: Router, req: ChatRequest, sensitivity: str, want_logprobs: bool,
+            reason: str, steering: dict[str, Any]) -> JSONResponse:
+    job = router.enqueue(req, sensitivity, include_logprobs=want_logprobs, steering=steering)
+    return JSONResponse(
+        {"id": job.id, "object": "edgewise.job", "status": job.state.value,
+         "reason": reason, "poll": f"/v1/edgewise/jobs/{job.id}"},
+        status_code=202, headers={"Location": f"/v1/edgewise/jobs/{job.id}",
+                                  "x-edgewise-tier": "queued"})
+
+
+async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str]],
+                      request: Request, router: Router) -> JSONResponse | StreamingResponse:
+    req = chat_request(body, messages)
+    sensitivity = _sensitivity(request, router.config.routing.default_sensitivity)
+    local = next((e for eps in router.fleet.endpoints.values() for e in eps
+                  if isinstance(e, LocalEndpoint) and e.ready()), None)
+    prompt_tokens = local.count_tokens(req) if local is not None else sum(
+        len(c) for _, c in messages) // 4
+    steering: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "max_latency_ms": _header_float(request, "x-edgewise-max-latency-ms", minimum=1),
+        "max_cost": _header_float(request, "x-edgewise-max-cost", minimum=0),
+        "min_tier": request.headers.get("x-edgewise-min-tier")}
+    decision = router.decide(req, sensitivity=sensitivity, **steering)
+    want_logprobs = bool(body.logprobs)
+    if decision.refused in _REFUSALS:
+        status, type_, code = _REFUSALS[decision.refused]
+        request.state.error_type = code
+        return error_response(status, decision.reason, type_, code=code,
+                              param="model" if code == "model_not_found" else None)
+    if decision.refused == "unavailable":
+        if _is_async(request):
+            return _queued(router, req, sensitivity, want_logprobs, decision.reason, steering)
+        raise UnavailableError(decision.reason, retry_after=max(
+            1, int(router.fleet.health.probe_interval_s)))
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    if not body.stream:
+        try:
+            answer, routed = await router.answer(req, decision)
+        except UnavailableError as exc:
+            if _is_async(request):
+                return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
+            raise
+        return JSONResponse(answer.to_openai(cid, created, include_logprobs=want_logprobs),
+                            headers=routed.headers())
+
+    try:
+        deltas, routed = await router.stream(req, decision)
+    except UnavailableError as exc:
+        if _is_async(request):
+            return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
+        raise
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _sse_body(request, deltas, routed, cid, created, want_logprobs, include_usage),
+        media_type="text/event-stream",
+        headers={**routed.headers(), "cache-control": "no-cache"})
+
+
+async def _sse_body(request: Request, deltas: AsyncIterator[Delta], routed: Routed, cid: str,
+                    created: int, want_logprobs: bool, include_usage: bool
+                    ) -> AsyncIterator[bytes]:
+    from edgewise.api.openai import _sse
+
+    base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                            "model": routed.tier}
+
+    def frame(delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
+              ) -> bytes:
+        out = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                    "finish_reason": finish}]}
+        if include_usage:
+            out["usage"] = None
+        return _sse(out)
+
+    yield frame({"role": "assistant", "content": ""})
+    n_tokens, finish = 0, "stop"
+    try:
+        async for d in deltas:
+            n_tokens += len(d.logprob_items)
+            yield frame({"content": d.text},
+                        {"content": list(d.logprob_items)} if want_logprobs else None)
+    except (RequestError, UnavailableError) as exc:
+        request.state.error_type = exc.code
+        yield sse_error(str(exc), getattr(exc, "error_type", "api_error"), exc.code)
+        return
+    except Exception as exc:  # a tier failed after the first byte: say so in-band
+        from edgewise.tiers.base import EndpointError
+
+        if not isinstance(exc, EndpointError):
+            raise
+        request.state.error_type = "tier_failed"
+        yield sse_error(f"{exc}; the answer is incomplete", "api_error", "tier_failed")
+        return
+    final = routed.final() if routed.final is not None else None
+    if final is not None:
+        finish = final.finish_reason
+    yield frame({}, None, finish)
+    if include_usage:
+        usage = {"prompt_tokens": final.prompt_tokens if final else 0,
+                 "completion_tokens": final.completion_tokens if final else n_tokens}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        yield _sse({**base, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+@jobs_router.get("/v1/edgewise/jobs/{job_id}")
+async def get_job(job_id: str, request: Request) -> JSONResponse:
+    """Status (and, once delivered, the completion) of an async request."""
+    router: Router | None = request.app.state.router
+    job = router.jobs.get(job_id) if router is not None and router.jobs is not None else None
+    if job is None:
+        return error_response(404, "no such job on this node", "not_found_error",
+                              param="job_id", code="job_not_found")
+    return JSONResponse({
+        "id": job.id, "object": "edgewise.job", "status": job.state.value,
+        "created_at": job.created_at, "updated_at": job.updated_at,
+        "attempts": job.attempts, "tier": job.tier, "error": job.error, "result": job.result,
+    })

@@ -1,0 +1,300 @@
+"""Running a routing decision: answer with the plan's first tier, measure confidence,
+escalate (cascade), fail over past dead endpoints, and store-and-forward async requests
+when no eligible tier is up.
+
+Behaviour, as documented in the README:
+
+- **Cascade (non-streaming).** Each tier but the last answers in full with logprobs;
+  ``confidence = scorer(logprobs)``; below ``routing.cascade.threshold`` the request goes
+  to the next tier of the plan. The last tier's answer is returned as is.
+- **Cascade (streaming).** Lower tiers are *buffered*: their whole answer is generated
+  and scored before a byte is sent, and a confident answer is then streamed out; the
+  top tier of the plan streams live. So streaming never shows text that is later
+  taken back.
+- **Failover.** An endpoint that fails (unreachable, timeout, 5xx) counts against its
+  breaker and the next tier of the plan answers, with no retry against the same
+  endpoint. A stream that fails after its first byte ends with an SSE error event.
+- **Degradation.** If higher tiers are down after a low-confidence answer, that answer
+  is returned (reason says so) rather than an error. If no eligible tier is up, an
+  ``x-edgewise-async: true`` request is queued durably (SQLite) and delivered when a
+  tier returns; any other request gets 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgewise.config import EdgewiseConfig
+from edgewise.errors import RequestError, UnavailableError
+from edgewise.jobs import Job, JobStore
+from edgewise.routing.confidence import score
+from edgewise.routing.policy import Decision, RouteRequest, route
+from edgewise.telemetry import NodeMetrics
+from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError
+from edgewise.tiers.fleet import Fleet
+
+__all__ = ["Routed", "Router"]
+
+log = logging.getLogger("edgewise.router")
+
+
+@dataclass
+class Routed:
+    """How a request was answered (becomes ``x-edgewise-*`` headers and metrics)."""
+
+    tier: str = ""
+    reason: str = ""
+    escalations: int = 0
+    failovers: int = 0
+    confidence: float | None = None
+    notes: list[str] = field(default_factory=list)
+    #: The full answer once the stream is exhausted (usage, finish_reason).
+    final: Callable[[], ChatAnswer | None] | None = None
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-edgewise-tier": self.tier, "x-edgewise-route-reason": self.reason,
+             "x-edgewise-escalations": str(self.escalations)}
+        if self.confidence is not None:
+            h["x-edgewise-confidence"] = f"{self.confidence:.3f}"
+        return h
+
+
+class Router:
+    def __init__(self, config: EdgewiseConfig, fleet: Fleet, metrics: NodeMetrics) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.metrics = metrics
+        self.cascade = config.routing.cascade
+        self.jobs: JobStore | None = None
+        self._delivery: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.fleet.start()
+        path = self.config.routing.jobs_path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.jobs = JobStore(path)
+        recovered = self.jobs.recover()
+        if recovered:
+            log.info("recovered %d async job(s) interrupted by a restart", recovered)
+        self._delivery = asyncio.create_task(self._deliver_loop())
+
+    async def stop(self) -> None:
+        if self._delivery is not None:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
+        await self.fleet.stop()
+        if self.jobs is not None:
+            self.jobs.close()
+
+    # -- deciding -----------------------------------------------------------------------
+    def decide(self, req: ChatRequest, *, sensitivity: str, prompt_tokens: int,
+               max_latency_ms: float | None = None, max_cost: float | None = None,
+               min_tier: str | None = None) -> Decision:
+        max_tokens = req.max_tokens or 256
+        rr = RouteRequest(sensitivity=sensitivity, model=req.model,
+                          prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                          max_latency_ms=max_latency_ms, max_cost=max_cost, min_tier=min_tier)
+        return route(rr, self.fleet.views(max_tokens),
+                     energy_weight=self.config.routing.energy_weight)
+
+    def _confidence(self, answer: ChatAnswer) -> float:
+        return score(self.cascade.scorer, answer.logprobs)
+
+    def _count(self, routed: Routed) -> None:
+        m = self.metrics
+        m.routed.labels(routed.tier or "none").inc()
+        if routed.escalations:
+            m.escalations.labels(routed.tier).inc(routed.escalations)
+        if routed.failovers:
+            m.failovers.inc(routed.failovers)
+        if routed.confidence is not None:
+            m.confidence.labels(routed.tier).observe(routed.confidence)
+
+    # -- answering ----------------------------------------------------------------------
+    async def answer(self, req: ChatRequest, decision: Decision) -> tuple[ChatAnswer, Routed]:
+        """Non-streaming: cascade and failover along the plan."""
+        routed = Routed(reason=decision.reason)
+        fallback: tuple[ChatAnswer, str, float] | None = None
+        plan = decision.plan
+        for i, tier in enumerate(plan):
+            endpoint = self.fleet.pick(tier)
+            if endpoint is None:
+                routed.failovers += 1
+                routed.notes.append(f"{tier}: no endpoint available")
+                continue
+            try:
+                answer = await endpoint.chat(req)
+            except EndpointError as exc:
+                routed.failovers += 1
+                routed.notes.append(str(exc))
+                self.metrics.tier_failures.labels(tier).inc()
+                continue
+            last = i == len(plan) - 1
+            if self.cascade.enabled and not last:
+                conf = self._confidence(answer)
+                if conf < self.cascade.threshold:
+                    routed.escalations += 1
+                    routed.notes.append(f"{tier}: confidence {conf:.2f} < "
+                                        f"{self.cascade.threshold:.2f}, escalated")
+                    if fallback is None or conf > fallback[2]:
+                        fallback = (answer, tier, conf)
+                    continue
+                routed.confidence = conf
+            routed.tier = tier
+            routed.reason = self._reason(decision, routed)
+            self._count(routed)
+            return answer, routed
+        if fallback is not None:
+            answer, routed.tier, routed.confidence = fallback
+            routed.reason = (f"low-confidence answer from {routed.tier}: every tier above "
+                             "it failed (" + "; ".join(routed.notes) + ")")
+            self._count(routed)
+            return answer, routed
+        raise UnavailableError("no eligible tier could answer: " + "; ".join(routed.notes),
+                               retry_after=max(1, int(self.fleet.health.probe_interval_s)))
+
+    async def stream(self, req: ChatRequest, decision: Decision
+                     ) -> tuple[AsyncIterator[Delta], Routed]:
+        """Streaming. Returns once the answering tier is known (so the status and the
+        ``x-edgewise-*`` headers can be sent), with the deltas still to iterate."""
+        routed = Routed(reason=decision.reason)
+        plan = list(decision.plan)
+        fallback: tuple[ChatAnswer, str, float] | None = None
+        while plan:
+            tier = plan.pop(0)
+            buffered = self.cascade.enabled and bool(plan)
+            endpoint = self.fleet.pick(tier)
+            if endpoint is None:
+                routed.failovers += 1
+                routed.notes.append(f"{tier}: no endpoint available")
+                continue
+            try:
+                if buffered:
+                    answer = await endpoint.chat(req)
+                    conf = self._confidence(answer)
+                    if conf < self.cascade.threshold:
+                        routed.escalations += 1
+                        routed.notes.append(f"{tier}: confidence {conf:.2f} < "
+                                            f"{self.cascade.threshold:.2f}, escalated")
+                        if fallback is None or conf > fallback[2]:
+                            fallback = (answer, tier, conf)
+                        continue
+                    routed.tier, routed.confidence = tier, conf
+                    routed.reason = self._reason(decision, routed)
+                    routed.final = lambda a=answer: a
+                    self._count(routed)
+                    return _replay(answer), routed
+                live = endpoint.stream(req)
+                first = await anext(live)  # fail over only before the first byte
+            except StopAsyncIteration:
+                first, live = Delta(""), _empty()
+            except EndpointError as exc:
+                routed.failovers += 1
+                routed.notes.append(str(exc))
+                self.metrics.tier_failures.labels(tier).inc()
+                continue
+            routed.tier = tier
+            routed.reason = self._reason(decision, routed)
+            routed.final = lambda e=endpoint: getattr(e, "last_answer", None)
+            self._count(routed)
+            return _prepend(first, live), routed
+        if fallback is not None:
+            answer, routed.tier, routed.confidence = fallback
+            routed.reason = (f"low-confidence answer from {routed.tier}: every tier above "
+                             "it failed (" + "; ".join(routed.notes) + ")")
+            routed.final = lambda a=answer: a
+            self._count(routed)
+            return _replay(answer), routed
+        raise UnavailableError("no eligible tier could answer: " + "; ".join(routed.notes),
+                               retry_after=max(1, int(self.fleet.health.probe_interval_s)))
+
+    def _reason(self, decision: Decision, routed: Routed) -> str:
+        reason = decision.reason if routed.tier == decision.tier else (
+            f"{routed.tier} after " + "; ".join(routed.notes))
+        if routed.confidence is not None:
+            reason += f" (confidence {routed.confidence:.2f})"
+        return reason
+
+    # -- store and forward --------------------------------------------------------------
+    def enqueue(self, req: ChatRequest, sensitivity: str, *, include_logprobs: bool,
+                steering: dict[str, Any] | None = None) -> Job:
+        """Queue durably. ``steering`` (min_tier, max_cost, max_latency_ms, prompt_tokens)
+        is kept with the job and applies again at delivery."""
+        if self.jobs is None:
+            raise UnavailableError("the async job queue is not running")
+        payload = {"request": req.to_payload(), "include_logprobs": include_logprobs,
+                   "steering": steering or {}}
+        job = self.jobs.enqueue("/v1/chat/completions", payload, min_clearance=sensitivity)
+        self.metrics.jobs.labels("queued").inc()
+        return job
+
+    async def deliver_once(self) -> int:
+        """Try every pending job once; returns how many were delivered."""
+        if self.jobs is None:
+            return 0
+        delivered = 0
+        for job in self.jobs.claim(limit=32):
+            try:
+                req = ChatRequest.from_payload(job.payload["request"])
+                steering = dict(job.payload.get("steering") or {})
+                decision = self.decide(req, sensitivity=job.min_clearance,
+                                       prompt_tokens=int(steering.pop("prompt_tokens", 0)),
+                                       **steering)
+                if decision.refused == "unavailable":
+                    raise UnavailableError(decision.reason)
+                if decision.refused:
+                    raise RequestError(decision.reason)
+                answer, routed = await self.answer(req, decision)
+            except UnavailableError as exc:
+                self.jobs.release(job.id, exc.message)
+                continue
+            except (RequestError, KeyError, TypeError, ValueError) as exc:
+                self.jobs.fail(job.id, str(exc))
+                self.metrics.jobs.labels("failed").inc()
+                continue
+            body = answer.to_openai(f"chatcmpl-{job.id}", int(job.created_at),
+                                    include_logprobs=bool(job.payload.get("include_logprobs")))
+            body["edgewise"] = {"tier": routed.tier, "route_reason": routed.reason,
+                                "escalations": routed.escalations}
+            self.jobs.complete(job.id, body, tier=routed.tier)
+            self.metrics.jobs.labels("delivered").inc()
+            delivered += 1
+        return delivered
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.fleet.health.probe_interval_s)
+            try:
+                await self.deliver_once()
+            except Exception:  # the loop must survive anything; the job stays queued
+                log.exception("async job delivery failed")
+
+
+async def _empty() -> AsyncIterator[Delta]:
+    return
+    yield
+
+
+async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    yield first
+    async for d in rest:
+        yield d
+
+
+async def _replay(answer: ChatAnswer) -> AsyncIterator[Delta]:
+    """A buffered answer as a stream: one delta per token when logprobs line up."""
+    items = answer.logprob_items
+    if items and "".join(i["token"] for i in items) == answer.text:
+        for item in items:
+            yield Delta(item["token"], (item,))
+    else:
+        yield Delta(answer.text, tuple(items))

@@ -1,0 +1,135 @@
+"""What the router sends to a tier, what comes back, and the Endpoint protocol that
+local engines and remote OpenAI-compatible servers both implement."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgewise.errors import EdgewiseError
+from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
+
+__all__ = ["ChatAnswer", "ChatRequest", "Delta", "Endpoint", "EndpointError"]
+
+
+class EndpointError(EdgewiseError):
+    """A tier endpoint failed (unreachable, timed out, 5xx): fail over, count it in the
+    breaker. The message names the endpoint, never request content."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request, independent of which tier will answer it."""
+
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    model: str = "auto"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    #: Per-token logprobs in the answer (the client asked, or the cascade needs them).
+    logprobs: bool = True
+    top_logprobs: int = 0
+
+    def to_openai(self, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": r, "content": c} for r, c in self.messages],
+        }
+        for key in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty",
+                    "frequency_penalty"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        if self.stop:
+            body["stop"] = list(self.stop)
+        if self.logprobs:
+            body["logprobs"] = True
+            if self.top_logprobs:
+                body["top_logprobs"] = self.top_logprobs
+        return body
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-safe form, for the async job queue."""
+        data = dataclasses.asdict(self)
+        data["messages"] = [list(m) for m in self.messages]
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> ChatRequest:
+        data = dict(data)
+        data["messages"] = tuple((str(r), str(c)) for r, c in data["messages"])
+        data["stop"] = tuple(data.get("stop") or ())
+        return cls(**data)
+
+
+@dataclass
+class ChatAnswer:
+    text: str
+    finish_reason: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: OpenAI ``logprobs.content`` items (token, logprob, bytes, top_logprobs).
+    logprob_items: list[dict[str, Any]] = field(default_factory=list)
+    ttft_s: float | None = None
+    total_s: float = 0.0
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [float(i["logprob"]) for i in self.logprob_items]
+
+    def to_openai(self, cid: str, created: int, *, include_logprobs: bool) -> dict[str, Any]:
+        """A ``chat.completion`` body."""
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.text, "refusal": None},
+                "logprobs": {"content": self.logprob_items, "refusal": None}
+                if include_logprobs else None,
+                "finish_reason": self.finish_reason,
+            }],
+            "usage": {"prompt_tokens": self.prompt_tokens,
+                      "completion_tokens": self.completion_tokens,
+                      "total_tokens": self.prompt_tokens + self.completion_tokens},
+        }
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A streamed piece of an answer."""
+
+    text: str
+    logprob_items: tuple[dict[str, Any], ...] = ()
+
+
+class Endpoint(Protocol):
+    tier: str
+    label: str
+    breaker: CircuitBreaker
+    latency: LatencyEstimate
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Model names this endpoint answers to (for ``model: "<name>"`` steering)."""
+
+    def ready(self) -> bool:
+        """Whether the endpoint can take a request now (breaker and local state)."""
+
+    async def chat(self, req: ChatRequest) -> ChatAnswer:
+        """Answer in full; raise :class:`EndpointError` if the endpoint failed."""
+
+    def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
+        """Answer piece by piece; the last item is followed by :attr:`last_answer`."""
+
+    async def probe(self) -> None:
+        """A cheap health check; raise :class:`EndpointError` when unhealthy."""
+
+    async def aclose(self) -> None: ...

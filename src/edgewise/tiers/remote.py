@@ -1,0 +1,168 @@
+"""A tier endpoint that is any OpenAI-compatible server: another edgewise node, vLLM,
+Ollama, llama.cpp's server or a cloud API. The network hop goes through an injectable
+httpx transport (tests use ``httpx.ASGITransport`` or ``MockTransport``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from edgewise.config import EndpointConfig, HealthConfig
+from edgewise.errors import ConfigError, InvalidRequestError
+from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
+from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError
+
+__all__ = ["RemoteEndpoint"]
+
+
+class RemoteEndpoint:
+    def __init__(self, tier: str, cfg: EndpointConfig, health: HealthConfig, *,
+                 timeout: float | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert cfg.url is not None
+        self.tier = tier
+        self.cfg = cfg
+        self.label = cfg.label
+        self.breaker = CircuitBreaker(failure_threshold=health.failure_threshold,
+                                      cooldown_s=health.probe_interval_s)
+        self.latency = LatencyEstimate(alpha=health.ewma_alpha)
+        self.probe_timeout = health.probe_timeout_s
+        headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise ConfigError(f"tier {tier!r}: environment variable {cfg.api_key_env} "
+                                  "(api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.AsyncClient(
+            base_url=cfg.url.rstrip("/"), headers=headers, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout or 5.0, 5.0)),
+        )
+        self.last_answer: ChatAnswer | None = None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return () if self.cfg.model == "auto" else (self.cfg.model,)
+
+    def ready(self) -> bool:
+        return self.breaker.available()
+
+    def _model_for(self, req: ChatRequest) -> str:
+        return req.model if self.cfg.model == "auto" else self.cfg.model
+
+    def _failed(self, what: str) -> EndpointError:
+        err = EndpointError(f"tier {self.tier!r} endpoint {self.label}: {what}")
+        self.breaker.record_failure(what)
+        return err
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        try:
+            r = await self.client.post("/chat/completions", json=body)
+        except httpx.TimeoutException:
+            raise self._failed("timed out") from None
+        except httpx.TransportError as exc:
+            raise self._failed(f"unreachable ({type(exc).__name__})") from None
+        self._check_status(r.status_code, r.headers, r.content)
+        return r
+
+    def _check_status(self, status: int, headers: httpx.Headers, content: bytes) -> None:
+        if status >= 500 or status == 429:
+            raise self._failed(f"answered HTTP {status}")
+        if status >= 400:
+            # The upstream judged the request itself bad: not a health problem.
+            message = "rejected the request"
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                message = str(json.loads(content)["error"]["message"])[:300]
+            raise InvalidRequestError(f"tier {self.tier!r} {message}")
+
+    async def chat(self, req: ChatRequest) -> ChatAnswer:
+        started = time.perf_counter()
+        r = await self._post(req.to_openai(self._model_for(req)))
+        try:
+            body = r.json()
+            choice = body["choices"][0]
+            usage = body.get("usage") or {}
+            items = ((choice.get("logprobs") or {}).get("content")) or []
+            answer = ChatAnswer(
+                text=choice["message"].get("content") or "",
+                finish_reason=choice.get("finish_reason") or "stop",
+                model=str(body.get("model", self._model_for(req))),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                logprob_items=list(items),
+                total_s=time.perf_counter() - started,
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise self._failed("answered with a malformed completion") from None
+        self.breaker.record_success()
+        n = max(answer.completion_tokens, 1)
+        self.latency.observe(None, n / answer.total_s if answer.total_s > 0 else None)
+        return answer
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
+        """Proxy the upstream's SSE stream as :class:`Delta` s."""
+        body = req.to_openai(self._model_for(req)) | {
+            "stream": True, "stream_options": {"include_usage": True}}
+        started = time.perf_counter()
+        answer = ChatAnswer("", "stop", self._model_for(req))
+        text: list[str] = []
+        try:
+            async with self.client.stream("POST", "/chat/completions", json=body) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    self._check_status(r.status_code, r.headers, r.content)
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise self._failed("failed mid-stream")
+                    if event.get("usage"):
+                        answer.prompt_tokens = int(event["usage"].get("prompt_tokens", 0))
+                        answer.completion_tokens = int(
+                            event["usage"].get("completion_tokens", 0))
+                    for choice in event.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        items = tuple(((choice.get("logprobs") or {}).get("content")) or ())
+                        piece = delta.get("content") or ""
+                        if choice.get("finish_reason"):
+                            answer.finish_reason = choice["finish_reason"]
+                        if piece or items:
+                            if answer.ttft_s is None:
+                                answer.ttft_s = time.perf_counter() - started
+                            text.append(piece)
+                            answer.logprob_items.extend(items)
+                            yield Delta(piece, items)
+        except httpx.TimeoutException:
+            raise self._failed("timed out") from None
+        except httpx.TransportError as exc:
+            raise self._failed(f"unreachable ({type(exc).__name__})") from None
+        except (ValueError, KeyError, TypeError):
+            raise self._failed("sent a malformed stream") from None
+        answer.text = "".join(text)
+        answer.total_s = time.perf_counter() - started
+        self.breaker.record_success()
+        decode = answer.total_s - (answer.ttft_s or 0.0)
+        self.latency.observe(answer.ttft_s, answer.completion_tokens / decode
+                             if decode > 0 and answer.completion_tokens > 1 else None)
+        self.last_answer = answer
+
+    async def probe(self) -> None:
+        try:
+            r = await self.client.get("/models", timeout=self.probe_timeout)
+        except httpx.HTTPError as exc:
+            raise EndpointError(f"{self.label}: probe failed ({type(exc).__name__})") from None
+        if r.status_code >= 500:
+            raise EndpointError(f"{self.label}: probe answered HTTP {r.status_code}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,271 @@
+"""Tiered routing end to end, in-process: a device node whose `cloud` tier is another
+edgewise node reached through an httpx transport that a test can cut and restore."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import make_config
+from edgewise.api.app import create_app
+from edgewise.config import parse_config
+from edgewise.engines.fake import FakeEngine
+from edgewise.node import Node
+from edgewise.routing.service import Router
+
+CLOUD_URL = "http://cloud.test/v1"
+CHAT = "/v1/chat/completions"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+class Switch(httpx.AsyncBaseTransport):
+    """Forwards to the cloud app while `up`; refuses connections while down."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.up = True
+        self.calls = 0  # chat requests only (health probes are not counted)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            self.calls += 1
+        if not self.up:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+@dataclass
+class Tiered:
+    client: httpx.AsyncClient
+    router: Router
+    switch: Switch
+    cloud_node: Node
+
+
+def tiered_config(tmp_path: Any, *, cascade: bool, threshold: float = 0.5) -> Any:
+    return parse_config({
+        "node": {"name": "clinic-1"},
+        "engine": {"kind": "fake", "n_ctx": 512},
+        "tiers": [
+            {"name": "device", "endpoints": [{"engine": "fake", "model": "auto"}],
+             "clearance": "phi", "cost_per_1k_tokens": 0.0},
+            {"name": "cloud", "endpoints": [{"url": CLOUD_URL}], "clearance": "public",
+             "cost_per_1k_tokens": 0.6},
+        ],
+        "routing": {"cascade": {"enabled": cascade, "threshold": threshold},
+                    "health": {"probe_interval_s": 0.2, "failure_threshold": 2},
+                    "jobs_path": str(tmp_path / "jobs.sqlite")},
+    })
+
+
+async def make_tiered(tmp_path: Any, **kw: Any) -> AsyncIterator[Tiered]:
+    cloud_node = Node(make_config(node={"name": "cloud-1", "tier": "cloud"}),
+                      FakeEngine(model="cloud-model"))
+    await cloud_node.start()
+    cloud_app = create_app(cloud_node, manage_lifecycle=False)
+    switch = Switch(httpx.ASGITransport(app=cloud_app))
+    node = Node(tiered_config(tmp_path, **kw), FakeEngine(model="device-model"))
+    await node.start()
+    app = create_app(node, manage_lifecycle=False, transports={CLOUD_URL: switch})
+    router: Router = app.state.router
+    router.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://device") as client:
+        yield Tiered(client, router, switch, cloud_node)
+    await router.stop()
+    await node.stop()
+    await cloud_node.stop()
+
+
+@pytest.fixture
+async def no_cascade(tmp_path: Any) -> AsyncIterator[Tiered]:
+    async for t in make_tiered(tmp_path, cascade=False):
+        yield t
+
+
+@pytest.fixture
+async def always_escalate(tmp_path: Any) -> AsyncIterator[Tiered]:
+    async for t in make_tiered(tmp_path, cascade=True, threshold=0.999):
+        yield t
+
+
+@pytest.fixture
+async def never_escalate(tmp_path: Any) -> AsyncIterator[Tiered]:
+    async for t in make_tiered(tmp_path, cascade=True, threshold=0.0):
+        yield t
+
+
+def cloud_requests(t: Tiered) -> float:
+    text = t.cloud_node.metrics.render().decode()
+    for line in text.splitlines():
+        if line.startswith('edgewise_requests_total{endpoint="/v1/chat/completions",status="200"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_cheapest_tier_answers_and_says_why(no_cascade: Tiered) -> None:
+    r = await no_cascade.client.post(CHAT, json={"model": "auto", "messages": MSG,
+                                                 "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert r.headers["x-edgewise-route-reason"] == "cheapest eligible tier"
+    assert r.headers["x-edgewise-escalations"] == "0"
+    assert r.json()["model"] == "device-model"
+    assert cloud_requests(no_cascade) == 0
+
+
+async def test_explicit_tier_and_clearance(no_cascade: Tiered) -> None:
+    r = await no_cascade.client.post(CHAT, json={"model": "cloud", "messages": MSG,
+                                                 "max_tokens": 3})
+    assert r.headers["x-edgewise-tier"] == "cloud"
+    assert r.json()["model"] == "cloud-model"
+    r = await no_cascade.client.post(CHAT, json={"model": "cloud", "messages": MSG},
+                                     headers={"x-edgewise-sensitivity": "pii"})
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "clearance"
+    assert "pii data may not be sent to cloud" in r.json()["error"]["message"]
+    r = await no_cascade.client.post(CHAT, json={"model": "auto", "messages": MSG},
+                                     headers={"x-edgewise-min-tier": "cloud"})
+    assert r.headers["x-edgewise-tier"] == "cloud"
+
+
+async def test_bad_steering_headers_are_400(no_cascade: Tiered) -> None:
+    for name, value in [("x-edgewise-sensitivity", "secret"),
+                        ("x-edgewise-max-latency-ms", "soon"),
+                        ("x-edgewise-max-cost", "-1")]:
+        r = await no_cascade.client.post(CHAT, json={"model": "auto", "messages": MSG},
+                                         headers={name: value})
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["param"] == name
+
+
+async def test_cascade_escalates_low_confidence(always_escalate: Tiered) -> None:
+    r = await always_escalate.client.post(CHAT, json={"model": "auto", "messages": MSG,
+                                                      "max_tokens": 5})
+    assert r.status_code == 200
+    assert r.headers["x-edgewise-tier"] == "cloud"
+    assert r.headers["x-edgewise-escalations"] == "1"
+    assert "confidence" in r.headers["x-edgewise-route-reason"]
+    assert r.json()["model"] == "cloud-model"
+    assert r.json()["choices"][0]["logprobs"] is None  # client did not ask
+    assert cloud_requests(always_escalate) == 1
+
+
+async def test_cascade_keeps_confident_answers_local(never_escalate: Tiered) -> None:
+    r = await never_escalate.client.post(CHAT, json={"model": "auto", "messages": MSG,
+                                                     "max_tokens": 5, "logprobs": True})
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert 0 < float(r.headers["x-edgewise-confidence"]) <= 1
+    assert len(r.json()["choices"][0]["logprobs"]["content"]) == 5
+    assert cloud_requests(never_escalate) == 0
+
+
+async def test_sensitive_requests_never_escalate(always_escalate: Tiered) -> None:
+    r = await always_escalate.client.post(CHAT, json={"model": "auto", "messages": MSG,
+                                                      "max_tokens": 5},
+                                          headers={"x-edgewise-sensitivity": "phi"})
+    assert r.status_code == 200
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert always_escalate.switch.calls == 0  # not a single byte went to the cloud
+
+
+async def test_dead_tier_degrades_to_low_confidence_answer_and_breaker_opens(
+        always_escalate: Tiered) -> None:
+    t = always_escalate
+    t.switch.up = False
+    r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 5})
+    assert r.status_code == 200
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert "every tier above it failed" in r.headers["x-edgewise-route-reason"]
+    await t.router.fleet.probe_once()  # one probe interval
+    calls = t.switch.calls
+    for _ in range(5):
+        r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 3})
+        assert r.status_code == 200 and r.headers["x-edgewise-tier"] == "device"
+    assert t.switch.calls == calls  # no request wasted on the open breaker
+    assert "skipped cloud (breaker open" in r.headers["x-edgewise-route-reason"]
+    metrics = (await t.client.get("/metrics")).text
+    assert 'edgewise_breaker_open{endpoint="http://cloud.test/v1",tier="cloud"} 1.0' in metrics
+    # The tier comes back: the next probe closes the breaker and escalation resumes.
+    t.switch.up = True
+    await t.router.fleet.probe_once()
+    r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 3})
+    assert r.headers["x-edgewise-tier"] == "cloud"
+
+
+async def test_no_eligible_tier_up_gives_503_or_a_durable_job(no_cascade: Tiered) -> None:
+    t = no_cascade
+    t.switch.up = False
+    await t.router.fleet.probe_once()
+    headers = {"x-edgewise-min-tier": "cloud"}
+    r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG}, headers=headers)
+    assert r.status_code == 503
+    assert "no eligible tier is reachable: cloud (breaker open" in r.json()["error"]["message"]
+    assert "Retry-After" in r.headers
+    r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 4},
+                            headers={**headers, "x-edgewise-async": "true"})
+    assert r.status_code == 202
+    job_id = r.json()["id"]
+    assert r.headers["location"] == f"/v1/edgewise/jobs/{job_id}"
+    assert (await t.client.get(f"/v1/edgewise/jobs/{job_id}")).json()["status"] == "pending"
+    assert await t.router.deliver_once() == 0  # still down: stays queued
+    assert (await t.client.get(f"/v1/edgewise/jobs/{job_id}")).json()["status"] == "pending"
+    t.switch.up = True
+    await t.router.fleet.probe_once()
+    assert await t.router.deliver_once() == 1
+    job = (await t.client.get(f"/v1/edgewise/jobs/{job_id}")).json()
+    assert job["status"] == "done" and job["tier"] == "cloud"
+    assert job["result"]["choices"][0]["message"]["content"]
+    assert job["result"]["usage"]["completion_tokens"] == 4
+    assert (await t.client.get("/v1/edgewise/jobs/job-nope")).status_code == 404
+
+
+def sse(text: str) -> list[Any]:
+    return [b[6:] if b[6:] == "[DONE]" else json.loads(b[6:])
+            for b in text.split("\n\n") if b.startswith("data: ")]
+
+
+async def test_streaming_cascade_buffers_then_streams_the_top_tier(
+        always_escalate: Tiered) -> None:
+    r = await always_escalate.client.post(CHAT, json={
+        "model": "auto", "messages": MSG, "max_tokens": 6, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert r.status_code == 200
+    assert r.headers["x-edgewise-tier"] == "cloud"
+    events = sse(r.text)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["usage"]["completion_tokens"] == 6
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2]
+                   if e["choices"])
+    plain = await always_escalate.client.post(CHAT, json={
+        "model": "cloud", "messages": MSG, "max_tokens": 6, "temperature": 0})
+    assert text and plain.status_code == 200
+
+
+async def test_streaming_confident_answer_is_replayed(never_escalate: Tiered) -> None:
+    r = await never_escalate.client.post(CHAT, json={
+        "model": "auto", "messages": MSG, "max_tokens": 6, "stream": True, "temperature": 0,
+        "logprobs": True})
+    assert r.headers["x-edgewise-tier"] == "device"
+    events = sse(r.text)
+    streamed = [e for e in events[1:-2]]
+    assert sum(len(e["choices"][0]["logprobs"]["content"]) for e in streamed) == 6
+    full = await never_escalate.client.post(CHAT, json={
+        "model": "auto", "messages": MSG, "max_tokens": 6, "temperature": 0})
+    assert "".join(e["choices"][0]["delta"]["content"] for e in streamed) == \
+        full.json()["choices"][0]["message"]["content"]
+
+
+async def test_streaming_fails_over_before_the_first_byte(no_cascade: Tiered) -> None:
+    t = no_cascade
+    t.switch.up = False  # breaker still closed: the stream attempt itself fails
+    r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 3,
+                                        "stream": True},
+                            headers={"x-edgewise-max-latency-ms": "1"})
+    assert r.status_code == 200
+    assert sse(r.text)[-1] == "[DONE]"
