@@ -142,3 +142,19 @@ def test_models_command_reports_install_and_digest() -> None:
     assert smol["size_bytes"] == 98_362_432
     table = run_cli("models").stdout
     assert "smollm2-135m-instruct" in table and "b179c9523d0e6a0f" in table
+
+
+def test_missing_api_key_variable_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(
+        "tiers:\n"
+        "  - {name: device, clearance: phi,\n"
+        "     endpoints: [{engine: llamacpp, model: smollm2-135m-instruct}]}\n"
+        "  - {name: cloud, endpoints: [{url: 'http://127.0.0.1:9/v1',\n"
+        "                               api_key_env: EDGEWISE_TEST_UNSET_KEY}]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEWISE_TEST_UNSET_KEY"}
+    r = subprocess.run([EDGEWISE, "serve", "--config", str(cfg), "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "300"})
+    assert r.returncode == 2
+    assert "environment variable EDGEWISE_TEST_UNSET_KEY (api_key_env) is not set" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout

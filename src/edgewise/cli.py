@@ -57,10 +57,11 @@ def serve(
         cfg = cfg.replace(node=node_over, engine={"model": model} if model else {})
         with console.status(f"checking model {cfg.engine.model}…"):
             engine = build_engine(cfg)
+        node = Node(cfg, engine)
+        asgi = create_app(node)  # builds the fleet: checks tier URLs and API-key variables
     except EdgewiseError as exc:
         _fail(exc)
         return
-    node = Node(cfg, engine)
     console.print(
         f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tier {cfg.node.tier}) serving "
         f"[green]{cfg.engine.model}[/] on [bold]http://{cfg.node.host}:{cfg.node.port}[/]"
@@ -69,7 +70,7 @@ def serve(
     # exit (status 0, no KeyboardInterrupt traceback) once the drain is done.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     with contextlib.suppress(KeyboardInterrupt):
-        _run_uvicorn(create_app(node), cfg)
+        _run_uvicorn(asgi, cfg)
     console.print(f"node {cfg.node.name} stopped", highlight=False)
 
 
