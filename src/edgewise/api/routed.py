@@ -154,8 +154,12 @@ async def _sse_body(request: Request, deltas: AsyncIterator[Delta], routed: Rout
 
     yield frame({"role": "assistant", "content": ""})
     n_tokens, finish = 0, "stop"
+    final = None
     try:
         async for d in deltas:
+            if d.final is not None:
+                final = d.final
+                continue
             n_tokens += len(d.logprob_items)
             yield frame({"content": d.text},
                         {"content": list(d.logprob_items)} if want_logprobs else None)
@@ -171,7 +175,6 @@ async def _sse_body(request: Request, deltas: AsyncIterator[Delta], routed: Rout
         request.state.error_type = "tier_failed"
         yield sse_error(f"{exc}; the answer is incomplete", "api_error", "tier_failed")
         return
-    final = routed.final() if routed.final is not None else None
     if final is not None:
         finish = final.finish_reason
     yield frame({}, None, finish)

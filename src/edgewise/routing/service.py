@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,6 @@ class Routed:
     failovers: int = 0
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)
-    #: The full answer once the stream is exhausted (usage, finish_reason).
-    final: Callable[[], ChatAnswer | None] | None = None
 
     def headers(self) -> dict[str, str]:
         h = {"x-edgewise-tier": self.tier, "x-edgewise-route-reason": self.reason,
@@ -190,7 +188,6 @@ class Router:
                         continue
                     routed.tier, routed.confidence = tier, conf
                     routed.reason = self._reason(decision, routed)
-                    routed.final = lambda a=answer: a
                     self._count(routed)
                     return _replay(answer), routed
                 live = endpoint.stream(req)
@@ -204,14 +201,12 @@ class Router:
                 continue
             routed.tier = tier
             routed.reason = self._reason(decision, routed)
-            routed.final = lambda e=endpoint: getattr(e, "last_answer", None)
             self._count(routed)
             return _prepend(first, live), routed
         if fallback is not None:
             answer, routed.tier, routed.confidence = fallback
             routed.reason = (f"low-confidence answer from {routed.tier}: every tier above "
                              "it failed (" + "; ".join(routed.notes) + ")")
-            routed.final = lambda a=answer: a
             self._count(routed)
             return _replay(answer), routed
         raise UnavailableError("no eligible tier could answer: " + "; ".join(routed.notes),
@@ -298,3 +293,4 @@ async def _replay(answer: ChatAnswer) -> AsyncIterator[Delta]:
             yield Delta(item["token"], (item,))
     else:
         yield Delta(answer.text, tuple(items))
+    yield Delta("", final=answer)

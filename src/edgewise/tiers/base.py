@@ -104,10 +104,12 @@ class ChatAnswer:
 
 @dataclass(frozen=True)
 class Delta:
-    """A streamed piece of an answer."""
+    """A streamed piece of an answer. A stream's last item carries ``final`` (the whole
+    answer: finish reason, usage) and no text."""
 
     text: str
     logprob_items: tuple[dict[str, Any], ...] = ()
+    final: ChatAnswer | None = None
 
 
 class Endpoint(Protocol):
@@ -127,7 +129,7 @@ class Endpoint(Protocol):
         """Answer in full; raise :class:`EndpointError` if the endpoint failed."""
 
     def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
-        """Answer piece by piece; the last item is followed by :attr:`last_answer`."""
+        """Answer piece by piece; the last item is a ``Delta`` with ``final`` set."""
 
     async def probe(self) -> None:
         """A cheap health check; raise :class:`EndpointError` when unhealthy."""

@@ -37,7 +37,6 @@ class LocalEndpoint:
         # The local engine does not trip: its failures are request errors, not outages.
         self.breaker = CircuitBreaker(failure_threshold=1_000_000)
         self.latency = LatencyEstimate(alpha=node.config.routing.health.ewma_alpha)
-        self.last_answer: ChatAnswer | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -110,7 +109,7 @@ class LocalEndpoint:
             parts.append(delta.text)
             items.extend(delta.logprob_items)
             yield delta
-        self.last_answer = self._answer(run, "".join(parts), items, started)
+        yield Delta("", final=self._answer(run, "".join(parts), items, started))
 
     async def _deltas(self, run: LocalRun) -> AsyncIterator[Delta]:
         async with AsyncExitStack() as stack:

@@ -44,7 +44,6 @@ class RemoteEndpoint:
             base_url=cfg.url.rstrip("/"), headers=headers, transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout or 5.0, 5.0)),
         )
-        self.last_answer: ChatAnswer | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -154,7 +153,7 @@ class RemoteEndpoint:
         decode = answer.total_s - (answer.ttft_s or 0.0)
         self.latency.observe(answer.ttft_s, answer.completion_tokens / decode
                              if decode > 0 and answer.completion_tokens > 1 else None)
-        self.last_answer = answer
+        yield Delta("", final=answer)
 
     async def probe(self) -> None:
         try:
