@@ -106,27 +106,18 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
         request.state.error_type = code
         return error_response(status, decision.reason, type_, code=code,
                               param="model" if code == "model_not_found" else None)
-    if decision.refused == "unavailable":
-        if _is_async(request):
-            return _queued(router, req, sensitivity, want_logprobs, decision.reason, steering)
-        raise UnavailableError(decision.reason, retry_after=max(
-            1, int(router.fleet.health.probe_interval_s)))
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    if not body.stream:
-        try:
-            answer, routed = await router.answer(req, decision)
-        except UnavailableError as exc:
-            if _is_async(request):
-                return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
-            raise
-        return JSONResponse(answer.to_openai(cid, created, include_logprobs=want_logprobs),
-                            headers=routed.headers())
-
     try:
+        if decision.refused == "unavailable":
+            raise UnavailableError(decision.reason, retry_after=max(
+                1, int(router.fleet.health.probe_interval_s)))
+        if not body.stream:
+            answer, routed = await router.answer(req, decision)
+            return JSONResponse(answer.to_openai(cid, created, include_logprobs=want_logprobs),
+                                headers=routed.headers())
         deltas, routed = await router.stream(req, decision)
     except UnavailableError as exc:
-        if _is_async(request):
+        if _is_async(request):  # store and forward instead of 503
             return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -36,7 +36,7 @@ from edgewise.jobs import Job, JobStore
 from edgewise.routing.confidence import score
 from edgewise.routing.policy import Decision, RouteRequest, route
 from edgewise.telemetry import NodeMetrics
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError
+from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, Endpoint, EndpointError
 from edgewise.tiers.fleet import Fleet
 
 __all__ = ["Routed", "Router"]
@@ -120,97 +120,49 @@ class Router:
     # -- answering ----------------------------------------------------------------------
     async def answer(self, req: ChatRequest, decision: Decision) -> tuple[ChatAnswer, Routed]:
         """Non-streaming: cascade and failover along the plan."""
-        routed = Routed(reason=decision.reason)
-        fallback: tuple[ChatAnswer, str, float] | None = None
-        plan = decision.plan
-        for i, tier in enumerate(plan):
-            endpoint = self.fleet.pick(tier)
+        walk = _Walk(self, decision)
+        for i, tier in enumerate(decision.plan):
+            endpoint = walk.pick(tier)
             if endpoint is None:
-                routed.failovers += 1
-                routed.notes.append(f"{tier}: no endpoint available")
                 continue
             try:
                 answer = await endpoint.chat(req)
             except EndpointError as exc:
-                routed.failovers += 1
-                routed.notes.append(str(exc))
-                self.metrics.tier_failures.labels(tier).inc()
+                walk.failed(tier, exc)
                 continue
-            last = i == len(plan) - 1
-            if self.cascade.enabled and not last:
-                conf = self._confidence(answer)
-                if conf < self.cascade.threshold:
-                    routed.escalations += 1
-                    routed.notes.append(f"{tier}: confidence {conf:.2f} < "
-                                        f"{self.cascade.threshold:.2f}, escalated")
-                    if fallback is None or conf > fallback[2]:
-                        fallback = (answer, tier, conf)
-                    continue
-                routed.confidence = conf
-            routed.tier = tier
-            routed.reason = self._reason(decision, routed)
-            self._count(routed)
-            return answer, routed
-        if fallback is not None:
-            answer, routed.tier, routed.confidence = fallback
-            routed.reason = (f"low-confidence answer from {routed.tier}: every tier above "
-                             "it failed (" + "; ".join(routed.notes) + ")")
-            self._count(routed)
-            return answer, routed
-        raise UnavailableError("no eligible tier could answer: " + "; ".join(routed.notes),
-                               retry_after=max(1, int(self.fleet.health.probe_interval_s)))
+            if walk.keep(tier, answer, scored=i < len(decision.plan) - 1):
+                return answer, walk.accept(tier)
+        answer, routed = walk.fallback()
+        return answer, routed
 
     async def stream(self, req: ChatRequest, decision: Decision
                      ) -> tuple[AsyncIterator[Delta], Routed]:
         """Streaming. Returns once the answering tier is known (so the status and the
-        ``x-edgewise-*`` headers can be sent), with the deltas still to iterate."""
-        routed = Routed(reason=decision.reason)
-        plan = list(decision.plan)
-        fallback: tuple[ChatAnswer, str, float] | None = None
-        while plan:
-            tier = plan.pop(0)
-            buffered = self.cascade.enabled and bool(plan)
-            endpoint = self.fleet.pick(tier)
+        ``x-edgewise-*`` headers can be sent), with the deltas still to iterate. Tiers
+        below the top of the plan are buffered and scored when the cascade is on."""
+        walk = _Walk(self, decision)
+        for i, tier in enumerate(decision.plan):
+            endpoint = walk.pick(tier)
             if endpoint is None:
-                routed.failovers += 1
-                routed.notes.append(f"{tier}: no endpoint available")
                 continue
+            buffered = self.cascade.enabled and i < len(decision.plan) - 1
             try:
                 if buffered:
                     answer = await endpoint.chat(req)
-                    conf = self._confidence(answer)
-                    if conf < self.cascade.threshold:
-                        routed.escalations += 1
-                        routed.notes.append(f"{tier}: confidence {conf:.2f} < "
-                                            f"{self.cascade.threshold:.2f}, escalated")
-                        if fallback is None or conf > fallback[2]:
-                            fallback = (answer, tier, conf)
-                        continue
-                    routed.tier, routed.confidence = tier, conf
-                    routed.reason = self._reason(decision, routed)
-                    self._count(routed)
-                    return _replay(answer), routed
+                    if walk.keep(tier, answer, scored=True):
+                        return _replay(answer), walk.accept(tier)
+                    continue
                 live = endpoint.stream(req)
                 first = await anext(live)  # fail over only before the first byte
-            except StopAsyncIteration:
-                first, live = Delta(""), _empty()
-            except EndpointError as exc:
-                routed.failovers += 1
-                routed.notes.append(str(exc))
-                self.metrics.tier_failures.labels(tier).inc()
+            except StopAsyncIteration:  # every stream ends with its `final` delta
+                walk.failed(tier, EndpointError(f"tier {tier!r} sent an empty stream"))
                 continue
-            routed.tier = tier
-            routed.reason = self._reason(decision, routed)
-            self._count(routed)
-            return _prepend(first, live), routed
-        if fallback is not None:
-            answer, routed.tier, routed.confidence = fallback
-            routed.reason = (f"low-confidence answer from {routed.tier}: every tier above "
-                             "it failed (" + "; ".join(routed.notes) + ")")
-            self._count(routed)
-            return _replay(answer), routed
-        raise UnavailableError("no eligible tier could answer: " + "; ".join(routed.notes),
-                               retry_after=max(1, int(self.fleet.health.probe_interval_s)))
+            except EndpointError as exc:
+                walk.failed(tier, exc)
+                continue
+            return _prepend(first, live), walk.accept(tier)
+        answer, routed = walk.fallback()
+        return _replay(answer), routed
 
     def _reason(self, decision: Decision, routed: Routed) -> str:
         reason = decision.reason if routed.tier == decision.tier else (
@@ -274,9 +226,62 @@ class Router:
                 log.exception("async job delivery failed")
 
 
-async def _empty() -> AsyncIterator[Delta]:
-    return
-    yield
+class _Walk:
+    """Bookkeeping while a request walks down its plan: failovers, escalations, and the
+    most confident escalated answer to fall back on if every tier above it fails."""
+
+    def __init__(self, router: Router, decision: Decision) -> None:
+        self.router = router
+        self.decision = decision
+        self.routed = Routed(reason=decision.reason)
+        self.best: tuple[ChatAnswer, str, float] | None = None
+
+    def pick(self, tier: str) -> Endpoint | None:
+        endpoint = self.router.fleet.pick(tier)
+        if endpoint is None:
+            self.routed.failovers += 1
+            self.routed.notes.append(f"{tier}: no endpoint available")
+        return endpoint
+
+    def failed(self, tier: str, exc: EndpointError) -> None:
+        self.routed.failovers += 1
+        self.routed.notes.append(str(exc))
+        self.router.metrics.tier_failures.labels(tier).inc()
+
+    def keep(self, tier: str, answer: ChatAnswer, *, scored: bool) -> bool:
+        """Whether this tier's answer stands (True) or is escalated (False)."""
+        cascade = self.router.cascade
+        if not (cascade.enabled and scored):
+            return True
+        conf = self.router._confidence(answer)
+        if conf >= cascade.threshold:
+            self.routed.confidence = conf
+            return True
+        self.routed.escalations += 1
+        self.routed.notes.append(f"{tier}: confidence {conf:.2f} < {cascade.threshold:.2f}, "
+                                 "escalated")
+        if self.best is None or conf > self.best[2]:
+            self.best = (answer, tier, conf)
+        return False
+
+    def accept(self, tier: str) -> Routed:
+        self.routed.tier = tier
+        self.routed.reason = self.router._reason(self.decision, self.routed)
+        self.router._count(self.routed)
+        return self.routed
+
+    def fallback(self) -> tuple[ChatAnswer, Routed]:
+        """Every tier failed or escalated: the best low-confidence answer, else 503."""
+        routed = self.routed
+        if self.best is None:
+            raise UnavailableError(
+                "no eligible tier could answer: " + "; ".join(routed.notes),
+                retry_after=max(1, int(self.router.fleet.health.probe_interval_s)))
+        answer, routed.tier, routed.confidence = self.best
+        routed.reason = (f"low-confidence answer from {routed.tier}: every tier above it "
+                         "failed (" + "; ".join(routed.notes) + ")")
+        self.router._count(routed)
+        return answer, routed
 
 
 async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
