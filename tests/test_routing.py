@@ -269,3 +269,19 @@ async def test_streaming_fails_over_before_the_first_byte(no_cascade: Tiered) ->
                             headers={"x-edgewise-max-latency-ms": "1"})
     assert r.status_code == 200
     assert sse(r.text)[-1] == "[DONE]"
+
+
+async def test_probe_treats_a_node_without_a_loaded_model_as_down(tmp_path: Any) -> None:
+    loading = Node(make_config(), FakeEngine())  # never started: lists no models
+    app = create_app(loading, manage_lifecycle=False)
+    node = Node(tiered_config(tmp_path, cascade=False), FakeEngine())
+    await node.start()
+    fleet_app = create_app(node, manage_lifecycle=False,
+                           transports={CLOUD_URL: httpx.ASGITransport(app=app)})
+    router: Router = fleet_app.state.router
+    await router.fleet.probe_once()
+    cloud = router.fleet.endpoints["cloud"][0]
+    assert cloud.breaker.state.value == "open"
+    assert "no model loaded yet" in (cloud.breaker.last_error or "")
+    await router.fleet.stop()
+    await node.stop()

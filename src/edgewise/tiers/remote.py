@@ -162,6 +162,11 @@ class RemoteEndpoint:
             raise EndpointError(f"{self.label}: probe failed ({type(exc).__name__})") from None
         if r.status_code >= 500:
             raise EndpointError(f"{self.label}: probe answered HTTP {r.status_code}")
+        # A server that lists no models is up but cannot answer yet (an edgewise node
+        # still loading its model answers `{"data": []}`): not healthy.
+        with contextlib.suppress(ValueError, AttributeError):
+            if r.json().get("data") == []:
+                raise EndpointError(f"{self.label}: probe found no model loaded yet")
 
     async def aclose(self) -> None:
         await self.client.aclose()
