@@ -126,7 +126,7 @@ async def test_explicit_tier_and_clearance(no_cascade: Tiered) -> None:
     assert r.json()["model"] == "cloud-model"
     r = await no_cascade.client.post(CHAT, json={"model": "cloud", "messages": MSG},
                                      headers={"x-edgewise-sensitivity": "pii"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.headers["x-edgewise-tier"] == "none"
     assert r.json()["error"]["code"] == "clearance"
     assert "pii data may not be sent to cloud" in r.json()["error"]["message"]
     r = await no_cascade.client.post(CHAT, json={"model": "auto", "messages": MSG},
@@ -204,7 +204,7 @@ async def test_no_eligible_tier_up_gives_503_or_a_durable_job(no_cascade: Tiered
     await t.router.fleet.probe_once()
     headers = {"x-edgewise-min-tier": "cloud"}
     r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG}, headers=headers)
-    assert r.status_code == 503
+    assert r.status_code == 503 and r.headers["x-edgewise-tier"] == "none"
     assert "no eligible tier is reachable: cloud (breaker open" in r.json()["error"]["message"]
     assert "Retry-After" in r.headers
     r = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, "max_tokens": 4},

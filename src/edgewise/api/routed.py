@@ -30,6 +30,9 @@ __all__ = ["jobs_router", "routed_chat"]
 
 jobs_router = APIRouter()
 
+#: Refusals and 503s: no tier answered (the node's own tier would be misleading).
+_NO_TIER = {"x-edgewise-tier": "none"}
+
 _REFUSALS = {  # Decision.refused -> (status, type, code)
     "clearance": (403, "permission_error", "clearance"),
     "unknown_model": (404, "not_found_error", "model_not_found"),
@@ -105,7 +108,8 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
         status, type_, code = _REFUSALS[decision.refused]
         request.state.error_type = code
         return error_response(status, decision.reason, type_, code=code,
-                              param="model" if code == "model_not_found" else None)
+                              param="model" if code == "model_not_found" else None,
+                              headers=_NO_TIER)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     try:
         if decision.refused == "unavailable":
@@ -119,7 +123,9 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
     except UnavailableError as exc:
         if _is_async(request):  # store and forward instead of 503
             return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
-        raise
+        request.state.error_type = exc.code
+        return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
+                              headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _sse_body(request, deltas, routed, cid, created, want_logprobs, include_usage),
