@@ -67,7 +67,7 @@ def test_readme_curl_example(server: Proc) -> None:
          "-H", "Content-Type: application/json",
          "-d", json.dumps({"model": "auto", "messages": [
              {"role": "user", "content": "Name three colours."}], "max_tokens": 40})],
-        capture_output=True, text=True, timeout=60, check=True).stdout
+        capture_output=True, text=True, timeout=300, check=True).stdout
     head, _, payload = out.partition("\n\n")  # text mode folds \r\n
     assert head.startswith("HTTP/1.1 200")
     assert "x-edgewise-tier: device" in head and "x-edgewise-node:" in head

@@ -221,6 +221,126 @@ def chat(
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+def _calibrate_transports() -> dict[str, Any] | None:
+    """httpx transports for upstream URLs during `calibrate` (None: the network).
+    A seam for tests, which reach fake upstream nodes in-process."""
+    return None
+
+
+@app.command()
+def calibrate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Fleet YAML config file.")],
+    data: Annotated[Path, typer.Option(
+        "--data", help="Labelled JSONL, one object per line: messages (chat list) or "
+        "prompt (string), answer (gold), grader (exact, number or choice).")],
+    target: Annotated[float, typer.Option(
+        help="Fraction of the large tier's accuracy the cascade must keep.")] = 0.95,
+    small: Annotated[str | None, typer.Option(
+        help="Tier that answers first (default: the lowest of the ladder).")] = None,
+    large: Annotated[str | None, typer.Option(
+        help="Tier escalated to (default: the top of the ladder).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Store threshold and curve in the config (a .bak copy is kept).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Calibrate routing.cascade.threshold on labelled data.
+
+    Each example is answered by the small and the large tier (greedy, logprobs,
+    in-process through this node's API), graded and scored with the configured
+    routing.cascade.scorer. The threshold chosen is the cheapest (fewest tokens)
+    whose cascade accuracy is at least TARGET x the large tier's.
+
+    Graders: exact (same text, ignoring case, spacing, a final period); number
+    (the number after the reply's last '####', else its last number); choice
+    (the first standalone letter A-H).
+
+    --write stores routing.cascade.threshold and .calibration (target, scorer,
+    n, chosen point, curve, data sha256, date) in the config. PyYAML drops the
+    file's comments, so the original is first copied to FILE.bak.
+    """
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from edgewise.config import load_config
+    from edgewise.routing.calibrate import (
+        calibrate_threshold,
+        calibration_record,
+        collect,
+        load_labelled,
+        write_calibration,
+    )
+    from edgewise.routing.confidence import score
+
+    try:
+        cfg = load_config(config)
+        ladder = [t.name for t in cfg.ladder()]
+        small = small or ladder[0]
+        large = large or ladder[-1]
+        for flag, name in (("--small", small), ("--large", large)):
+            if name not in ladder:
+                raise typer.BadParameter(f"{flag} {name!r} is not a tier of {config}; "
+                                         f"tiers: {', '.join(ladder)}")
+        if small == large:
+            raise typer.BadParameter(f"--small and --large are both {small!r}; a cascade "
+                                     "needs two tiers (add a tier to the config)")
+        if not 0 < target <= 2:
+            raise typer.BadParameter(f"--target must be in (0, 2], got {target}")
+        scorer = cfg.routing.cascade.scorer
+        score(scorer, [0.0])  # an unknown scorer fails now, not after the runs
+        examples = load_labelled(data)
+        bar = Progress("[progress.description]{task.description}", BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                       transient=True)
+        tasks = {t: bar.add_task(f"tier {t}", total=len(examples)) for t in (small, large)}
+        with bar:
+            got = asyncio.run(collect(
+                cfg, examples, (small, large), max_tokens=max_tokens,
+                transports=_calibrate_transports(),
+                on_answer=lambda tier, _i: bar.advance(tasks[tier])))
+        s, lg = got[small], got[large]
+        result = calibrate_threshold([score(scorer, lp) for lp in s.logprobs], s.correct,
+                                     lg.correct, s.tokens, lg.tokens, target=target)
+        record = calibration_record(result, scorer=scorer, small=small, large=large,
+                                    data=data)
+        backup = write_calibration(config, result.threshold, record) if write else None
+    except EdgewiseError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps({**record, "threshold": result.threshold}, indent=2))
+    else:
+        _calibration_table(record, result.threshold)
+    if backup is not None:
+        console.print(f"wrote routing.cascade.threshold = {result.threshold:.4f} and its "
+                      f"calibration to {config}; comments are not kept by the YAML round "
+                      f"trip, the original is in the backup {backup}", highlight=False)
+
+
+def _calibration_table(record: dict[str, Any], threshold: float) -> None:
+    chosen = record["chosen"]
+    table = Table(title=f"cascade {record['small']} → {record['large']}: "
+                        f"{record['n']} examples, scorer {record['scorer']}")
+    for col in ("threshold", "escalated", "accuracy", "tokens / example", ""):
+        table.add_column(col, justify="right")
+    for p in record["curve"]:
+        mark = "[bold green]◀ chosen[/]" if p == chosen else ""
+        table.add_row(f"{min(p['threshold'], 1.0):.4f}", f"{p['escalation_rate']:.1%}",
+                      f"{p['accuracy']:.1%}", f"{p['cost']:.1f}", mark)
+    out = Console()
+    out.print(table)
+    verdict = ("meets" if record["met"] else "[red]cannot meet[/]")
+    out.print(
+        f"small {record['small_accuracy']:.1%}, large {record['large_accuracy']:.1%}; "
+        f"target {record['target']:g} × large = {record['required_accuracy']:.1%}. "
+        f"Threshold [bold]{threshold:.4f}[/] {verdict} it: accuracy {chosen['accuracy']:.1%}, "
+        f"escalating {chosen['escalation_rate']:.1%}, {chosen['cost']:.1f} tokens/example "
+        f"({chosen['cost'] / max(record['large_cost'], 1e-9):.0%} of always-large's "
+        f"{record['large_cost']:.1f}).", highlight=False)
+
+
 def _setup_logging(level: str) -> None:
     from rich.logging import RichHandler
 
