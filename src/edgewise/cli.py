@@ -62,9 +62,13 @@ def serve(
     except EdgewiseError as exc:
         _fail(exc)
         return
+    local = cfg.local_endpoint()
+    served = local[1].model if cfg.tiers and local and local[1].model != "auto" \
+        else cfg.engine.model
+    ladder = " → ".join(t.name for t in cfg.ladder())
     console.print(
-        f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tier {cfg.node.tier}) serving "
-        f"[green]{cfg.engine.model}[/] on [bold]http://{cfg.node.host}:{cfg.node.port}[/]"
+        f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tiers {ladder}) serving "
+        f"[green]{served}[/] on [bold]http://{cfg.node.host}:{cfg.node.port}[/]"
         "  (Ctrl-C drains and stops)", highlight=False)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; make that a clean
     # exit (status 0, no KeyboardInterrupt traceback) once the drain is done.
