@@ -98,7 +98,7 @@ def test_sigterm_drains_in_flight_stream() -> None:
     p = Proc()
     p.wait_ready()
     with httpx.stream("POST", p.url + "/v1/completions", timeout=60, json={
-            "model": "auto", "prompt": "Once upon a time", "max_tokens": 60,
+            "model": "auto", "prompt": "Once upon a time", "max_tokens": 24,
             "temperature": 0, "stream": True}) as r:
         lines = r.iter_lines()
         next(lines)
