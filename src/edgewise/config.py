@@ -29,12 +29,18 @@ from edgewise.errors import ConfigError
 
 __all__ = [
     "CLEARANCE_LEVELS",
+    "ApiKeyConfig",
+    "AuditConfig",
+    "AuthConfig",
     "CascadeConfig",
+    "DenyListConfig",
     "EdgewiseConfig",
     "EndpointConfig",
     "EngineConfig",
     "HealthConfig",
     "NodeConfig",
+    "PatternConfig",
+    "PrivacyConfig",
     "RoutingConfig",
     "SamplingDefaults",
     "ServingConfig",
@@ -157,6 +163,11 @@ class TierConfig:
     max_context: Annotated[int, Field(ge=16)] | None = None
     #: Seconds before a request to this tier counts as failed (``None``: no limit).
     timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
+    #: What may reach this tier when a request is more sensitive than its clearance:
+    #: ``forbid`` (never), ``redact`` (with every detected sensitive span replaced by a
+    #: placeholder, restored in the answer) or ``allow`` (as is; the operator accepts the
+    #: risk, and the audit log records it).
+    escalation: Literal["forbid", "redact", "allow"] = "forbid"
 
 
 @with_config(_STRICT)
@@ -199,6 +210,104 @@ class RoutingConfig:
     jobs_path: str = ".edgewise/jobs.sqlite"
 
 
+_ENTITY = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Z][A-Z0-9_]*$")]
+
+
+@with_config(_STRICT)
+@dataclass
+class PatternConfig:
+    """A custom recognizer: a regular expression that marks an entity type."""
+
+    #: Entity type reported for a match (upper case, e.g. ``EMPLOYEE_ID``).
+    entity: _ENTITY
+    #: Python regular expression; matched case-sensitively unless it says ``(?i)``.
+    regex: Annotated[str, Field(min_length=1)]
+    #: Sensitivity of a match.
+    level: Clearance = "pii"
+    #: Words that, near a match, raise its score (Presidio context enhancement).
+    context: list[str] = field(default_factory=list)
+    #: Score of a match, in (0, 1]; findings below ``privacy.min_score`` are ignored.
+    score: Annotated[float, Field(gt=0, le=1)] = 0.85
+
+    def __post_init__(self) -> None:
+        import re
+
+        try:
+            re.compile(self.regex)
+        except re.error as exc:
+            raise ValueError(f"regex is not a valid regular expression: {exc}") from None
+
+
+@with_config(_STRICT)
+@dataclass
+class DenyListConfig:
+    """Terms that are always sensitive (project code names, customer names...)."""
+
+    entity: _ENTITY
+    #: Matched as whole words, ignoring case.
+    terms: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    level: Clearance = "internal"
+
+
+@with_config(_STRICT)
+@dataclass
+class PrivacyConfig:
+    """The privacy guard: sensitivity detection before routing (``edgewise.privacy``)."""
+
+    #: Scan every routed request; off, only declared labels count (not recommended).
+    enabled: bool = True
+    #: Findings scored below this are ignored (Presidio scores are in [0, 1]).
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
+    #: Sensitivity per entity type, overriding the built-in mapping
+    #: (e.g. ``{LOCATION: internal, DATE_TIME: public}``).
+    levels: dict[_ENTITY, Clearance] = field(default_factory=dict)
+    #: Host-name suffixes of the organisation's private networks: names under them are
+    #: ``INTERNAL_HOSTNAME`` findings.
+    internal_domains: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-]+$")]] = (
+        field(default_factory=lambda: ["internal", "corp", "local", "lan", "intranet",
+                                       "home.arpa"]))
+    #: Extra regular-expression recognizers.
+    patterns: list[PatternConfig] = field(default_factory=list)
+    #: Extra deny lists.
+    deny_lists: list[DenyListConfig] = field(default_factory=list)
+    #: Exact strings never reported (the organisation's own public name, say).
+    allow_list: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
+
+
+@with_config(_STRICT)
+@dataclass
+class AuditConfig:
+    """The hash-chained, append-only audit log of routing decisions (SQLite)."""
+
+    enabled: bool = True
+    path: str = ".edgewise/audit.sqlite"
+    #: Environment variable holding a secret HMAC key: with it, a record cannot be
+    #: forged or the chain recomputed by someone who can write the file but lacks the key.
+    key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+
+@with_config(_STRICT)
+@dataclass
+class ApiKeyConfig:
+    """A client API key, known by its sha256 (the key itself is never stored)."""
+
+    #: The requester identity recorded in the audit log.
+    name: _NAME
+    #: Hex sha256 of the key: ``printf %s "$KEY" | sha256sum``.
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    #: Sensitivity declared for every request made with this key (the detector may
+    #: raise it, never lower it).
+    sensitivity: Clearance | None = None
+
+
+@with_config(_STRICT)
+@dataclass
+class AuthConfig:
+    """Client API keys. With none configured, the node accepts requests without one."""
+
+    keys: list[ApiKeyConfig] = field(default_factory=list)
+
+
 @with_config(_STRICT)
 @dataclass
 class EdgewiseConfig:
@@ -212,6 +321,9 @@ class EdgewiseConfig:
     #: ``engine`` section locally, with clearance ``phi``.
     tiers: list[TierConfig] = field(default_factory=list)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tiers]
@@ -311,7 +423,8 @@ def parse_config(data: Any, *, source: str = "config") -> EdgewiseConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections "
-                          f"(node, engine, serving, sampling, tiers, routing), "
+                          "(node, engine, serving, sampling, tiers, routing, privacy, "
+                          "audit, auth), "
                           f"got {type(data).__name__}")
     try:
         return _ADAPTER.validate_python(data)
