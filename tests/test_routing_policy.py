@@ -167,3 +167,46 @@ def test_unknown_scorer_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="available: mean_prob"):
         score("vibes", [-1.0])
+
+
+def with_escalation(t: TierView, escalation: str) -> TierView:
+    return TierView(t.name, t.clearance, t.cost_per_1k_tokens, t.energy_per_token_j,
+                    t.max_context, t.models, expected_s=t.expected_s, escalation=escalation)
+
+
+def test_redact_tiers_join_the_plan_in_redact_mode() -> None:
+    fleet = (DEVICE, GATEWAY, with_escalation(CLOUD, "redact"))
+    d = route(RouteRequest(sensitivity="phi"), fleet)
+    assert d.plan == ("device", "cloud")
+    assert d.modes == ("clear", "redact")
+    assert d.mode("device") == "clear" and d.mode("cloud") == "redact"
+    # below the tier's clearance nothing needs redacting
+    assert route(RouteRequest(sensitivity="public"), fleet).modes == ("clear",) * 3
+
+
+def test_a_declared_label_is_a_floor_redaction_cannot_lift() -> None:
+    fleet = (DEVICE, GATEWAY, with_escalation(CLOUD, "redact"))
+    d = route(RouteRequest(sensitivity="phi", declared="pii"), fleet)
+    assert d.plan == ("device",)  # cloud (public) is below the declared pii
+    assert route(RouteRequest(sensitivity="phi", declared="public"), fleet).plan == (
+        "device", "cloud")
+    d = route(RouteRequest(model="cloud", sensitivity="pii", declared="pii"), fleet)
+    assert d.refused == "clearance"
+    assert d.reason == ("pii data may not be sent to cloud (clearance public, escalation "
+                        "redact; a declared label is not lifted by redaction)")
+
+
+def test_allow_tiers_take_anything_and_rank_after_clear_ones_at_equal_cost() -> None:
+    free_cloud = TierView("cloud", "public", 0.0, expected_s=0.5, escalation="allow")
+    d = route(RouteRequest(sensitivity="phi", declared="phi"), (DEVICE, free_cloud))
+    assert d.plan == ("device", "cloud") and d.modes == ("clear", "allow")
+    redact_first = TierView("edge", "public", 0.0, escalation="redact")
+    d = route(RouteRequest(sensitivity="pii"), (redact_first, free_cloud, GATEWAY))
+    assert d.plan == ("edge", "cloud", "gateway")  # cost first, then mode
+    assert d.modes == ("redact", "allow", "clear")
+
+
+def test_forbid_is_the_default() -> None:
+    d = route(RouteRequest(model="cloud", sensitivity="internal"), FLEET)
+    assert d.refused == "clearance"
+    assert "(clearance public, escalation forbid)" in d.reason

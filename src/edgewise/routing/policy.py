@@ -6,15 +6,22 @@ unit test. Steps:
 1. **Steering.** ``model: "auto"`` (or ``default``) lets the router choose;
    ``model: "<tier>"`` or a model name served by one tier pins that tier (still subject
    to clearance). ``x-edgewise-min-tier`` drops the tiers below it.
-2. **Clearance (hard).** A tier is eligible only if its clearance ≥ the request's
-   sensitivity. If the pinned or every tier is below it, the request is refused.
+2. **Clearance (hard).** A tier is eligible as is (mode ``clear``) if its clearance ≥
+   the request's sensitivity. A tier below it is eligible only by its ``escalation``
+   policy: ``redact`` (mode ``redact``: it gets the request with the sensitive spans
+   replaced by placeholders — possible only if the request's *declared* floor is within
+   the tier's clearance, since redaction removes what the detector found, never what a
+   label declared) or ``allow`` (mode ``allow``: as is, audited). Whether the redacted
+   text really scans within the clearance is checked when the tier is reached
+   (``edgewise.privacy.enforce``). If no tier qualifies, the request is refused.
 3. **Fit.** Tiers whose ``max_context`` cannot hold prompt + max_tokens are dropped.
 4. **Budget (hard).** With ``x-edgewise-max-cost``, tiers whose cost for this request
    (``cost_per_1k × (prompt + max_tokens) / 1000``) exceeds it are dropped.
 5. **Health.** Tiers with no available endpoint (all breakers open) are skipped; the
    reason names them. No eligible tier up → the decision says so (503 or async queue).
 6. **Order.** The rest are ranked by ``cost + energy_weight × energy_per_token ×
-   tokens``, ladder position breaking ties — cheapest first. The first answers; the
+   tokens``, then mode (``clear`` before ``redact`` before ``allow``), then ladder
+   position — cheapest first. The first answers; the
    others are the cascade's escalation path and the failover order.
 7. **Latency SLO (soft).** With ``x-edgewise-max-latency-ms``, tiers whose live estimate
    (EWMA TTFT + max_tokens / tokens-per-second) exceeds it go to the back of the plan;
@@ -28,7 +35,10 @@ from dataclasses import dataclass, field
 
 from edgewise.config import CLEARANCE_LEVELS
 
-__all__ = ["Decision", "RouteRequest", "TierView", "level", "route"]
+__all__ = ["MODES", "Decision", "RouteRequest", "TierView", "level", "route"]
+
+#: How a tier may receive a request, most preferred first (see step 2).
+MODES: tuple[str, ...] = ("clear", "redact", "allow")
 
 
 def level(name: str) -> int:
@@ -53,11 +63,17 @@ class TierView:
     expected_s: float | None = None
     #: Why the tier is down, for the reason string (e.g. "breaker open").
     down_reason: str | None = None
+    #: Policy for requests above its clearance: ``forbid``, ``redact`` or ``allow``.
+    escalation: str = "forbid"
 
 
 @dataclass(frozen=True)
 class RouteRequest:
+    #: The request's level: max(declared floor, what the detector found).
     sensitivity: str = "public"
+    #: What a label (request header, API key, ``routing.default_sensitivity``) declared;
+    #: redaction cannot take a request below it. ``None``: same as ``public``.
+    declared: str | None = None
     model: str = "auto"
     prompt_tokens: int = 0
     max_tokens: int = 256
@@ -75,10 +91,29 @@ class Decision:
     #: ``unknown_model`` (client errors) or ``unavailable`` (eligible tiers all down).
     refused: str | None = None
     skipped: tuple[str, ...] = field(default=())
+    #: How each tier of ``plan`` receives the request (``clear``, ``redact``, ``allow``).
+    modes: tuple[str, ...] = field(default=())
 
     @property
     def tier(self) -> str | None:
         return self.plan[0] if self.plan else None
+
+    def mode(self, tier: str) -> str:
+        """How ``tier`` may receive the request (``clear`` when not set)."""
+        if tier in self.plan and len(self.modes) == len(self.plan):
+            return self.modes[self.plan.index(tier)]
+        return "clear"
+
+
+def _mode(t: TierView, need: int, floor: int) -> str | None:
+    """How tier ``t`` may receive a request of level ``need`` declared at ``floor``."""
+    if level(t.clearance) >= need:
+        return "clear"
+    if t.escalation == "redact" and level(t.clearance) >= floor:
+        return "redact"
+    if t.escalation == "allow":
+        return "allow"
+    return None
 
 
 def _cost(t: TierView, tokens: int) -> float:
@@ -105,12 +140,20 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
         floor = names.index(req.min_tier)
         candidates = [t for t in candidates if names.index(t.name) >= floor]
 
-    # 2. clearance (hard)
+    # 2. clearance (hard), or the tier's escalation policy
     need = level(req.sensitivity)
-    cleared = [t for t in candidates if level(t.clearance) >= need]
+    floor = level(req.declared or "public")
+    modes = {t.name: m for t in candidates if (m := _mode(t, need, floor)) is not None}
+    cleared = [t for t in candidates if t.name in modes]
     if not cleared:
-        what = candidates[0].name if len(candidates) == 1 else "any eligible tier"
-        return Decision((), f"{req.sensitivity} data may not be sent to {what} "
+        if len(candidates) == 1:
+            t = candidates[0]
+            why = (f"clearance {t.clearance}, escalation {t.escalation}"
+                   + ("; a declared label is not lifted by redaction"
+                      if t.escalation == "redact" else ""))
+            return Decision((), f"{req.sensitivity} data may not be sent to {t.name} "
+                                f"({why})", refused="clearance")
+        return Decision((), f"{req.sensitivity} data may not be sent to any eligible tier "
                             "(clearance too low)", refused="clearance")
 
     # 3. context fit
@@ -136,9 +179,9 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
                         refused="unavailable", skipped=down)
 
     # 6. order: cheapest (cost + weighted energy), then ladder position
-    def rank(t: TierView) -> tuple[float, int]:
+    def rank(t: TierView) -> tuple[float, int, int]:
         energy = t.energy_per_token_j * tokens * energy_weight
-        return (_cost(t, tokens) + energy, names.index(t.name))
+        return (_cost(t, tokens) + energy, MODES.index(modes[t.name]), names.index(t.name))
 
     ordered = sorted(up, key=rank)
     reason = "cheapest eligible tier" if req.model in ("auto", "default") else "requested"
@@ -156,4 +199,5 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
             reason = "fastest tier (no tier is expected to meet the latency SLO)"
     if down:
         reason += "; skipped " + ", ".join(down)
-    return Decision(tuple(t.name for t in ordered), reason, skipped=down)
+    return Decision(tuple(t.name for t in ordered), reason, skipped=down,
+                    modes=tuple(modes[t.name] for t in ordered))

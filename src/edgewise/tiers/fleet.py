@@ -68,7 +68,8 @@ class Fleet:
                 name=t.name, clearance=t.clearance, cost_per_1k_tokens=t.cost_per_1k_tokens,
                 energy_per_token_j=t.energy_per_token_j, max_context=t.max_context,
                 models=tuple(m for e in eps for m in e.models), available=len(ready),
-                expected_s=min(estimates) if estimates else None, down_reason=down))
+                expected_s=min(estimates) if estimates else None, down_reason=down,
+                escalation=t.escalation))
         return views
 
     def pick(self, tier: str) -> Endpoint | None:
