@@ -17,6 +17,7 @@ from edgewise.config import parse_config
 from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
 from edgewise.routing.service import Router
+from fake_detector import FakeDetector
 
 CLOUD_URL = "http://cloud.test/v1"
 CHAT = "/v1/chat/completions"
@@ -71,7 +72,8 @@ async def make_tiered(tmp_path: Any, **kw: Any) -> AsyncIterator[Tiered]:
     switch = Switch(httpx.ASGITransport(app=cloud_app))
     node = Node(tiered_config(tmp_path, **kw), FakeEngine(model="device-model"))
     await node.start()
-    app = create_app(node, manage_lifecycle=False, transports={CLOUD_URL: switch})
+    app = create_app(node, manage_lifecycle=False, transports={CLOUD_URL: switch},
+                     detector=FakeDetector())
     router: Router = app.state.router
     router.start()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from edgewise import __version__
+from edgewise.api.auth import ApiKeys
 from edgewise.api.errors import install_error_handlers
 from edgewise.api.middleware import AccessLog, BodyLimit, NodeHeaders
 from edgewise.api.openai import router as openai_router
 from edgewise.api.routed import jobs_router
 from edgewise.node import Node
+from edgewise.privacy.enforce import DetectorLike
 from edgewise.routing.service import Router
 from edgewise.tiers.fleet import Fleet
 
@@ -24,15 +26,18 @@ __all__ = ["create_app"]
 
 
 def create_app(node: Node, *, manage_lifecycle: bool = True,
-               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+               transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+               detector: DetectorLike | None = None) -> FastAPI:
     """Build the app for a node. With ``manage_lifecycle`` the app's lifespan loads the
     engine at start-up and drains and unloads it at shutdown. When the config has a tier
-    ladder, chat requests go through the router; ``transports`` maps upstream URLs to
-    httpx transports (tests reach other nodes in-process that way)."""
+    ladder, chat requests go through the router and its privacy guard; ``transports``
+    maps upstream URLs to httpx transports (tests reach other nodes in-process that
+    way); ``detector`` is an already-built privacy detector (else the router loads one
+    in the background at start)."""
     router: Router | None = None
     if node.config.tiers:
         router = Router(node.config, Fleet(node.config, node, transports=transports),
-                        node.metrics)
+                        node.metrics, detector=detector)
 
     async def start() -> None:
         await node.start()
@@ -74,10 +79,12 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     @app.get("/readyz", responses={503: {"description": "model not loaded yet"}})
     async def readyz() -> JSONResponse:
         """Readiness: the model is loaded and requests will be answered."""
-        if node.ready:
+        if node.ready and (router is None or router.guard_ready):
             info = node.info
             return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx})
         reason = node.load_error or "model loading"
+        if node.ready and router is not None:
+            reason = router.guard_unavailable().message
         return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 
     @app.get("/metrics")
@@ -96,6 +103,7 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
 
     # Outermost first: headers on everything (413s included), then the access log.
     app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes)
+    app.add_middleware(ApiKeys, config=node.config.auth)  # before the body is read
     app.add_middleware(AccessLog, metrics=node.metrics)
     app.add_middleware(NodeHeaders, node=node.name, tier=node.tier)
     return app

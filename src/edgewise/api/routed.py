@@ -5,7 +5,13 @@ Request steering headers: ``x-edgewise-sensitivity`` (public|internal|pii|phi; t
 request's own label), ``x-edgewise-max-latency-ms``, ``x-edgewise-max-cost``,
 ``x-edgewise-min-tier``, ``x-edgewise-async: true``. Response headers:
 ``x-edgewise-tier``, ``x-edgewise-route-reason``, ``x-edgewise-escalations``,
-``x-edgewise-confidence`` (when a cascade scored the answer).
+``x-edgewise-sensitivity`` (the effective level), ``x-edgewise-confidence`` (when a
+cascade scored the answer), ``x-edgewise-redacted`` (placeholders sent, when the
+answering tier got a redacted request).
+
+Before routing, the privacy guard screens the request: the declared floor is the
+highest of the ``x-edgewise-sensitivity`` header, the API key's ``sensitivity`` and
+``routing.default_sensitivity``; the detector can raise it, never lower it.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from edgewise.api.auth import identity_of
 from edgewise.api.errors import error_response, sse_error
 from edgewise.api.schemas import ChatCompletionRequest
 from edgewise.config import CLEARANCE_LEVELS
 from edgewise.errors import InvalidRequestError, RequestError, UnavailableError
+from edgewise.privacy.enforce import RequestGuard
+from edgewise.routing.policy import level
 from edgewise.routing.service import Routed, Router
 from edgewise.tiers.base import ChatRequest, Delta
 from edgewise.tiers.local import LocalEndpoint
@@ -54,14 +63,15 @@ def _header_float(request: Request, name: str, *, minimum: float) -> float | Non
     return value
 
 
-def _sensitivity(request: Request, default: str) -> str:
-    declared = request.headers.get("x-edgewise-sensitivity")
-    if declared is None:
-        return default
-    if declared not in CLEARANCE_LEVELS:
+def _declared(request: Request, key_level: str | None, default: str) -> str:
+    """The declared floor: the highest of the header, the API key's label and the
+    configured default."""
+    header = request.headers.get("x-edgewise-sensitivity")
+    if header is not None and header not in CLEARANCE_LEVELS:
         raise InvalidRequestError("header x-edgewise-sensitivity must be one of "
                                   + ", ".join(CLEARANCE_LEVELS), param="x-edgewise-sensitivity")
-    return declared
+    labels = [x for x in (header, key_level, default) if x is not None]
+    return max(labels, key=level)
 
 
 def _is_async(request: Request) -> bool:
@@ -80,8 +90,9 @@ def chat_request(body: ChatCompletionRequest, messages: list[tuple[str, str]]) -
 
 
 def _queued(router: Router, req: ChatRequest, sensitivity: str, want_logprobs: bool,
-            reason: str, steering: dict[str, Any]) -> JSONResponse:
-    job = router.enqueue(req, sensitivity, include_logprobs=want_logprobs, steering=steering)
+            reason: str, steering: dict[str, Any], requester: str) -> JSONResponse:
+    job = router.enqueue(req, sensitivity, include_logprobs=want_logprobs, steering=steering,
+                         requester=requester)
     return JSONResponse(
         {"id": job.id, "object": "edgewise.job", "status": job.state.value,
          "reason": reason, "poll": f"/v1/edgewise/jobs/{job.id}"},
@@ -92,7 +103,15 @@ def _queued(router: Router, req: ChatRequest, sensitivity: str, want_logprobs: b
 async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str]],
                       request: Request, router: Router) -> JSONResponse | StreamingResponse:
     req = chat_request(body, messages)
-    sensitivity = _sensitivity(request, router.config.routing.default_sensitivity)
+    ident = identity_of(request.scope)
+    declared = _declared(request, ident.sensitivity, router.config.routing.default_sensitivity)
+    if not router.guard_ready:
+        exc = router.guard_unavailable()
+        request.state.error_type = "privacy_guard_unavailable"
+        return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
+                              headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
+    guard = await RequestGuard.build(router.detector, req, declared)
+    sensitivity = guard.level
     local = next((e for eps in router.fleet.endpoints.values() for e in eps
                   if isinstance(e, LocalEndpoint) and e.ready()), None)
     prompt_tokens = local.count_tokens(req) if local is not None else sum(
@@ -101,7 +120,8 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
         "prompt_tokens": prompt_tokens,
         "max_latency_ms": _header_float(request, "x-edgewise-max-latency-ms", minimum=1),
         "max_cost": _header_float(request, "x-edgewise-max-cost", minimum=0),
-        "min_tier": request.headers.get("x-edgewise-min-tier")}
+        "min_tier": request.headers.get("x-edgewise-min-tier"),
+        "declared": declared}
     decision = router.decide(req, sensitivity=sensitivity, **steering)
     want_logprobs = bool(body.logprobs)
     if decision.refused in _REFUSALS:
@@ -109,20 +129,21 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
         request.state.error_type = code
         return error_response(status, decision.reason, type_, code=code,
                               param="model" if code == "model_not_found" else None,
-                              headers=_NO_TIER)
+                              headers={**_NO_TIER, "x-edgewise-sensitivity": sensitivity})
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     try:
         if decision.refused == "unavailable":
             raise UnavailableError(decision.reason, retry_after=max(
                 1, int(router.fleet.health.probe_interval_s)))
         if not body.stream:
-            answer, routed = await router.answer(req, decision)
+            answer, routed = await router.answer(req, decision, guard)
             return JSONResponse(answer.to_openai(cid, created, include_logprobs=want_logprobs),
                                 headers=routed.headers())
-        deltas, routed = await router.stream(req, decision)
+        deltas, routed = await router.stream(req, decision, guard)
     except UnavailableError as exc:
         if _is_async(request):  # store and forward instead of 503
-            return _queued(router, req, sensitivity, want_logprobs, exc.message, steering)
+            return _queued(router, req, sensitivity, want_logprobs, exc.message, steering,
+                           ident.name)
         request.state.error_type = exc.code
         return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
                               headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
@@ -188,7 +209,8 @@ async def get_job(job_id: str, request: Request) -> JSONResponse:
     """Status (and, once delivered, the completion) of an async request."""
     router: Router | None = request.app.state.router
     job = router.jobs.get(job_id) if router is not None and router.jobs is not None else None
-    if job is None:
+    owner = (job.payload.get("requester") or "anonymous") if job is not None else None
+    if job is None or owner != identity_of(request.scope).name:  # others' jobs: not found
         return error_response(404, "no such job on this node", "not_found_error",
                               param="job_id", code="job_not_found")
     return JSONResponse({

@@ -169,7 +169,7 @@ def _merge(spans: Iterable[SpanLike], lengths: Sequence[int]) -> list[tuple[int,
         if end <= start:
             continue
         if merged and merged[-1][0] == seg and start <= merged[-1][2]:
-            pseg, pstart, pend, pentity = merged[-1]
+            _, pstart, pend, pentity = merged[-1]
             longer = entity if end - start > pend - pstart else pentity
             merged[-1] = (seg, pstart, max(pend, end), longer)
         else:

@@ -383,10 +383,11 @@ async def collect(
         raise UnavailableError(node.load_error or "the local model did not load")
     app = create_app(node, manage_lifecycle=False, transports=transports)
     router = app.state.router
-    if router is not None:
-        router.start()
     out = {t: Collected(t) for t in tiers}
     try:
+        if router is not None:
+            router.start()
+            await router.wait_guard()  # labelled data is screened like any request
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://calibrate", timeout=None) as client:
             for tier in tiers:

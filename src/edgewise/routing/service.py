@@ -18,6 +18,12 @@ Behaviour, as documented in the README:
   is returned (reason says so) rather than an error. If no eligible tier is up, an
   ``x-edgewise-async: true`` request is queued durably (SQLite) and delivered when a
   tier returns; any other request gets 503 with the reason.
+- **Privacy.** A tier in ``redact`` mode (``Decision.modes``) gets the request redacted
+  for its clearance (``edgewise.privacy.enforce``); its answer has the placeholders
+  restored — streamed answers too, never showing half a placeholder — and its token
+  logprobs dropped (they describe the redacted text). If the redacted text still does
+  not fit the clearance, that tier is skipped. A tier in ``allow`` mode gets the request
+  as is, and ``Routed.allowed`` records it for the audit log.
 """
 
 from __future__ import annotations
@@ -25,14 +31,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgewise.config import EdgewiseConfig
-from edgewise.errors import RequestError, UnavailableError
+from edgewise.errors import EdgewiseError, RequestError, UnavailableError
 from edgewise.jobs import Job, JobStore
+from edgewise.privacy.enforce import DetectorLike, RequestGuard
+from edgewise.privacy.redact import Redaction
 from edgewise.routing.confidence import score
 from edgewise.routing.policy import Decision, RouteRequest, route
 from edgewise.telemetry import NodeMetrics
@@ -54,26 +63,43 @@ class Routed:
     failovers: int = 0
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: The request's effective sensitivity.
+    sensitivity: str = "public"
+    #: Tiers that were sent a redacted request, and how many placeholders each got.
+    redacted: dict[str, int] = field(default_factory=dict)
+    #: Tiers that got the request above their clearance by an ``allow`` policy.
+    allowed: list[str] = field(default_factory=list)
 
     def headers(self) -> dict[str, str]:
         h = {"x-edgewise-tier": self.tier, "x-edgewise-route-reason": self.reason,
-             "x-edgewise-escalations": str(self.escalations)}
+             "x-edgewise-escalations": str(self.escalations),
+             "x-edgewise-sensitivity": self.sensitivity}
         if self.confidence is not None:
             h["x-edgewise-confidence"] = f"{self.confidence:.3f}"
+        if self.tier in self.redacted:
+            h["x-edgewise-redacted"] = str(self.redacted[self.tier])
         return h
 
 
 class Router:
-    def __init__(self, config: EdgewiseConfig, fleet: Fleet, metrics: NodeMetrics) -> None:
+    def __init__(self, config: EdgewiseConfig, fleet: Fleet, metrics: NodeMetrics, *,
+                 detector: DetectorLike | None = None) -> None:
+        """``detector``: the privacy guard's detector, if already built (tests share one);
+        otherwise, with ``privacy.enabled``, :meth:`start` loads it in the background."""
         self.config = config
         self.fleet = fleet
         self.metrics = metrics
         self.cascade = config.routing.cascade
         self.jobs: JobStore | None = None
         self._delivery: asyncio.Task[None] | None = None
+        self.detector = detector
+        self.detector_error: str | None = None
+        self._detector_load: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        if self.config.privacy.enabled and self.detector is None:
+            self._detector_load = asyncio.create_task(self._load_detector())
         self.fleet.start()
         path = self.config.routing.jobs_path
         if path != ":memory:":
@@ -84,7 +110,39 @@ class Router:
             log.info("recovered %d async job(s) interrupted by a restart", recovered)
         self._delivery = asyncio.create_task(self._deliver_loop())
 
+    async def _load_detector(self) -> None:
+        from edgewise.privacy.detector import Detector
+
+        try:
+            self.detector = await asyncio.to_thread(Detector.from_config,
+                                                    self.config.privacy)
+        except EdgewiseError as exc:
+            self.detector_error = str(exc)
+            log.error("privacy guard failed to load: %s", exc)
+
+    async def wait_guard(self) -> None:
+        """Wait for the privacy guard to load (raises if it failed)."""
+        if self._detector_load is not None:
+            await self._detector_load
+        if not self.guard_ready:
+            raise self.guard_unavailable()
+
+    @property
+    def guard_ready(self) -> bool:
+        """Whether routed requests can be screened now."""
+        return self.detector is not None or not self.config.privacy.enabled
+
+    def guard_unavailable(self) -> UnavailableError:
+        if self.detector_error is not None:
+            return UnavailableError("the privacy guard failed to load, so no request is "
+                                    f"routed: {self.detector_error}")
+        return UnavailableError("the privacy guard is still loading; retry in a moment",
+                                retry_after=1)
+
     async def stop(self) -> None:
+        if self._detector_load is not None:
+            with contextlib.suppress(BaseException):
+                await self._detector_load
         if self._delivery is not None:
             self._delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -96,9 +154,9 @@ class Router:
     # -- deciding -----------------------------------------------------------------------
     def decide(self, req: ChatRequest, *, sensitivity: str, prompt_tokens: int,
                max_latency_ms: float | None = None, max_cost: float | None = None,
-               min_tier: str | None = None) -> Decision:
+               min_tier: str | None = None, declared: str | None = None) -> Decision:
         max_tokens = req.max_tokens or 256
-        rr = RouteRequest(sensitivity=sensitivity, model=req.model,
+        rr = RouteRequest(sensitivity=sensitivity, declared=declared, model=req.model,
                           prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                           max_latency_ms=max_latency_ms, max_cost=max_cost, min_tier=min_tier)
         return route(rr, self.fleet.views(max_tokens),
@@ -118,15 +176,20 @@ class Router:
             m.confidence.labels(routed.tier).observe(routed.confidence)
 
     # -- answering ----------------------------------------------------------------------
-    async def answer(self, req: ChatRequest, decision: Decision) -> tuple[ChatAnswer, Routed]:
+    async def answer(self, req: ChatRequest, decision: Decision,
+                     guard: RequestGuard | None = None) -> tuple[ChatAnswer, Routed]:
         """Non-streaming: cascade and failover along the plan."""
-        walk = _Walk(self, decision)
+        walk = _Walk(self, decision, guard)
         for i, tier in enumerate(decision.plan):
+            prepared = await walk.prepare(tier, req)
+            if prepared is None:
+                continue
+            sent, redaction = prepared
             endpoint = walk.pick(tier)
             if endpoint is None:
                 continue
             try:
-                answer = await endpoint.chat(req)
+                answer = _restored(await endpoint.chat(sent), redaction)
             except EndpointError as exc:
                 walk.failed(tier, exc)
                 continue
@@ -135,24 +198,29 @@ class Router:
         answer, routed = walk.fallback()
         return answer, routed
 
-    async def stream(self, req: ChatRequest, decision: Decision
+    async def stream(self, req: ChatRequest, decision: Decision,
+                     guard: RequestGuard | None = None
                      ) -> tuple[AsyncIterator[Delta], Routed]:
         """Streaming. Returns once the answering tier is known (so the status and the
         ``x-edgewise-*`` headers can be sent), with the deltas still to iterate. Tiers
         below the top of the plan are buffered and scored when the cascade is on."""
-        walk = _Walk(self, decision)
+        walk = _Walk(self, decision, guard)
         for i, tier in enumerate(decision.plan):
+            prepared = await walk.prepare(tier, req)
+            if prepared is None:
+                continue
+            sent, redaction = prepared
             endpoint = walk.pick(tier)
             if endpoint is None:
                 continue
             buffered = self.cascade.enabled and i < len(decision.plan) - 1
             try:
                 if buffered:
-                    answer = await endpoint.chat(req)
+                    answer = _restored(await endpoint.chat(sent), redaction)
                     if walk.keep(tier, answer, scored=True):
                         return _replay(answer), walk.accept(tier)
                     continue
-                live = endpoint.stream(req)
+                live = _restoring(endpoint.stream(sent), redaction)
                 first = await anext(live)  # fail over only before the first byte
             except StopAsyncIteration:  # every stream ends with its `final` delta
                 walk.failed(tier, EndpointError(f"tier {tier!r} sent an empty stream"))
@@ -173,34 +241,38 @@ class Router:
 
     # -- store and forward --------------------------------------------------------------
     def enqueue(self, req: ChatRequest, sensitivity: str, *, include_logprobs: bool,
-                steering: dict[str, Any] | None = None) -> Job:
-        """Queue durably. ``steering`` (min_tier, max_cost, max_latency_ms, prompt_tokens)
-        is kept with the job and applies again at delivery."""
+                steering: dict[str, Any] | None = None, requester: str = "anonymous"
+                ) -> Job:
+        """Queue durably. ``steering`` (min_tier, max_cost, max_latency_ms, prompt_tokens,
+        declared) is kept with the job and applies again at delivery, where the request
+        is screened again. Only ``requester`` may read the job back."""
         if self.jobs is None:
             raise UnavailableError("the async job queue is not running")
         payload = {"request": req.to_payload(), "include_logprobs": include_logprobs,
-                   "steering": steering or {}}
+                   "steering": steering or {}, "requester": requester}
         job = self.jobs.enqueue("/v1/chat/completions", payload, min_clearance=sensitivity)
         self.metrics.jobs.labels("queued").inc()
         return job
 
     async def deliver_once(self) -> int:
         """Try every pending job once; returns how many were delivered."""
-        if self.jobs is None:
+        if self.jobs is None or not self.guard_ready:
             return 0
         delivered = 0
         for job in self.jobs.claim(limit=32):
             try:
                 req = ChatRequest.from_payload(job.payload["request"])
                 steering = dict(job.payload.get("steering") or {})
-                decision = self.decide(req, sensitivity=job.min_clearance,
+                declared = str(steering.pop("declared", None) or "public")
+                guard = await RequestGuard.build(self.detector, req, declared)
+                decision = self.decide(req, sensitivity=guard.level, declared=declared,
                                        prompt_tokens=int(steering.pop("prompt_tokens", 0)),
                                        **steering)
                 if decision.refused == "unavailable":
                     raise UnavailableError(decision.reason)
                 if decision.refused:
                     raise RequestError(decision.reason)
-                answer, routed = await self.answer(req, decision)
+                answer, routed = await self.answer(req, decision, guard)
             except UnavailableError as exc:
                 self.jobs.release(job.id, exc.message)
                 continue
@@ -230,11 +302,33 @@ class _Walk:
     """Bookkeeping while a request walks down its plan: failovers, escalations, and the
     most confident escalated answer to fall back on if every tier above it fails."""
 
-    def __init__(self, router: Router, decision: Decision) -> None:
+    def __init__(self, router: Router, decision: Decision,
+                 guard: RequestGuard | None) -> None:
         self.router = router
         self.decision = decision
-        self.routed = Routed(reason=decision.reason)
+        self.guard = guard
+        self.routed = Routed(reason=decision.reason,
+                             sensitivity=guard.level if guard is not None else "public")
         self.best: tuple[ChatAnswer, str, float] | None = None
+
+    async def prepare(self, tier: str, req: ChatRequest
+                      ) -> tuple[ChatRequest, Redaction | None] | None:
+        """What ``tier`` may be sent: the request as is, redacted, or nothing (skip)."""
+        mode = self.decision.mode(tier)
+        if mode == "allow":
+            self.routed.allowed.append(tier)
+        if mode != "redact":
+            return req, None
+        clearance = self.router.fleet.tier(tier).clearance
+        prepared = (await self.guard.request_for(req, clearance)
+                    if self.guard is not None else None)
+        if prepared is None:
+            self.routed.notes.append(f"{tier}: redaction cannot bring the request within "
+                                     f"its clearance ({clearance}), skipped")
+            return None
+        sent, redaction = prepared
+        self.routed.redacted[tier] = len(redaction.mapping)
+        return sent, redaction
 
     def pick(self, tier: str) -> Endpoint | None:
         endpoint = self.router.fleet.pick(tier)
@@ -284,6 +378,39 @@ class _Walk:
         return answer, routed
 
 
+def _restored(answer: ChatAnswer, redaction: Redaction | None) -> ChatAnswer:
+    """A redacted tier's answer with the placeholders put back (logprobs dropped)."""
+    if redaction is None:
+        return answer
+    # Scoring happens after this, on the restored text's logprobs: keep the numbers for
+    # the confidence scorers, but they are not returned to the client (see docstring).
+    answer.text = redaction.restore(answer.text)
+    answer.redacted = True
+    return answer
+
+
+async def _restoring(deltas: AsyncIterator[Delta], redaction: Redaction | None
+                     ) -> AsyncIterator[Delta]:
+    """A redacted tier's stream with the placeholders put back as they complete."""
+    if redaction is None:
+        async for d in deltas:
+            yield d
+        return
+    restorer = redaction.restorer()
+    async for d in deltas:
+        if d.final is not None:
+            rest = restorer.flush()
+            if rest:
+                yield Delta(rest)
+            d.final.text = redaction.restore(d.final.text)
+            d.final.redacted = True
+            yield d
+            continue
+        text = restorer.feed(d.text)
+        if text:
+            yield Delta(text)
+
+
 async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     yield first
     async for d in rest:
@@ -291,9 +418,14 @@ async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[De
 
 
 async def _replay(answer: ChatAnswer) -> AsyncIterator[Delta]:
-    """A buffered answer as a stream: one delta per token when logprobs line up."""
+    """A buffered answer as a stream: one delta per token when logprobs line up (per
+    word, without logprobs, for a restored redacted answer)."""
     items = answer.logprob_items
-    if items and "".join(i["token"] for i in items) == answer.text:
+    if answer.redacted:
+        for word in re.findall(r"\S*\s*", answer.text):
+            if word:
+                yield Delta(word)
+    elif items and "".join(i["token"] for i in items) == answer.text:
         for item in items:
             yield Delta(item["token"], (item,))
     else:

@@ -80,6 +80,9 @@ class ChatAnswer:
     logprob_items: list[dict[str, Any]] = field(default_factory=list)
     ttft_s: float | None = None
     total_s: float = 0.0
+    #: The tier answered a redacted request; the text has been restored, and the token
+    #: logprobs (which describe the redacted text) are not returned to the client.
+    redacted: bool = False
 
     @property
     def logprobs(self) -> list[float]:
@@ -93,7 +96,7 @@ class ChatAnswer:
                 "index": 0,
                 "message": {"role": "assistant", "content": self.text, "refusal": None},
                 "logprobs": {"content": self.logprob_items, "refusal": None}
-                if include_logprobs else None,
+                if include_logprobs and not self.redacted else None,
                 "finish_reason": self.finish_reason,
             }],
             "usage": {"prompt_tokens": self.prompt_tokens,

@@ -1,0 +1,142 @@
+"""Enforcing a request's sensitivity on its way through the tiers.
+
+The router (``routing/policy.py``) decides *which* tiers may receive a request and how
+(``clear``, ``redact``, ``allow``); this module holds, per request, what that needs:
+
+- the request's **segments** — every piece of text a tier would receive (each message's
+  content, whatever its role, and tool-call arguments) — and the detector's findings
+  in them;
+- its **levels**: the declared floor (request header, API key, or
+  ``routing.default_sensitivity``) and the effective level
+  ``max(declared, detected)`` (the detector can raise a label, never lower it);
+- for a tier in ``redact`` mode, the **redacted request**, built once per clearance:
+
+  1. replace every finding whose level is above the tier's clearance;
+  2. scan the redacted text again: the placeholders hide the identifiers, so what is
+     left must now be within the clearance (e.g. a diagnosis without a name is no
+     longer PHI; the PHI context rule no longer fires);
+  3. if it is not (a finding the first pass kept, a rule over the remaining text),
+     replace *every* finding and scan once more;
+  4. if that still does not clear it, the tier is skipped — the request is never sent
+     to a tier its redacted form is not cleared for.
+
+Nothing here logs or raises with request text; findings carry offsets and entity
+types, never values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edgewise.config import CLEARANCE_LEVELS
+from edgewise.privacy.redact import Redaction, SpanLike, redact
+from edgewise.tiers.base import ChatRequest
+
+__all__ = ["DetectionLike", "DetectorLike", "RequestGuard", "segments_of", "with_segments"]
+
+
+class FindingLike(SpanLike, Protocol):
+    @property
+    def level(self) -> str: ...
+
+
+class DetectionLike(Protocol):
+    @property
+    def level(self) -> str: ...
+    @property
+    def findings(self) -> Sequence[FindingLike]: ...
+
+
+class DetectorLike(Protocol):
+    def detect(self, segments: Sequence[str], declared: str | None = None
+               ) -> DetectionLike: ...
+
+
+def _lvl(name: str) -> int:
+    return CLEARANCE_LEVELS.index(name)
+
+
+def segments_of(req: ChatRequest) -> list[str]:
+    """Every piece of text of ``req`` a tier would receive, in conversation order."""
+    return [content for _, content in req.messages]
+
+
+def with_segments(req: ChatRequest, segments: Sequence[str]) -> ChatRequest:
+    """``req`` with its text pieces replaced (the inverse of :func:`segments_of`)."""
+    if len(segments) != len(req.messages):
+        raise ValueError("segment count does not match the request")
+    messages = tuple((role, text) for (role, _), text in zip(req.messages, segments,
+                                                             strict=True))
+    return dataclasses.replace(req, messages=messages)
+
+
+@dataclass
+class RequestGuard:
+    """A request's sensitivity, and its redacted forms as tiers need them."""
+
+    detector: DetectorLike | None
+    segments: list[str]
+    detection: DetectionLike | None
+    #: The declared floor (``public`` when nothing was declared).
+    declared: str = "public"
+    _redacted: dict[str, Redaction | None] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    async def build(cls, detector: DetectorLike | None, req: ChatRequest,
+                    declared: str) -> RequestGuard:
+        """Scan ``req`` (in a worker thread: detection is CPU work)."""
+        segments = segments_of(req)
+        detection = None
+        if detector is not None:
+            # Labels are applied here, not by the detector, so ``detected`` stays pure.
+            detection = await asyncio.to_thread(detector.detect, segments, None)
+        return cls(detector, segments, detection, declared)
+
+    @property
+    def detected(self) -> str:
+        """What the detector found, labels aside (``public`` without a detector)."""
+        return self.detection.level if self.detection is not None else "public"
+
+    @property
+    def level(self) -> str:
+        """The effective level: ``max(declared, detected)``."""
+        return CLEARANCE_LEVELS[max(_lvl(self.declared), _lvl(self.detected))]
+
+    def entity_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for f in self.detection.findings if self.detection is not None else ():
+            counts[f.entity] = counts.get(f.entity, 0) + 1
+        return dict(sorted(counts.items()))
+
+    async def redacted_for(self, clearance: str) -> Redaction | None:
+        """The request redacted to fit ``clearance``, or ``None`` if it cannot be."""
+        async with self._lock:
+            if clearance not in self._redacted:
+                self._redacted[clearance] = await asyncio.to_thread(self._redact, clearance)
+            return self._redacted[clearance]
+
+    def _redact(self, clearance: str) -> Redaction | None:
+        if self.detection is None or self.detector is None:
+            return None  # nothing to redact with: cannot clear anything
+        if _lvl(self.declared) > _lvl(clearance):
+            return None
+        findings = list(self.detection.findings)
+        above = [f for f in findings if _lvl(f.level) > _lvl(clearance)]
+        for chosen in (above, findings):  # steps 1-3
+            r = redact(self.segments, chosen)
+            residual = self.detector.detect(list(r.segments), None)
+            if _lvl(residual.level) <= _lvl(clearance):
+                return r
+        return None
+
+    async def request_for(self, req: ChatRequest, clearance: str
+                          ) -> tuple[ChatRequest, Redaction] | None:
+        r = await self.redacted_for(clearance)
+        if r is None:
+            return None
+        return with_segments(req, r.segments), r

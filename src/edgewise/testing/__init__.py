@@ -1,0 +1,1 @@
+"""Test doubles that ship with edgewise (no models, no network beyond loopback)."""
