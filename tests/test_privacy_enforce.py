@@ -295,3 +295,101 @@ async def test_no_value_reaches_logs_metrics_or_errors(redact_fleet: Fleet,
     assert_no_values("\n".join(rec.getMessage() for rec in caplog.records))
     metrics = (await redact_fleet.client.get("/metrics")).text
     assert_no_values(metrics)
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup_patient", "description": "Find a patient record.",
+    "parameters": {"type": "object", "properties": {"email": {"type": "string"}}}}}]
+AGENT = [
+    {"role": "user", "content": "Find the record and summarise it."},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {
+            "name": "lookup_patient",
+            "arguments": json.dumps({"email": "jane.doe@example.org", "note": 'say "hi"'})}}]},
+    {"role": "tool", "tool_call_id": "call_1",
+     "content": json.dumps({"name": "Jane Doe", "ssn": "078-05-1120", "ward": "B"})},
+    {"role": "user", "content": "Now email Jane Doe the summary, patient follow-up."},
+]
+
+
+async def test_tool_arguments_and_results_are_redacted_and_restored(
+        redact_fleet: Fleet) -> None:
+    for stream in (False, True):
+        r = await redact_fleet.client.post(CHAT, json={
+            "model": "auto", "messages": AGENT, "tools": TOOLS, "stream": stream})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-edgewise-tier"] == "cloud"  # the local engine calls no tools
+        sent = redact_fleet.upstream.received[-1]
+        assert_no_values(redact_fleet.upstream.texts())
+        args = json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"])
+        assert args == {"email": "<EMAIL_ADDRESS_1>", "note": 'say "hi"'}
+        assert json.loads(sent["messages"][2]["content"]) == {
+            "name": "<PERSON_1>", "ssn": "<US_SSN_1>", "ward": "B"}
+        assert sent["messages"][2]["tool_call_id"] == "call_1"
+        assert sent["tools"] == TOOLS
+        if stream:
+            calls = [c for line in r.text.splitlines()
+                     if line.startswith("data: {")
+                     for c in json.loads(line[6:])["choices"]
+                     if c["delta"].get("tool_calls")]
+            call = calls[0]["delta"]["tool_calls"][0]
+            finish = [c["finish_reason"] for line in r.text.splitlines()
+                      if line.startswith("data: {")
+                      for c in json.loads(line[6:])["choices"] if c["finish_reason"]]
+            assert finish == ["tool_calls"]
+        else:
+            choice = r.json()["choices"][0]
+            assert choice["finish_reason"] == "tool_calls"
+            assert choice["message"]["content"] is None
+            call = choice["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "lookup_patient"
+        echoed = json.loads(call["function"]["arguments"])["echo"]
+        assert echoed == "You said: Now email Jane Doe the summary, patient follow-up."
+
+
+async def test_a_node_without_remote_tiers_refuses_tool_traffic(client: httpx.AsyncClient
+                                                                ) -> None:
+    r = await client.post(CHAT, json={"model": "auto", "messages": AGENT})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages[1]"
+    r = await client.post(CHAT, json={"model": "auto", "messages": AGENT[:1], "tools": TOOLS})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+
+
+async def test_tool_message_shapes_are_checked(redact_fleet: Fleet) -> None:
+    bad = [({"role": "tool", "content": "x"}, "messages[0].tool_call_id"),
+           ({"role": "user", "content": None}, "messages[0].content"),
+           ({"role": "user", "content": "x", "tool_calls": AGENT[1]["tool_calls"]},
+            "messages[0].tool_calls")]
+    for message, param in bad:
+        r = await redact_fleet.client.post(CHAT, json={"model": "auto", "messages": [message]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+async def test_tool_requests_need_a_tier_that_calls_functions(tmp_path: Any) -> None:
+    async for f in make_fleet(config(tmp_path, "forbid")):
+        r = await f.client.post(CHAT, json={"model": "auto", "messages": AGENT, "tools": TOOLS})
+        assert r.status_code == 403  # phi: only the device, which cannot call tools
+        assert r.json()["error"]["message"] == (
+            "phi data may not be sent to cloud, the only tiers that call functions "
+            "(clearance too low)")
+        r = await f.client.post(CHAT, json={
+            "model": "device", "messages": [{"role": "user", "content": "hi"}],
+            "tools": TOOLS})
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == (
+            "the request uses tools and no eligible tier calls functions (only remote tiers "
+            "do)")
+
+
+def test_redaction_that_would_break_tool_json_is_refused() -> None:
+    from edgewise.privacy.enforce import segments_of, with_segments
+    from edgewise.tiers.base import ChatRequest, Message, ToolCall
+
+    req = ChatRequest((Message("assistant", "", tool_calls=(
+        ToolCall("c1", "f", '{"a": "Jane Doe"}'),)),))
+    assert segments_of(req) == ["", '{"a": "Jane Doe"}']
+    ok = with_segments(req, ["", '{"a": "<PERSON_1>"}'])
+    assert ok.messages[0].tool_calls[0].arguments == '{"a": "<PERSON_1>"}'
+    with pytest.raises(ValueError, match="break the JSON"):
+        with_segments(req, ["", '{"a": "<PERSON_1>}'])

@@ -74,7 +74,32 @@ def _valid_text(text: str, param: str) -> str:
     return text
 
 
-def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
+def _check_messages(body: ChatCompletionRequest, *, routed: bool) -> None:
+    """Message shapes: ``content`` may be null only for an assistant's tool calls; tool
+    traffic needs a tier ladder (the local engine does not call functions)."""
+    for i, m in enumerate(body.messages):
+        tooling = m.role == "tool" or m.tool_calls
+        if tooling and not routed:
+            raise InvalidRequestError(
+                "tool messages and tool calls are not supported by this node (its local "
+                "engine does not call functions; a node with a remote tier serves them)",
+                param=f"messages[{i}]", code="unsupported_parameter")
+        if m.content is None and not (m.role == "assistant" and m.tool_calls):
+            raise InvalidRequestError("content may be null only in an assistant message "
+                                      "with tool_calls", param=f"messages[{i}].content")
+        if m.role == "tool" and m.tool_call_id is None:
+            raise InvalidRequestError("a tool message needs the tool_call_id it answers",
+                                      param=f"messages[{i}].tool_call_id")
+        if m.tool_calls and m.role != "assistant":
+            raise InvalidRequestError("only assistant messages carry tool_calls",
+                                      param=f"messages[{i}].tool_calls")
+        for j, c in enumerate(m.tool_calls or ()):
+            _valid_text(c.function.arguments,
+                        f"messages[{i}].tool_calls[{j}].function.arguments")
+
+
+def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest, *,
+                        routed: bool = False) -> None:
     if body.n != 1:
         raise InvalidRequestError("n > 1 is not supported by this node; send n=1",
                                   param="n", code="unsupported_parameter")
@@ -82,10 +107,17 @@ def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None
         raise InvalidRequestError("logit_bias is not supported by this node",
                                   param="logit_bias", code="unsupported_parameter")
     if isinstance(body, ChatCompletionRequest):
-        if body.tools or body.functions:
+        if (body.tools and not routed) or body.functions:
             raise InvalidRequestError(
-                "tools / function calling are not supported by this node",
-                param="tools" if body.tools else "functions", code="unsupported_parameter")
+                "tools / function calling are not supported by this node"
+                + (" (a node with a remote tier serves `tools`; legacy `functions` are "
+                   "not supported)" if body.functions else
+                   " (its local engine does not call functions)"),
+                param="functions" if body.functions else "tools",
+                code="unsupported_parameter")
+        if body.tool_choice is not None and not body.tools:
+            raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
+        _check_messages(body, routed=routed)
         if body.response_format and body.response_format.get("type", "text") != "text":
             raise InvalidRequestError(
                 "only response_format {'type': 'text'} is supported by this node",
@@ -240,15 +272,15 @@ def _headers(run: LocalRun) -> dict[str, str]:
 async def chat_completions(body: ChatCompletionRequest, request: Request
                            ) -> JSONResponse | StreamingResponse:
     node = _node(request)
-    _reject_unsupported(body)
+    routed = request.app.state.router is not None
+    _reject_unsupported(body, routed=routed)
     messages = [ChatMessage("system" if m.role == "developer" else m.role,
                             _valid_text(m.text(), f"messages[{i}].content"))
                 for i, m in enumerate(body.messages)]
-    if request.app.state.router is not None:  # a tier ladder: route, cascade, fail over
+    if routed:  # a tier ladder: route, cascade, fail over
         from edgewise.api.routed import routed_chat
 
-        return await routed_chat(body, [(m.role, m.content) for m in messages], request,
-                                 request.app.state.router)
+        return await routed_chat(body, messages, request, request.app.state.router)
     model = _check_model(node, body.model)
     try:
         prompt = node.engine.chat_prompt(messages)

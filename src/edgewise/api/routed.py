@@ -28,11 +28,12 @@ from edgewise.api.auth import identity_of
 from edgewise.api.errors import error_response, sse_error
 from edgewise.api.schemas import ChatCompletionRequest
 from edgewise.config import CLEARANCE_LEVELS
+from edgewise.engines import ChatMessage
 from edgewise.errors import InvalidRequestError, RequestError, UnavailableError
-from edgewise.privacy.enforce import RequestGuard
+from edgewise.privacy.enforce import RequestGuard, segments_of
 from edgewise.routing.policy import level
 from edgewise.routing.service import Routed, Router
-from edgewise.tiers.base import ChatRequest, Delta
+from edgewise.tiers.base import ChatRequest, Delta, Message, ToolCall
 from edgewise.tiers.local import LocalEndpoint
 
 __all__ = ["jobs_router", "routed_chat"]
@@ -47,6 +48,7 @@ _REFUSALS = {  # Decision.refused -> (status, type, code)
     "unknown_model": (404, "not_found_error", "model_not_found"),
     "context": (400, "invalid_request_error", "context_length_exceeded"),
     "budget": (400, "invalid_request_error", "budget_exceeded"),
+    "tools": (400, "invalid_request_error", "unsupported_parameter"),
 }
 
 
@@ -78,9 +80,16 @@ def _is_async(request: Request) -> bool:
     return request.headers.get("x-edgewise-async", "").lower() in ("1", "true", "yes")
 
 
-def chat_request(body: ChatCompletionRequest, messages: list[tuple[str, str]]) -> ChatRequest:
+def chat_request(body: ChatCompletionRequest, messages: list[ChatMessage]) -> ChatRequest:
+    """``messages``: the validated text of each of ``body.messages`` (developer → system)."""
+    msgs = tuple(
+        Message(m.role, m.content, name=raw.name, tool_call_id=raw.tool_call_id,
+                tool_calls=tuple(ToolCall(c.id, c.function.name, c.function.arguments)
+                                 for c in raw.tool_calls or ()))
+        for m, raw in zip(messages, body.messages, strict=True))
     return ChatRequest(
-        messages=tuple(messages), model=body.model,
+        messages=msgs, model=body.model, tools=tuple(body.tools or ()),
+        tool_choice=body.tool_choice,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature, top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
         presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
@@ -100,7 +109,7 @@ def _queued(router: Router, req: ChatRequest, sensitivity: str, want_logprobs: b
                                   "x-edgewise-tier": "queued"})
 
 
-async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str]],
+async def routed_chat(body: ChatCompletionRequest, messages: list[ChatMessage],
                       request: Request, router: Router) -> JSONResponse | StreamingResponse:
     req = chat_request(body, messages)
     ident = identity_of(request.scope)
@@ -114,8 +123,8 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[tuple[str, str
     sensitivity = guard.level
     local = next((e for eps in router.fleet.endpoints.values() for e in eps
                   if isinstance(e, LocalEndpoint) and e.ready()), None)
-    prompt_tokens = local.count_tokens(req) if local is not None else sum(
-        len(c) for _, c in messages) // 4
+    prompt_tokens = (local.count_tokens(req) if local is not None and not req.uses_tools
+                     else sum(len(s) for s in segments_of(req)) // 4)
     steering: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "max_latency_ms": _header_float(request, "x-edgewise-max-latency-ms", minimum=1),
@@ -195,6 +204,9 @@ async def _sse_body(request: Request, deltas: AsyncIterator[Delta], routed: Rout
         return
     if final is not None:
         finish = final.finish_reason
+        if final.tool_calls:
+            yield frame({"tool_calls": [{"index": k, **c.to_openai()}
+                                        for k, c in enumerate(final.tool_calls)]})
     yield frame({}, None, finish)
     if include_usage:
         usage = {"prompt_tokens": final.prompt_tokens if final else 0,

@@ -19,8 +19,10 @@ __all__ = [
     "CompletionRequest",
     "ErrorBody",
     "ErrorResponse",
+    "FunctionCallIn",
     "StreamOptions",
     "TextPart",
+    "ToolCallIn",
 ]
 
 _STRICT = ConfigDict(strict=True, extra="ignore")
@@ -32,15 +34,34 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCallIn(BaseModel):
+    model_config = _STRICT
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    arguments: str = ""
+
+
+class ToolCallIn(BaseModel):
+    model_config = _STRICT
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = _STRICT
-    role: Literal["system", "developer", "user", "assistant"] = Field(
-        description="`tool` messages are not supported by this node."
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
+        description="`tool` messages (and assistant `tool_calls`) are accepted by nodes "
+                    "with a tier ladder, and served by their remote tiers."
     )
-    content: str | Annotated[list[TextPart], Field(min_length=1)]
+    #: ``null`` only for an assistant message that makes tool calls.
+    content: str | Annotated[list[TextPart], Field(min_length=1)] | None
     name: str | None = None
+    tool_calls: Annotated[list[ToolCallIn], Field(min_length=1)] | None = None
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
@@ -83,7 +104,7 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None

@@ -4,8 +4,8 @@ The router (``routing/policy.py``) decides *which* tiers may receive a request a
 (``clear``, ``redact``, ``allow``); this module holds, per request, what that needs:
 
 - the request's **segments** — every piece of text a tier would receive (each message's
-  content, whatever its role, and tool-call arguments) — and the detector's findings
-  in them;
+  content, whatever its role, tool-call arguments and tool definitions) — and the
+  detector's findings in them;
 - its **levels**: the declared floor (request header, API key, or
   ``routing.default_sensitivity``) and the effective level
   ``max(declared, detected)`` (the detector can raise a label, never lower it);
@@ -18,7 +18,8 @@ The router (``routing/policy.py``) decides *which* tiers may receive a request a
   3. if it is not (a finding the first pass kept, a rule over the remaining text),
      replace *every* finding and scan once more;
   4. if that still does not clear it, the tier is skipped — the request is never sent
-     to a tier its redacted form is not cleared for.
+     to a tier its redacted form is not cleared for. Likewise if a placeholder would
+     break the JSON of a tool call's arguments (a span across a quote): skipped.
 
 Nothing here logs or raises with request text; findings carry offsets and entity
 types, never values.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,18 +62,57 @@ def _lvl(name: str) -> int:
     return CLEARANCE_LEVELS.index(name)
 
 
+def _pieces(req: ChatRequest) -> list[tuple[tuple[int, ...], str]]:
+    """(address, text) of every piece of text of ``req``: ``(i,)`` is message ``i``'s
+    content, ``(i, j)`` the arguments of its tool call ``j``, ``()`` the tool
+    definitions (as JSON)."""
+    out: list[tuple[tuple[int, ...], str]] = []
+    for i, m in enumerate(req.messages):
+        out.append(((i,), m.content))
+        out += [((i, j), c.arguments) for j, c in enumerate(m.tool_calls)]
+    if req.tools:
+        out.append(((), json.dumps(list(req.tools), ensure_ascii=False)))
+    return out
+
+
 def segments_of(req: ChatRequest) -> list[str]:
-    """Every piece of text of ``req`` a tier would receive, in conversation order."""
-    return [content for _, content in req.messages]
+    """Every piece of text of ``req`` a tier would receive, in conversation order:
+    message contents (every role), tool-call arguments, tool definitions."""
+    return [text for _, text in _pieces(req)]
+
+
+def _still_json(before: str, after: str) -> bool:
+    """Redaction must not break JSON that was valid (placeholders go inside strings)."""
+    try:
+        json.loads(before)
+    except ValueError:
+        return True
+    try:
+        json.loads(after)
+    except ValueError:
+        return False
+    return True
 
 
 def with_segments(req: ChatRequest, segments: Sequence[str]) -> ChatRequest:
-    """``req`` with its text pieces replaced (the inverse of :func:`segments_of`)."""
-    if len(segments) != len(req.messages):
+    """``req`` with its text pieces replaced (the inverse of :func:`segments_of`).
+
+    Raises ``ValueError`` if the count does not match or if a replaced tool-call
+    argument or tool definition is no longer the valid JSON it was.
+    """
+    pieces = _pieces(req)
+    if len(segments) != len(pieces):
         raise ValueError("segment count does not match the request")
-    messages = tuple((role, text) for (role, _), text in zip(req.messages, segments,
-                                                             strict=True))
-    return dataclasses.replace(req, messages=messages)
+    new = dict(zip((addr for addr, _ in pieces), segments, strict=True))
+    for (addr, before), after in zip(pieces, segments, strict=True):
+        if len(addr) != 1 and not _still_json(before, after):
+            raise ValueError("redaction would break the JSON of a tool call or definition")
+    messages = tuple(
+        dataclasses.replace(m, content=new[(i,)], tool_calls=tuple(
+            dataclasses.replace(c, arguments=new[(i, j)]) for j, c in enumerate(m.tool_calls)))
+        for i, m in enumerate(req.messages))
+    tools = tuple(json.loads(new[()])) if req.tools else ()
+    return dataclasses.replace(req, messages=messages, tools=tools)
 
 
 @dataclass
@@ -139,4 +180,7 @@ class RequestGuard:
         r = await self.redacted_for(clearance)
         if r is None:
             return None
-        return with_segments(req, r.segments), r
+        try:
+            return with_segments(req, r.segments), r
+        except ValueError:  # the redacted JSON would not parse: do not send it
+            return None

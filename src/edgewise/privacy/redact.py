@@ -31,11 +31,12 @@ it is never logged, stored in the job queue of another tier, or sent anywhere.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Redaction", "SpanLike", "StreamRestorer", "redact"]
 
@@ -99,6 +100,28 @@ class Redaction:
             return m.group(0) if value is None else value
 
         return _PATTERN.sub(sub, text)
+
+    def restore_json(self, text: str) -> str:
+        """Restore inside JSON text (tool-call arguments): each string is restored and
+        re-encoded, so a value with quotes or backslashes keeps the JSON valid. Text that
+        is not JSON is restored as plain text."""
+        if not self.mapping:
+            return text
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return self.restore(text)
+
+        def walk(x: Any) -> Any:
+            if isinstance(x, str):
+                return self.restore(x)
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            if isinstance(x, dict):
+                return {self.restore(k): walk(v) for k, v in x.items()}
+            return x
+
+        return json.dumps(walk(data), ensure_ascii=False)
 
     def restorer(self) -> StreamRestorer:
         return StreamRestorer(self)

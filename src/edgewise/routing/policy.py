@@ -14,7 +14,8 @@ unit test. Steps:
    label declared) or ``allow`` (mode ``allow``: as is, audited). Whether the redacted
    text really scans within the clearance is checked when the tier is reached
    (``edgewise.privacy.enforce``). If no tier qualifies, the request is refused.
-3. **Fit.** Tiers whose ``max_context`` cannot hold prompt + max_tokens are dropped.
+3. **Fit.** Tiers whose ``max_context`` cannot hold prompt + max_tokens are dropped, and
+   so are tiers that cannot call functions when the request uses tools.
 4. **Budget (hard).** With ``x-edgewise-max-cost``, tiers whose cost for this request
    (``cost_per_1k × (prompt + max_tokens) / 1000``) exceeds it are dropped.
 5. **Health.** Tiers with no available endpoint (all breakers open) are skipped; the
@@ -65,6 +66,8 @@ class TierView:
     down_reason: str | None = None
     #: Policy for requests above its clearance: ``forbid``, ``redact`` or ``allow``.
     escalation: str = "forbid"
+    #: Whether the tier serves function calling (remote tiers do; the local engine not).
+    tools: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class RouteRequest:
     max_latency_ms: float | None = None
     max_cost: float | None = None
     min_tier: str | None = None
+    #: The request carries tools, tool calls or tool results.
+    uses_tools: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,8 @@ class Decision:
     plan: tuple[str, ...]
     reason: str
     #: Set when nothing may serve the request: ``clearance``, ``budget``, ``context``,
-    #: ``unknown_model`` (client errors) or ``unavailable`` (eligible tiers all down).
+    #: ``tools``, ``unknown_model`` (client errors) or ``unavailable`` (eligible tiers
+    #: all down).
     refused: str | None = None
     skipped: tuple[str, ...] = field(default=())
     #: How each tier of ``plan`` receives the request (``clear``, ``redact``, ``allow``).
@@ -156,11 +162,21 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
         return Decision((), f"{req.sensitivity} data may not be sent to any eligible tier "
                             "(clearance too low)", refused="clearance")
 
-    # 3. context fit
+    # 3. context fit, function calling
     fits = [t for t in cleared if t.max_context is None or tokens <= t.max_context]
     if not fits:
         return Decision((), f"prompt + max_tokens = {tokens} tokens exceeds every eligible "
                             "tier's max_context", refused="context")
+    if req.uses_tools:
+        fits = [t for t in fits if t.tools]
+        if not fits:
+            barred = [t.name for t in candidates if t.tools]
+            if barred:  # tiers that could call functions exist, but not for this data
+                return Decision((), f"{req.sensitivity} data may not be sent to "
+                                    f"{', '.join(barred)}, the only tiers that call functions "
+                                    "(clearance too low)", refused="clearance")
+            return Decision((), "the request uses tools and no eligible tier calls functions "
+                                "(only remote tiers do)", refused="tools")
 
     # 4. budget (hard)
     if req.max_cost is not None:

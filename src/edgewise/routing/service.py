@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -157,6 +158,7 @@ class Router:
                min_tier: str | None = None, declared: str | None = None) -> Decision:
         max_tokens = req.max_tokens or 256
         rr = RouteRequest(sensitivity=sensitivity, declared=declared, model=req.model,
+                          uses_tools=req.uses_tools,
                           prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                           max_latency_ms=max_latency_ms, max_cost=max_cost, min_tier=min_tier)
         return route(rr, self.fleet.views(max_tokens),
@@ -213,11 +215,13 @@ class Router:
             endpoint = walk.pick(tier)
             if endpoint is None:
                 continue
-            buffered = self.cascade.enabled and i < len(decision.plan) - 1
+            # Tool calls arrive whole (their arguments are restored as JSON), so a request
+            # with tools is answered in full, then replayed as a stream.
+            buffered = req.uses_tools or (self.cascade.enabled and i < len(decision.plan) - 1)
             try:
                 if buffered:
                     answer = _restored(await endpoint.chat(sent), redaction)
-                    if walk.keep(tier, answer, scored=True):
+                    if walk.keep(tier, answer, scored=i < len(decision.plan) - 1):
                         return _replay(answer), walk.accept(tier)
                     continue
                 live = _restoring(endpoint.stream(sent), redaction)
@@ -385,6 +389,8 @@ def _restored(answer: ChatAnswer, redaction: Redaction | None) -> ChatAnswer:
     # Scoring happens after this, on the restored text's logprobs: keep the numbers for
     # the confidence scorers, but they are not returned to the client (see docstring).
     answer.text = redaction.restore(answer.text)
+    answer.tool_calls = [dataclasses.replace(c, arguments=redaction.restore_json(c.arguments))
+                         for c in answer.tool_calls]
     answer.redacted = True
     return answer
 

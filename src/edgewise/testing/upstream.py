@@ -5,7 +5,9 @@ sends up is kept in :attr:`RecordingUpstream.received` (and, with ``log_path``, 
 to a JSONL file), so a test or a benchmark can search it for values that should never
 have arrived. It answers every chat request by echoing the last user message back
 (``"You said: …"``), token by token when streaming — so placeholders sent up come
-back down, and the node's restoration can be checked end to end.
+back down, and the node's restoration can be checked end to end. A request with
+``tools`` is answered with a call of the first tool whose arguments echo the same text
+(``{"echo": "…"}``), to check restoration inside tool-call arguments.
 
 Run one by hand: ``python -m edgewise.testing.upstream --port 8081 --log sent.jsonl``.
 
@@ -78,6 +80,18 @@ class RecordingUpstream:
                  "total_tokens": 1 + len(pieces)}
         items = [{"token": p, "logprob": -0.01, "bytes": list(p.encode()), "top_logprobs": []}
                  for p in pieces]
+        tools = body.get("tools") or []
+        if tools:
+            name = str(tools[0].get("function", {}).get("name", "tool"))
+            call = {"id": "call_recording", "type": "function",
+                    "function": {"name": name, "arguments": json.dumps({"echo": text})}}
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": created,
+                "model": self.model, "usage": usage,
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                             "message": {"role": "assistant", "content": None,
+                                         "tool_calls": [call]}}],
+            })
         if not body.get("stream"):
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created,

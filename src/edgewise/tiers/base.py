@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from edgewise.errors import EdgewiseError
 from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
 
-__all__ = ["ChatAnswer", "ChatRequest", "Delta", "Endpoint", "EndpointError"]
+__all__ = ["ChatAnswer", "ChatRequest", "Delta", "Endpoint", "EndpointError", "Message",
+           "ToolCall"]
 
 
 class EndpointError(EdgewiseError):
@@ -20,10 +21,55 @@ class EndpointError(EdgewiseError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant message made (OpenAI ``tool_calls[]``)."""
+
+    id: str
+    name: str
+    #: The arguments as the model wrote them: JSON text (not parsed, not re-encoded).
+    arguments: str
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``tool_calls`` (assistant) and ``tool_call_id`` (role ``tool``)
+    carry function calling; only tiers with a remote endpoint can serve those."""
+
+    role: str
+    content: str
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+            out["content"] = self.content or None
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    @classmethod
+    def from_openai(cls, data: dict[str, Any]) -> Message:
+        calls = tuple(ToolCall(str(c["id"]), str(c["function"]["name"]),
+                               str(c["function"].get("arguments") or ""))
+                      for c in data.get("tool_calls") or ())
+        return cls(str(data["role"]), str(data.get("content") or ""), data.get("name"),
+                   calls, data.get("tool_call_id"))
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """A validated chat request, independent of which tier will answer it."""
 
-    messages: tuple[tuple[str, str], ...]  # (role, content)
+    messages: tuple[Message, ...]
     model: str = "auto"
     max_tokens: int | None = None
     temperature: float | None = None
@@ -35,12 +81,25 @@ class ChatRequest:
     #: Per-token logprobs in the answer (the client asked, or the cascade needs them).
     logprobs: bool = True
     top_logprobs: int = 0
+    #: Function definitions (OpenAI ``tools``, passed through as given) and ``tool_choice``.
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether serving this needs function calling (a remote tier)."""
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool"
+                                       for m in self.messages)
 
     def to_openai(self, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": r, "content": c} for r, c in self.messages],
+            "messages": [m.to_openai() for m in self.messages],
         }
+        if self.tools:
+            body["tools"] = list(self.tools)
+        if self.tool_choice is not None:
+            body["tool_choice"] = self.tool_choice
         for key in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty",
                     "frequency_penalty"):
             value = getattr(self, key)
@@ -57,15 +116,17 @@ class ChatRequest:
     def to_payload(self) -> dict[str, Any]:
         """JSON-safe form, for the async job queue."""
         data = dataclasses.asdict(self)
-        data["messages"] = [list(m) for m in self.messages]
+        data["messages"] = [m.to_openai() for m in self.messages]
         data["stop"] = list(self.stop)
+        data["tools"] = list(self.tools)
         return data
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> ChatRequest:
         data = dict(data)
-        data["messages"] = tuple((str(r), str(c)) for r, c in data["messages"])
+        data["messages"] = tuple(Message.from_openai(m) for m in data["messages"])
         data["stop"] = tuple(data.get("stop") or ())
+        data["tools"] = tuple(data.get("tools") or ())
         return cls(**data)
 
 
@@ -83,10 +144,19 @@ class ChatAnswer:
     #: The tier answered a redacted request; the text has been restored, and the token
     #: logprobs (which describe the redacted text) are not returned to the client.
     redacted: bool = False
+    #: Function calls the model made instead of (or besides) answering.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def logprobs(self) -> list[float]:
         return [float(i["logprob"]) for i in self.logprob_items]
+
+    def _message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+            msg["content"] = self.text or None
+        return msg
 
     def to_openai(self, cid: str, created: int, *, include_logprobs: bool) -> dict[str, Any]:
         """A ``chat.completion`` body."""
@@ -94,7 +164,7 @@ class ChatAnswer:
             "id": cid, "object": "chat.completion", "created": created, "model": self.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": self.text, "refusal": None},
+                "message": self._message(),
                 "logprobs": {"content": self.logprob_items, "refusal": None}
                 if include_logprobs and not self.redacted else None,
                 "finish_reason": self.finish_reason,

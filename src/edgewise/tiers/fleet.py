@@ -69,7 +69,8 @@ class Fleet:
                 energy_per_token_j=t.energy_per_token_j, max_context=t.max_context,
                 models=tuple(m for e in eps for m in e.models), available=len(ready),
                 expected_s=min(estimates) if estimates else None, down_reason=down,
-                escalation=t.escalation))
+                escalation=t.escalation,
+                tools=all(isinstance(e, RemoteEndpoint) for e in eps)))
         return views
 
     def pick(self, tier: str) -> Endpoint | None:

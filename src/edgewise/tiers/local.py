@@ -53,7 +53,8 @@ class LocalEndpoint:
         return len(self._prompt(req))
 
     def _prompt(self, req: ChatRequest) -> list[int]:
-        return self.node.engine.chat_prompt([ChatMessage(r, c) for r, c in req.messages])
+        return self.node.engine.chat_prompt([ChatMessage(m.role, m.content)
+                                             for m in req.messages])
 
     def _run(self, req: ChatRequest) -> LocalRun:
         node = self.node

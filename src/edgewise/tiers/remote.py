@@ -16,7 +16,7 @@ import httpx
 from edgewise.config import EndpointConfig, HealthConfig
 from edgewise.errors import ConfigError, InvalidRequestError
 from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError
+from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError, ToolCall
 
 __all__ = ["RemoteEndpoint"]
 
@@ -96,6 +96,9 @@ class RemoteEndpoint:
                 completion_tokens=int(usage.get("completion_tokens", 0)),
                 logprob_items=list(items),
                 total_s=time.perf_counter() - started,
+                tool_calls=[ToolCall(str(c["id"]), str(c["function"]["name"]),
+                                     str(c["function"].get("arguments") or ""))
+                            for c in choice["message"].get("tool_calls") or ()],
             )
         except (ValueError, KeyError, TypeError, IndexError):
             raise self._failed("answered with a malformed completion") from None
