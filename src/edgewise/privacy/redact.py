@@ -66,6 +66,8 @@ _BODY = r"([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*?_[0-9]+)"
 _PATTERN = re.compile(rf"{_OPEN}\s?{_BODY}\s?{_CLOSE}|(?<![A-Za-z0-9_]){_BODY}(?![A-Za-z0-9_])")
 #: Characters that may begin a placeholder form.
 _STARTS = "<[{&"
+_ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_WORD = _ASCII_LETTERS | frozenset("0123456789_")
 
 
 @dataclass
@@ -92,14 +94,21 @@ class Redaction:
 
     def restore(self, text: str) -> str:
         """Every issued placeholder in ``text`` (in any tolerated form) → its value."""
+        return self._restore(text, 0)
+
+    def _restore(self, text: str, start: int) -> str:
+        """``restore(text[start:])`` with ``text[:start]`` as left context only (the
+        regex's look-behind sees it; no match begins in it)."""
         if not self.mapping or not text:
-            return text
-
-        def sub(m: re.Match[str]) -> str:
+            return text[start:]
+        out, last = [], start
+        for m in _PATTERN.finditer(text, start):
             value = self._lookup(m.group(1) or m.group(2))
-            return m.group(0) if value is None else value
-
-        return _PATTERN.sub(sub, text)
+            if value is not None:
+                out += [text[last:m.start()], value]
+                last = m.end()
+        out.append(text[last:])
+        return "".join(out)
 
     def restore_json(self, text: str) -> str:
         """Restore inside JSON text (tool-call arguments): each string is restored and
@@ -150,6 +159,9 @@ class StreamRestorer:
         self.forms = redaction._forms()
         self.longest = max((len(f) for f in self.forms), default=0) + 2  # optional spaces
         self.buffer = ""
+        #: The last character released (of the original text): the left context a bare
+        #: placeholder needs (``xPERSON_1`` is a word, not a placeholder).
+        self.prev = ""
 
     def _could_continue(self, tail: str) -> bool:
         """Whether ``tail`` is a prefix of a placeholder form, or a complete bare one
@@ -163,8 +175,9 @@ class StreamRestorer:
         lo = max(0, len(buf) - self.longest)
         for i in range(lo, len(buf)):
             c = buf[i]
-            bare_start = (c.isalpha() and (i == 0 or not (buf[i - 1].isalnum()
-                                                            or buf[i - 1] == "_")))
+            before = buf[i - 1] if i else self.prev
+            # the same (ASCII) word boundary as the pattern's look-behind
+            bare_start = c in _ASCII_LETTERS and not (before and before in _ASCII_WORD)
             if (c in _STARTS or bare_start) and self._could_continue(buf[i:]):
                 return i
         return len(buf)
@@ -175,11 +188,18 @@ class StreamRestorer:
         self.buffer += piece
         cut = self._hold_from()
         ready, self.buffer = self.buffer[:cut], self.buffer[cut:]
-        return self.redaction.restore(ready)
+        return self._release(ready)
 
     def flush(self) -> str:
         rest, self.buffer = self.buffer, ""
-        return self.redaction.restore(rest)
+        return self._release(rest)
+
+    def _release(self, text: str) -> str:
+        if not text:
+            return ""
+        restored = self.redaction._restore(self.prev + text, len(self.prev))
+        self.prev = text[-1]
+        return restored
 
 
 def _merge(spans: Iterable[SpanLike], lengths: Sequence[int]) -> list[tuple[int, int, int, str]]:
