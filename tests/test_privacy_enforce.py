@@ -393,3 +393,22 @@ def test_redaction_that_would_break_tool_json_is_refused() -> None:
     assert ok.messages[0].tool_calls[0].arguments == '{"a": "<PERSON_1>"}'
     with pytest.raises(ValueError, match="break the JSON"):
         with_segments(req, ["", '{"a": "<PERSON_1>}'])
+
+
+async def test_a_node_never_queues_data_above_its_own_clearance(tmp_path: Any) -> None:
+    """A gateway cleared for pii holds phi only in memory: it refuses to persist it."""
+    cfg = config(tmp_path, "redact")
+    cfg.tiers[0].clearance = "pii"
+    async for f in make_fleet(cfg):
+        f.switch.up = False
+        await f.router.fleet.probe_once()
+        r = await f.client.post(CHAT, json=ask(model="cloud"),
+                                headers={"x-edgewise-async": "true"})
+        assert r.status_code == 503
+        assert r.json()["error"]["message"] == (
+            "phi data cannot be queued on this node (its own tier is cleared for pii); retry "
+            "when an eligible tier is up, or send it to a node cleared for it")
+        assert f.router.jobs is not None and f.router.jobs.claim(limit=10) == []
+        r = await f.client.post(CHAT, json=ask("A public question.", model="cloud"),
+                                headers={"x-edgewise-async": "true"})
+        assert r.status_code == 202  # what it may hold, it queues

@@ -151,8 +151,11 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[ChatMessage],
         deltas, routed = await router.stream(req, decision, guard)
     except UnavailableError as exc:
         if _is_async(request):  # store and forward instead of 503
-            return _queued(router, req, sensitivity, want_logprobs, exc.message, steering,
-                           ident.name)
+            try:
+                return _queued(router, req, sensitivity, want_logprobs, exc.message, steering,
+                               ident.name)
+            except UnavailableError as refused:
+                exc = refused
         request.state.error_type = exc.code
         return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
                               headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})

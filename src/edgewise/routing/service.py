@@ -44,7 +44,7 @@ from edgewise.jobs import Job, JobStore
 from edgewise.privacy.enforce import DetectorLike, RequestGuard
 from edgewise.privacy.redact import Redaction
 from edgewise.routing.confidence import score
-from edgewise.routing.policy import Decision, RouteRequest, route
+from edgewise.routing.policy import Decision, RouteRequest, level, route
 from edgewise.telemetry import NodeMetrics
 from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, Endpoint, EndpointError
 from edgewise.tiers.fleet import Fleet
@@ -252,6 +252,13 @@ class Router:
         is screened again. Only ``requester`` may read the job back."""
         if self.jobs is None:
             raise UnavailableError("the async job queue is not running")
+        own = self.config.local_endpoint()
+        clearance = self.fleet.tier(own[0]).clearance if own is not None else "public"
+        if level(sensitivity) > level(clearance):  # never persist what this node may not hold
+            raise UnavailableError(
+                f"{sensitivity} data cannot be queued on this node (its own tier is cleared "
+                f"for {clearance}); retry when an eligible tier is up, or send it to a node "
+                "cleared for it")
         payload = {"request": req.to_payload(), "include_logprobs": include_logprobs,
                    "steering": steering or {}, "requester": requester}
         job = self.jobs.enqueue("/v1/chat/completions", payload, min_clearance=sensitivity)
