@@ -515,7 +515,7 @@ def test_record_is_a_frozen_copy() -> None:
 # -- command line ----------------------------------------------------------------------
 
 def run_cli(*argv: str) -> Any:
-    return CliRunner().invoke(app, ["audit", *argv])
+    return CliRunner().invoke(app, ["audit", *argv], env={"COLUMNS": "200"})
 
 
 def test_cli_verify_ok_prints_head(tmp_path: Path) -> None:
@@ -606,3 +606,26 @@ def test_cli_show_filters_as_json_lines_and_table(tmp_path: Path) -> None:
 
 def test_audit_errors_are_edgewise_errors() -> None:
     assert issubclass(AuditKeyError, AuditError) and issubclass(AuditError, EdgewiseError)
+
+
+def test_a_failed_append_stores_nothing_and_every_caller_hears_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    filled(path, 2)
+    tamper(path, "UPDATE records SET hash = 'not a hash' WHERE seq = 2")
+    errors: list[Exception] = []
+    with AuditLog(path) as log:
+
+        def worker() -> None:
+            try:
+                log.append(rec(7))
+            except AuditError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(errors) == 4
+    assert all("hash of record 2 is malformed" in str(e) for e in errors)
+    assert len(rows(path)) == 2

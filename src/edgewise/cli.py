@@ -493,7 +493,7 @@ def audit_show(
     for col in ("seq", "time (UTC)", "requester", "level", "entities", "tier", "outcome",
                 "esc/fail", "redacted", "reason"):
         table.add_column(col, overflow="fold",
-                         no_wrap=col in ("seq", "time (UTC)", "level", "esc/fail"))
+                         no_wrap=col in ("seq", "time (UTC)"))
     for e in entries:
         r = e.record
         ents = ", ".join(f"{k}×{n}" for k, n in r.entities.items()) or "-"

@@ -67,19 +67,25 @@ power loss — the ones an investigator most wants). Appends are ``BEGIN IMMEDIA
 transactions: the write lock is taken before the last hash is read, so two threads or two
 processes appending to one file still produce one unbroken chain. One writer connection
 per log, guarded by a :class:`threading.Lock`; reads (``verify``, ``query``, ``head``)
-open their own read-only connection and see one consistent snapshot.
+open their own read-only connection (``mode=ro``: never creates a file) and see one
+consistent snapshot.
 
-An append costs one fsync, so call it off the event loop:
-``await asyncio.to_thread(log.append, record)``. ``bench/audit.py`` measures the rate.
+An append costs one fsync (about 3–4 ms on the development VM), so call it off the event
+loop: ``await asyncio.to_thread(log.append, record)``. Appends that arrive from several
+threads while one is committing are written together in the next transaction (*group
+commit*): each still returns only once its own record is on disk, but N waiting threads
+share one fsync. ``bench/audit.py`` measures both against plain SQLite and an fsynced
+JSONL file.
+
+Files: :mod:`~edgewise.security.audit_record` (the record and its canonical JSON),
+:mod:`~edgewise.security.audit_chain` (hashing and the per-row checks of ``verify``),
+this module (storage, concurrency, queries).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -88,17 +94,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from edgewise.config import CLEARANCE_LEVELS
 from edgewise.errors import AuditError, AuditKeyError
-from edgewise.security.audit_record import (
-    FORMAT_VERSION,
-    AuditRecord,
-    Redaction,
-    canonical_json,
-    format_ts,
+from edgewise.security.audit_chain import (
+    GENESIS,
+    HEX64,
+    StoredRow,
+    VerifyReport,
+    chain_hash,
+    check_head,
+    check_row,
+    key_check,
+    key_trouble,
 )
+from edgewise.security.audit_record import AuditRecord, Redaction, canonical_json, format_ts
 
 if TYPE_CHECKING:
     from edgewise.config import AuditConfig
@@ -114,17 +125,13 @@ __all__ = [
     "load_key",
 ]
 
-#: ``prev_hash`` of record 1.
-GENESIS = "0" * 64
 #: Shortest HMAC key accepted (``openssl rand -hex 32`` gives 64).
 MIN_KEY_BYTES = 16
 #: Bumped whenever the table layout changes; stored in ``PRAGMA user_version``.
 SCHEMA_VERSION = 1
 
 _FORMAT = "edgewise-audit"
-_KEY_CHECK_MSG = b"edgewise audit log key check v1"
 _BUSY_TIMEOUT_S = 10.0
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _HINT = ("Check that the path is on a local disk with free space and write permission; "
          "if the file is damaged, move it aside (keep it as evidence) and run "
          "`edgewise audit verify --path FILE` on the copy.")
@@ -172,11 +179,6 @@ _SCHEMA = (
     """,
 )
 
-#: What ``verify`` found wrong (``None`` on a good log).
-Problem = Literal["malformed", "reordered", "deleted", "chain", "edited", "truncated",
-                  "head_mismatch", "key_required", "wrong_key"]
-
-
 @dataclass(frozen=True)
 class AuditEntry:
     """A record as stored: its place in the chain and its content."""
@@ -190,39 +192,6 @@ class AuditEntry:
         """The JSON line ``edgewise audit show --json`` prints."""
         return {"seq": self.seq, **self.record.to_dict(), "level": self.record.level,
                 "prev_hash": self.prev_hash, "hash": self.hash}
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """The outcome of :meth:`AuditLog.verify`.
-
-    ``records`` counts the records checked and found good (all of them when ``ok``).
-    ``head`` is the last record's ``(seq, hash)`` when ``ok`` (``None`` for an empty log
-    or a failed check): pin it to detect later truncation. On failure ``bad_seq`` is the
-    first bad record (``None`` when the problem is not one record's, e.g. a wrong key),
-    ``kind`` classifies it and ``problem`` says it in one line.
-    """
-
-    ok: bool
-    records: int
-    keyed: bool
-    head: tuple[int, str] | None = None
-    bad_seq: int | None = None
-    kind: Problem | None = None
-    problem: str | None = None
-
-    def __str__(self) -> str:
-        if self.ok:
-            head = f"head {self.head[0]}:{self.head[1]}" if self.head else "empty log"
-            mode = "HMAC-SHA256" if self.keyed else "SHA-256"
-            return f"ok: {self.records} records verified ({mode} chain), {head}"
-        return f"TAMPERED: {self.problem}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "records": self.records, "keyed": self.keyed,
-                "head": None if self.head is None else
-                {"seq": self.head[0], "hash": self.head[1]},
-                "bad_seq": self.bad_seq, "kind": self.kind, "problem": self.problem}
 
 
 def load_key(cfg: AuditConfig, environ: Mapping[str, str] | None = None) -> bytes | None:
@@ -269,9 +238,11 @@ class AuditLog:
             raise ValueError(f"audit key must be bytes, at least {MIN_KEY_BYTES} long")
         self._path = Path(path)
         self._key = key
-        self._key_check = None if key is None else _mac(key, _KEY_CHECK_MSG)
+        self._key_check = None if key is None else key_check(key)
         self._readonly = readonly
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection and the write path
+        self._pending_lock = threading.Lock()  # guards _pending only (held briefly)
+        self._pending: list[_Pending] = []
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         if readonly:
@@ -328,29 +299,69 @@ class AuditLog:
 
         On disk (WAL fsynced) before it returns. Thread- and process-safe; blocks for
         about one fsync, so call it with ``asyncio.to_thread`` from async code.
+        Concurrent appends from several threads share one transaction (group commit).
         """
         if not isinstance(record, AuditRecord):
             raise TypeError(f"append() takes an AuditRecord, got {type(record).__name__}")
         if self._readonly:
             raise AuditError(f"audit log {self._path} was opened read-only; open it "
                              "without readonly=True to append")
-        fields = (format_ts(record.ts), record.requester, record.tier, record.level,
-                  record.outcome)
-        with self._transaction("append a record") as conn:
-            last = conn.execute(
-                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (1, GENESIS) if last is None else (int(last[0]) + 1, str(last[1]))
-            if not _HEX64.fullmatch(prev):
-                raise AuditError(f"audit log {self._path}: the hash of record {seq - 1} is "
-                                 "malformed, so nothing can be chained after it; run "
-                                 "`edgewise audit verify` and move the file aside")
-            body = canonical_json(seq, record)
-            digest = self._digest(prev, body)
-            conn.execute(
-                "INSERT INTO records (seq, ts, requester, tier, level, outcome, body,"
-                " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, *fields, body, prev, digest))
-        return seq, digest
+        mine = _Pending(record)
+        with self._pending_lock:
+            self._pending.append(mine)
+        # Group commit: whoever holds the write lock commits every record queued so far
+        # in one transaction, so N threads waiting on an fsync cost one fsync, not N.
+        # A thread whose record an earlier holder already committed just returns.
+        wrote = False
+        with self._lock:
+            if not mine.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                wrote = True
+                self._write(batch)
+        if mine.error is not None:
+            if wrote:
+                raise mine.error
+            raise AuditError(str(mine.error)) from mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """Chain and commit ``batch`` in one transaction (the write lock is held).
+
+        Never raises: each item gets its ``result`` or, if the transaction failed (then
+        none of them is stored), the ``error``.
+        """
+        try:
+            results: list[tuple[int, str]] = []
+            with self._transaction("append a record") as conn:
+                last = conn.execute(
+                    "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+                if not HEX64.fullmatch(prev):
+                    raise AuditError(f"audit log {self._path}: the hash of record {seq} is "
+                                     "malformed, so nothing can be chained after it; run "
+                                     "`edgewise audit verify` and move the file aside")
+                for item in batch:
+                    r = item.record
+                    seq += 1
+                    body = canonical_json(seq, r)
+                    digest = chain_hash(prev, body, self._key)
+                    conn.execute(
+                        "INSERT INTO records (seq, ts, requester, tier, level, outcome,"
+                        " body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, format_ts(r.ts), r.requester, r.tier, r.level, r.outcome,
+                         body, prev, digest))
+                    results.append((seq, digest))
+                    prev = digest
+            for item, result in zip(batch, results, strict=True):
+                item.result = result
+        except BaseException as exc:  # handed to every caller in the batch
+            for item in batch:
+                item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
 
     # -- reading --------------------------------------------------------------------
 
@@ -373,12 +384,12 @@ class AuditLog:
             AuditError: the file cannot be read at all (tampering is *reported*).
         """
         if head is not None:
-            _check_head(head)
+            check_head(head)
         keyed = self._key is not None
         with self._reading("verify the log") as conn:
             conn.execute("BEGIN")  # one snapshot: meta and records agree
             meta = self._read_meta(conn)
-            trouble = self._key_trouble(meta)
+            trouble = key_trouble(meta, self._key, self._path)
             if trouble is not None:
                 kind, line = trouble
                 return VerifyReport(ok=False, records=0, keyed=keyed, kind=kind,
@@ -387,18 +398,18 @@ class AuditLog:
             prev_seq, prev_hash, checked = 0, GENESIS, 0
             rows = conn.execute("SELECT seq, ts, requester, tier, level, outcome, body,"
                                 " prev_hash, hash FROM records ORDER BY seq")
-            for row in rows:
-                found = self._check_row(row, prev_seq, prev_hash)
-                if found is None and head is not None and row[0] == head[0] \
-                        and row[8] != head[1]:
-                    found = ("head_mismatch", f"seq {row[0]}: its hash differs from the "
+            for row in map(StoredRow._make, rows):
+                found = check_row(row, prev_seq, prev_hash, self._key)
+                if found is None and head is not None and row.seq == head[0] \
+                        and row.hash != head[1]:
+                    found = ("head_mismatch", f"seq {row.seq}: its hash differs from the "
                              f"pinned head {head[0]}:{head[1][:16]}…; the log was rewritten "
                              "up to the pinned record")
                 if found is not None:
                     kind, line = found
                     return VerifyReport(ok=False, records=checked, keyed=keyed,
-                                        bad_seq=int(row[0]), kind=kind, problem=line)
-                prev_seq, prev_hash = int(row[0]), str(row[8])
+                                        bad_seq=int(row.seq), kind=kind, problem=line)
+                prev_seq, prev_hash = int(row.seq), str(row.hash)
                 checked += 1
                 if progress is not None and checked % 10_000 == 0:
                     progress(checked, total)
@@ -488,76 +499,8 @@ class AuditLog:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    # -- chain ----------------------------------------------------------------------
-
-    def _digest(self, prev_hash: str, body: str) -> str:
-        # prev_hash enters as its 32 raw bytes: a fixed-length prefix, so (prev, body)
-        # pairs cannot collide by shifting bytes between the two.
-        data = bytes.fromhex(prev_hash) + body.encode("ascii")
-        if self._key is None:
-            return hashlib.sha256(data).hexdigest()
-        return _mac(self._key, data)
-
-    def _check_row(self, row: tuple[Any, ...], prev_seq: int, prev_hash: str
-                   ) -> tuple[Problem, str] | None:
-        """The first thing wrong with one stored row, given the good row before it."""
-        seq, ts, requester, tier, level, outcome, body, stored_prev, digest = row
-        at = f"seq {seq}"
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError):
-            return "malformed", f"{at}: the stored record is not valid JSON (edited)"
-        if not isinstance(data, dict) or data.get("v") != FORMAT_VERSION \
-                or type(data.get("seq")) is not int:
-            return "malformed", (f"{at}: the stored record lacks format version "
-                                 f"{FORMAT_VERSION} and its seq (edited)")
-        if data["seq"] != seq:
-            return "reordered", (f"{at}: holds the record written as seq {data['seq']} "
-                                 "(records were moved or renumbered)")
-        if seq != prev_seq + 1:
-            gone = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1}..{seq - 1}"
-            return "deleted", f"{at}: record(s) {gone} are missing (deleted)"
-        if stored_prev != prev_hash:
-            return "chain", (f"{at}: its prev_hash is not the hash of record {prev_seq}: "
-                             "a record was inserted, replaced or reordered here")
-        try:
-            record = AuditRecord.from_dict({k: v for k, v in data.items()
-                                            if k not in ("v", "seq")})
-        except ValueError as exc:
-            return "malformed", f"{at}: not a valid audit record ({exc}) (edited)"
-        expected = self._digest(prev_hash, canonical_json(seq, record))
-        if not (isinstance(digest, str) and hmac.compare_digest(expected, digest)):
-            why = ("the record was edited, or the chain was recomputed without the key"
-                   if self._key is not None else "the record was edited")
-            return "edited", f"{at}: its content does not match its hash: {why}"
-        columns = {"ts": (ts, format_ts(record.ts)), "requester": (requester, record.requester),
-                   "tier": (tier, record.tier), "level": (level, record.level),
-                   "outcome": (outcome, record.outcome)}
-        for name, (stored, hashed) in columns.items():
-            if stored != hashed:
-                return "edited", (f"{at}: the {name} column disagrees with the hashed record "
-                                  "(the index column was edited)")
-        return None
-
-    def _key_trouble(self, meta: dict[str, str]) -> tuple[Problem, str] | None:
-        """Why this key cannot verify this log (``None``: it can)."""
-        mode = meta.get("mode")
-        if self._key is None:
-            if mode == "hmac-sha256":
-                return "key_required", (f"{self._path} is an HMAC-keyed log; set the key "
-                                        "(the variable named by audit.key_env) to verify it")
-            return None
-        if mode != "hmac-sha256":
-            return "wrong_key", (f"{self._path} says it is an unkeyed (SHA-256) log but a key "
-                                 "was given: it was created without a key, or rewritten "
-                                 "without it")
-        if not hmac.compare_digest(meta.get("key_check", ""), self._key_check or ""):
-            return "wrong_key", (f"the key does not match the one {self._path} was written "
-                                 "with (wrong key, or the log was rewritten with another)")
-        return None
-
     def _check_key(self, meta: dict[str, str]) -> None:
-        trouble = self._key_trouble(meta)
+        trouble = key_trouble(meta, self._key, self._path)
         if trouble is None:
             return
         kind, _ = trouble
@@ -638,35 +581,40 @@ class AuditLog:
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and one ``BEGIN IMMEDIATE`` transaction; commit on success."""
-        with self._lock:
-            if self._conn is None:
-                raise AuditError(f"audit log {self._path} is closed; open a new AuditLog")
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")  # returns after the WAL fsync (synchronous=FULL)
-            except BaseException as exc:
-                if conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(what, exc) from exc
-                raise
+        """One ``BEGIN IMMEDIATE`` transaction, committed on success; the caller holds
+        ``_lock``. Any exception rolls back; sqlite errors come out as AuditError."""
+        if self._conn is None:
+            raise AuditError(f"audit log {self._path} is closed; open a new AuditLog")
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")  # returns after the WAL fsync (synchronous=FULL)
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(what, exc) from exc
+            raise
 
     def _error(self, what: str, exc: sqlite3.Error) -> AuditError:
         # sqlite messages name tables and constraints, never values.
         return AuditError(f"audit log {self._path}: could not {what}: {exc}. {_HINT}")
 
 
-def _mac(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+class _Pending:
+    """One append waiting for a group commit; written under the write lock."""
+
+    __slots__ = ("done", "error", "record", "result")
+
+    def __init__(self, record: AuditRecord) -> None:
+        self.record = record
+        self.done = False
+        self.result: tuple[int, str] | None = None
+        self.error: BaseException | None = None
 
 
-def _check_head(head: tuple[int, str]) -> None:
-    seq, digest = head
-    if type(seq) is not int or seq < 1 or not isinstance(digest, str) \
-            or not _HEX64.fullmatch(digest):
-        raise ValueError("head must be (seq >= 1, 64 lower-case hex digits), as printed by "
-                         "`edgewise audit verify`")
+
+
+
