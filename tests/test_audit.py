@@ -361,6 +361,12 @@ def test_other_sqlite_files_are_refused(tmp_path: Path) -> None:
         AuditLog(other, readonly=True)
     with pytest.raises(ValueError, match="file path"):
         AuditLog(":memory:")
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("not a database at all, just some text " * 100)
+    with pytest.raises(AuditError, match=r"notes\.txt.*not a database"):
+        AuditLog(garbage)
+    with pytest.raises(AuditError, match=r"notes\.txt.*not .*a.* database"):
+        AuditLog(garbage, readonly=True)
 
 
 def test_unwritable_directory_names_the_path(tmp_path: Path) -> None:

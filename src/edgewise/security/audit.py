@@ -250,8 +250,11 @@ class AuditLog:
                 raise AuditError(
                     f"no audit log at {self._path}; check audit.path in the config or "
                     "--path (a node creates the file when it routes its first request)")
-            with closing(self._reader()) as conn:
-                self._read_meta(conn)
+            try:
+                with closing(self._reader()) as conn:
+                    self._read_meta(conn)
+            except sqlite3.Error as exc:
+                raise self._error("open the log", exc) from exc
             return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
