@@ -15,6 +15,9 @@ content (prompts may be sensitive).
     ├── EngineError              the inference engine failed to load or to generate
     ├── JobStoreError            the durable async-job queue cannot be opened, read or written
     │   └── JobStateError            a transition the job's current state does not allow
+    ├── AuditError               the audit log cannot be opened, read or written
+    │   └── AuditKeyError            its HMAC key is unset, too short, or not the one it was
+    │                                written with
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
@@ -28,6 +31,8 @@ content (prompts may be sensitive).
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
+    "AuditKeyError",
     "ConfigError",
     "ContextLengthError",
     "EdgewiseError",
@@ -89,6 +94,18 @@ class JobStateError(JobStoreError):
         super().__init__(message)
         self.job_id = job_id
         self.state = state
+
+
+class AuditError(EdgewiseError):
+    """The audit log (SQLite) could not be opened, read or written.
+
+    The message names the file and the fix. Tampering found by ``verify`` is not raised
+    but reported (:class:`edgewise.security.audit.VerifyReport`).
+    """
+
+
+class AuditKeyError(AuditError):
+    """The audit log's HMAC key is missing, too short, or not the one it was created with."""
 
 
 class RequestError(EdgewiseError):
