@@ -181,6 +181,7 @@ tiers:
 routing:
   cascade: {enabled: true, threshold: 0.5, scorer: min_prob}
   jobs_path: JOBS
+audit: {path: AUDIT}
 """
 
 
@@ -216,7 +217,8 @@ def test_calibrate_command_writes_a_threshold_that_loads(
     monkeypatch.setattr(edgewise.cli, "_calibrate_transports",
                         lambda: {CLOUD_URL: cloud_transport})
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite")))
+    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
+                     .replace("AUDIT", str(tmp_path / "audit.sqlite")))
     data = _labelled(tmp_path / "labelled.jsonl", [
         {"prompt": "Say hello", "answer": "hello", "grader": "exact"},
         {"messages": [{"role": "user", "content": "How many?"}], "answer": "3",
@@ -250,7 +252,8 @@ def test_calibrate_command_writes_a_threshold_that_loads(
 
 def test_calibrate_command_names_the_bad_line(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite")))
+    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
+                     .replace("AUDIT", str(tmp_path / "audit.sqlite")))
     data = tmp_path / "bad.jsonl"
     data.write_text('{"prompt": "a", "answer": "1", "grader": "number"}\n'
                     '{"prompt": "b", "answer": "2", "grader": "fuzzy"}\n')

@@ -9,6 +9,7 @@ the real Presidio guard in tests/test_privacy_leaks.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -61,6 +62,7 @@ def config(tmp_path: Any, escalation: str, *, threshold: float = 0.999,
         "routing": {"cascade": {"enabled": True, "threshold": threshold},
                     "health": {"probe_interval_s": 0.2, "failure_threshold": 1},
                     "jobs_path": str(tmp_path / "jobs.sqlite")},
+        "audit": {"path": str(tmp_path / "audit.sqlite")},
     }
     if keys:
         data["auth"] = {"keys": [{"name": "app-a", "sha256": sha(KEY_A)},
@@ -412,3 +414,83 @@ async def test_a_node_never_queues_data_above_its_own_clearance(tmp_path: Any) -
         r = await f.client.post(CHAT, json=ask("A public question.", model="cloud"),
                                 headers={"x-edgewise-async": "true"})
         assert r.status_code == 202  # what it may hold, it queues
+
+
+def audit_rows(f: Fleet) -> list[Any]:
+    assert f.router.audit is not None
+    return [e.record for e in f.router.audit.query()]
+
+
+async def test_every_routing_decision_is_audited_without_values(tmp_path: Any) -> None:
+    from edgewise.security import AuditLog
+
+    async for f in make_fleet(config(tmp_path, "redact", keys=True)):
+        a = {"authorization": f"Bearer {KEY_A}"}
+        assert (await f.client.post(CHAT, json=ask(), headers=a)).status_code == 200
+        r = await f.client.post(CHAT, json=ask(stream=True), headers=a)
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+        r = await f.client.post(CHAT, json={**ask(), "model": "nope"}, headers=a)
+        assert r.status_code == 404
+        f.switch.up = False
+        await f.router.fleet.probe_once()
+        r = await f.client.post(CHAT, json=ask(model="cloud"),
+                                headers={**a, "x-edgewise-async": "true"})
+        assert r.status_code == 202
+        f.switch.up = True
+        await f.router.fleet.probe_once()
+        assert await f.router.deliver_once() == 1
+        for _ in range(50):  # the stream's record is written as the stream ends
+            if len(audit_rows(f)) == 5:
+                break
+            await asyncio.sleep(0.01)
+        rows = audit_rows(f)
+        # the stream's record lands when its background append runs: order aside, these
+        assert sorted(r.outcome for r in rows) == [
+            "answered", "answered", "answered", "queued", "refused:unknown_model"]
+        answered = rows[0]
+        assert answered.requester == "app-a"
+        assert (answered.declared_level, answered.detected_level) == ("public", "phi")
+        assert dict(answered.entities) == {"EMAIL_ADDRESS": 1, "PERSON": 1, "US_SSN": 1}
+        assert answered.tier == "cloud" and answered.plan == ("device", "cloud")
+        assert answered.escalations == 1
+        assert answered.redaction.placeholders == 3 and answered.redaction.tiers == ("cloud",)
+        assert {r.outcome for r in rows if r.request_id.startswith("job-")} == {
+            "queued", "answered"}
+        path = f.router.audit.path
+    raw = path.read_bytes() + b"".join(
+        p.read_bytes() for p in path.parent.glob(path.name + "-*"))
+    for v in VALUES:
+        assert v.encode() not in raw
+    with AuditLog(path, readonly=True) as log:
+        report = log.verify()
+    assert report.ok and report.records == 5, str(report)
+
+
+async def test_allow_overrides_are_audited(tmp_path: Any) -> None:
+    async for f in make_fleet(config(tmp_path, "allow")):
+        assert (await f.client.post(CHAT, json=ask())).status_code == 200
+        (rec,) = audit_rows(f)
+        assert rec.clearance_override == ("cloud",) and rec.redaction.placeholders == 0
+
+
+async def test_a_failing_audit_log_makes_the_node_not_ready(redact_fleet: Fleet,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from edgewise.errors import AuditError
+
+    def broken(record: Any) -> tuple[int, str]:
+        raise AuditError("audit.sqlite: disk full; free space")
+
+    assert redact_fleet.router.audit is not None
+    monkeypatch.setattr(redact_fleet.router.audit, "append", broken)
+    r = await redact_fleet.client.post(CHAT, json=ask())
+    assert r.status_code == 200  # the answer exists; the failure is reported elsewhere
+    ready = await redact_fleet.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "the audit log cannot be written: audit.sqlite: disk " \
+                                     "full; free space"
+    assert "edgewise_audit_failures_total 1.0" in (
+        await redact_fleet.client.get("/metrics")).text
+    monkeypatch.undo()
+    await redact_fleet.client.post(CHAT, json=ask())
+    assert (await redact_fleet.client.get("/readyz")).status_code == 200

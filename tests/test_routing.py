@@ -61,6 +61,7 @@ def tiered_config(tmp_path: Any, *, cascade: bool, threshold: float = 0.5) -> An
         "routing": {"cascade": {"enabled": cascade, "threshold": threshold},
                     "health": {"probe_interval_s": 0.2, "failure_threshold": 2},
                     "jobs_path": str(tmp_path / "jobs.sqlite")},
+        "audit": {"path": str(tmp_path / "audit.sqlite")},
     })
 
 

@@ -79,12 +79,14 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     @app.get("/readyz", responses={503: {"description": "model not loaded yet"}})
     async def readyz() -> JSONResponse:
         """Readiness: the model is loaded and requests will be answered."""
-        if node.ready and (router is None or router.guard_ready):
+        if node.ready and (router is None or (router.guard_ready
+                                              and router.audit_error is None)):
             info = node.info
             return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx})
         reason = node.load_error or "model loading"
         if node.ready and router is not None:
-            reason = router.guard_unavailable().message
+            reason = (router.guard_unavailable().message if not router.guard_ready else
+                      f"the audit log cannot be written: {router.audit_error}")
         return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 
     @app.get("/metrics")

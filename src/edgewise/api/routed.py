@@ -16,9 +16,10 @@ highest of the ``x-edgewise-sensitivity`` header, the API key's ``sensitivity`` 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -114,9 +115,12 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[ChatMessage],
     req = chat_request(body, messages)
     ident = identity_of(request.scope)
     declared = _declared(request, ident.sensitivity, router.config.routing.default_sensitivity)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not router.guard_ready:
         exc = router.guard_unavailable()
         request.state.error_type = "privacy_guard_unavailable"
+        await router.record(request_id=cid, requester=ident.name, guard=None, decision=None,
+                            outcome="refused:privacy_guard_unavailable", reason=exc.message)
         return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
                               headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
     guard = await RequestGuard.build(router.detector, req, declared)
@@ -133,42 +137,78 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[ChatMessage],
         "declared": declared}
     decision = router.decide(req, sensitivity=sensitivity, **steering)
     want_logprobs = bool(body.logprobs)
+    async def audit(outcome: str, routed: Routed | None = None, *, request_id: str = cid,
+                    reason: str | None = None) -> None:
+        await router.record(request_id=request_id, requester=ident.name, guard=guard,
+                            decision=decision, routed=routed, outcome=outcome, reason=reason)
+
     if decision.refused in _REFUSALS:
         status, type_, code = _REFUSALS[decision.refused]
         request.state.error_type = code
+        await audit(f"refused:{decision.refused}")
         return error_response(status, decision.reason, type_, code=code,
                               param="model" if code == "model_not_found" else None,
                               headers={**_NO_TIER, "x-edgewise-sensitivity": sensitivity})
-    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     try:
         if decision.refused == "unavailable":
             raise UnavailableError(decision.reason, retry_after=max(
                 1, int(router.fleet.health.probe_interval_s)))
         if not body.stream:
             answer, routed = await router.answer(req, decision, guard)
+            await audit("answered", routed)
             return JSONResponse(answer.to_openai(cid, created, include_logprobs=want_logprobs),
                                 headers=routed.headers())
         deltas, routed = await router.stream(req, decision, guard)
     except UnavailableError as exc:
         if _is_async(request):  # store and forward instead of 503
             try:
-                return _queued(router, req, sensitivity, want_logprobs, exc.message, steering,
-                               ident.name)
+                queued = _queued(router, req, sensitivity, want_logprobs, exc.message,
+                                 steering, ident.name)
+                await audit("queued", request_id=str(json.loads(bytes(queued.body))["id"]),
+                            reason=exc.message)
+                return queued
             except UnavailableError as refused:
                 exc = refused
         request.state.error_type = exc.code
+        await audit("refused:unavailable", reason=exc.message)
         return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
                               headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
+    except RequestError as exc:  # a tier judged the request bad (answered as 4xx)
+        await audit(f"failed:{exc.code or 'invalid_request'}", reason=exc.message)
+        raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def ended(outcome: str) -> None:
+        router.record_later(request_id=cid, requester=ident.name, guard=guard,
+                            decision=decision, routed=routed, outcome=outcome)
+
     return StreamingResponse(
-        _sse_body(request, deltas, routed, cid, created, want_logprobs, include_usage),
+        _sse_body(request, deltas, routed, cid, created, want_logprobs, include_usage, ended),
         media_type="text/event-stream",
         headers={**routed.headers(), "cache-control": "no-cache"})
 
 
 async def _sse_body(request: Request, deltas: AsyncIterator[Delta], routed: Routed, cid: str,
-                    created: int, want_logprobs: bool, include_usage: bool
-                    ) -> AsyncIterator[bytes]:
+                    created: int, want_logprobs: bool, include_usage: bool,
+                    ended: Callable[[str], None]) -> AsyncIterator[bytes]:
+    """The SSE frames of a routed answer; ``ended(outcome)`` is called once, however the
+    stream ends (the audit record of a stream is written then)."""
+    outcome = "failed:disconnected"
+    try:
+        async for chunk in _sse_frames(request, deltas, routed, cid, created, want_logprobs,
+                                       include_usage):
+            if chunk.startswith(b'data: {"error"'):
+                outcome = "failed:tier_failed"
+            yield chunk
+            if chunk == b"data: [DONE]\n\n":
+                outcome = "answered"
+    finally:
+        ended(outcome)
+
+
+async def _sse_frames(request: Request, deltas: AsyncIterator[Delta], routed: Routed,
+                      cid: str, created: int, want_logprobs: bool, include_usage: bool
+                      ) -> AsyncIterator[bytes]:
     from edgewise.api.openai import _sse
 
     base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,

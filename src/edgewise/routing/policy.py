@@ -136,7 +136,9 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
     if req.model not in ("auto", "default"):
         pinned = [t for t in fleet if t.name == req.model or req.model in t.models]
         if not pinned:
-            return Decision((), f"no tier is named or serves model {req.model!r}",
+            # the client's string is not quoted: messages never echo request content
+            return Decision((), "no tier is named or serves the requested model (tiers: "
+                                f"{', '.join(names)}; GET /v1/models lists the models)",
                             refused="unknown_model")
         candidates = pinned[:1]
     if req.min_tier is not None:

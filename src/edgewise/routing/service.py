@@ -18,6 +18,14 @@ Behaviour, as documented in the README:
   is returned (reason says so) rather than an error. If no eligible tier is up, an
   ``x-edgewise-async: true`` request is queued durably (SQLite) and delivered when a
   tier returns; any other request gets 503 with the reason.
+- **Audit.** With ``audit.enabled``, every routing decision — answered, refused,
+  queued, failed; streams when they end; async jobs when queued and when delivered —
+  is appended to the hash-chained audit log (``edgewise.security``): who, the declared
+  and detected levels, entity types and counts (never values), the plan, the tier,
+  escalations, redaction and ``allow`` overrides. An append that fails does not fail the
+  request (the answer exists already); it is logged, counted in
+  ``edgewise_audit_failures_total`` and makes ``/readyz`` report 503 until an append
+  succeeds again, so a load balancer stops sending traffic.
 - **Privacy.** A tier in ``redact`` mode (``Decision.modes``) gets the request redacted
   for its clearance (``edgewise.privacy.enforce``); its answer has the placeholders
   restored — streamed answers too, never showing half a placeholder — and its token
@@ -45,6 +53,8 @@ from edgewise.privacy.enforce import DetectorLike, RequestGuard
 from edgewise.privacy.redact import Redaction
 from edgewise.routing.confidence import score
 from edgewise.routing.policy import Decision, RouteRequest, level, route
+from edgewise.security import AuditLog, AuditRecord, load_key
+from edgewise.security import Redaction as AuditRedaction
 from edgewise.telemetry import NodeMetrics
 from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, Endpoint, EndpointError
 from edgewise.tiers.fleet import Fleet
@@ -96,11 +106,22 @@ class Router:
         self.detector = detector
         self.detector_error: str | None = None
         self._detector_load: asyncio.Task[None] | None = None
+        self.audit: AuditLog | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        #: The last audit append failure, until an append succeeds again.
+        self.audit_error: str | None = None
+        if config.audit.enabled:
+            load_key(config.audit)  # a missing key variable fails now, in one line
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         if self.config.privacy.enabled and self.detector is None:
             self._detector_load = asyncio.create_task(self._load_detector())
+        if self.config.audit.enabled and self.audit is None:
+            path = self.config.audit.path
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.audit = AuditLog.from_config(self.config.audit)
         self.fleet.start()
         path = self.config.routing.jobs_path
         if path != ":memory:":
@@ -151,6 +172,11 @@ class Router:
         await self.fleet.stop()
         if self.jobs is not None:
             self.jobs.close()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
 
     # -- deciding -----------------------------------------------------------------------
     def decide(self, req: ChatRequest, *, sensitivity: str, prompt_tokens: int,
@@ -170,6 +196,9 @@ class Router:
     def _count(self, routed: Routed) -> None:
         m = self.metrics
         m.routed.labels(routed.tier or "none").inc()
+        m.sensitivity.labels(routed.sensitivity).inc()
+        for tier in routed.redacted:
+            m.redactions.labels(tier).inc()
         if routed.escalations:
             m.escalations.labels(routed.tier).inc(routed.escalations)
         if routed.failovers:
@@ -243,6 +272,54 @@ class Router:
             reason += f" (confidence {routed.confidence:.2f})"
         return reason
 
+    # -- audit --------------------------------------------------------------------------
+    async def record(self, *, request_id: str, requester: str, outcome: str,
+                     guard: RequestGuard | None, decision: Decision | None,
+                     routed: Routed | None = None, reason: str | None = None) -> None:
+        """Append one audit record (a no-op with ``audit.enabled: false``)."""
+        if self.audit is None:
+            return
+        why = reason if reason is not None else (
+            routed.reason if routed is not None and routed.reason else
+            decision.reason if decision is not None else "")
+        why = " ".join(why.split())[:512]  # one line; reasons name tiers, never content
+        rec = AuditRecord(
+            requester=requester, request_id=request_id, route="chat",
+            node=self.config.node.name, outcome=outcome,
+            declared_level=guard.declared if guard is not None else None,
+            detected_level=(guard.detected if guard is not None and guard.detection
+                            is not None else None),
+            entities=guard.entity_counts() if guard is not None else {},
+            tier=routed.tier or None if routed is not None else None,
+            plan=decision.plan if decision is not None else (), reason=why,
+            escalations=routed.escalations if routed is not None else 0,
+            failovers=routed.failovers if routed is not None else 0,
+            redaction=AuditRedaction(
+                placeholders=sum(routed.redacted.values()), tiers=tuple(routed.redacted))
+            if routed is not None and routed.redacted else AuditRedaction(),
+            clearance_override=tuple(routed.allowed) if routed is not None else ())
+        try:
+            await asyncio.to_thread(self.audit.append, rec)
+        except EdgewiseError as exc:
+            self.metrics.audit_failures.inc()
+            if self.audit_error is None:
+                log.error("audit log append failed (the node reports not ready until an "
+                          "append succeeds): %s", exc)
+            self.audit_error = str(exc)
+            return
+        if self.audit_error is not None:
+            log.info("audit log appends succeed again")
+            self.audit_error = None
+
+    def record_later(self, **kw: Any) -> None:
+        """:meth:`record` in a background task (from code that must not await, such as
+        the ``finally`` of a stream a client may have cut)."""
+        if self.audit is None:
+            return
+        task = asyncio.create_task(self.record(**kw))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     # -- store and forward --------------------------------------------------------------
     def enqueue(self, req: ChatRequest, sensitivity: str, *, include_logprobs: bool,
                 steering: dict[str, Any] | None = None, requester: str = "anonymous"
@@ -290,6 +367,9 @@ class Router:
             except (RequestError, KeyError, TypeError, ValueError) as exc:
                 self.jobs.fail(job.id, str(exc))
                 self.metrics.jobs.labels("failed").inc()
+                await self.record(request_id=job.id, requester=_requester(job),
+                                  outcome="failed:rejected", guard=None, decision=None,
+                                  reason="queued request could not be delivered")
                 continue
             body = answer.to_openai(f"chatcmpl-{job.id}", int(job.created_at),
                                     include_logprobs=bool(job.payload.get("include_logprobs")))
@@ -297,6 +377,9 @@ class Router:
                                 "escalations": routed.escalations}
             self.jobs.complete(job.id, body, tier=routed.tier)
             self.metrics.jobs.labels("delivered").inc()
+            await self.record(request_id=job.id, requester=_requester(job),
+                              outcome="answered", guard=guard, decision=decision,
+                              routed=routed)
             delivered += 1
         return delivered
 
@@ -307,6 +390,10 @@ class Router:
                 await self.deliver_once()
             except Exception:  # the loop must survive anything; the job stays queued
                 log.exception("async job delivery failed")
+
+
+def _requester(job: Job) -> str:
+    return str(job.payload.get("requester") or "anonymous")
 
 
 class _Walk:

@@ -66,6 +66,19 @@ class NodeMetrics:
             "edgewise_routed_requests_total", "Requests answered, by answering tier",
             ["tier"], registry=r,
         )
+        self.audit_failures = Counter(
+            "edgewise_audit_failures_total",
+            "Audit-log appends that failed (the node reports not ready until one succeeds)",
+            registry=r,
+        )
+        self.redactions = Counter(
+            "edgewise_redacted_requests_total",
+            "Requests sent to a tier redacted, by that tier", ["tier"], registry=r,
+        )
+        self.sensitivity = Counter(
+            "edgewise_request_sensitivity_total",
+            "Routed requests by their effective sensitivity level", ["level"], registry=r,
+        )
         self.escalations = Counter(
             "edgewise_escalations_total", "Cascade escalations, by the tier that finally answered",
             ["tier"], registry=r,
