@@ -136,8 +136,7 @@ class Router:
         from edgewise.privacy.detector import Detector
 
         try:
-            self.detector = await asyncio.to_thread(Detector.from_config,
-                                                    self.config.privacy)
+            self.detector = await asyncio.to_thread(Detector, self.config.privacy)
         except EdgewiseError as exc:
             self.detector_error = str(exc)
             log.error("privacy guard failed to load: %s", exc)
