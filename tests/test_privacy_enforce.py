@@ -494,3 +494,20 @@ async def test_a_failing_audit_log_makes_the_node_not_ready(redact_fleet: Fleet,
     monkeypatch.undo()
     await redact_fleet.client.post(CHAT, json=ask())
     assert (await redact_fleet.client.get("/readyz")).status_code == 200
+
+
+class Broken(FakeDetector):
+    def detect(self, segments: Any, declared: str | None = None) -> Detection:
+        from edgewise.errors import EdgewiseError
+
+        raise EdgewiseError("NLP pipeline failed")
+
+
+async def test_a_failing_guard_fails_closed(tmp_path: Any) -> None:
+    async for f in make_fleet(config(tmp_path, "allow"), Broken()):
+        r = await f.client.post(CHAT, json=ask())
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "privacy_guard_failed"
+        assert f.upstream.received == []
+        (rec,) = audit_rows(f)
+        assert rec.outcome == "refused:privacy_guard_failed"

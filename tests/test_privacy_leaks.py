@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from privacy_helpers import default_detector
 
 from edgewise.api.app import create_app
 from edgewise.config import parse_config
@@ -24,7 +25,6 @@ from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
 from edgewise.routing.service import Router
 from edgewise.testing.upstream import RecordingUpstream
-from privacy_helpers import default_detector
 
 CLOUD_URL = "http://cloud.test/v1"
 CHAT = "/v1/chat/completions"

@@ -17,6 +17,7 @@ highest of the ``x-edgewise-sensitivity`` header, the API key's ``sensitivity`` 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,12 @@ from edgewise.api.errors import error_response, sse_error
 from edgewise.api.schemas import ChatCompletionRequest
 from edgewise.config import CLEARANCE_LEVELS
 from edgewise.engines import ChatMessage
-from edgewise.errors import InvalidRequestError, RequestError, UnavailableError
+from edgewise.errors import (
+    EdgewiseError,
+    InvalidRequestError,
+    RequestError,
+    UnavailableError,
+)
 from edgewise.privacy.enforce import RequestGuard, segments_of
 from edgewise.routing.policy import level
 from edgewise.routing.service import Routed, Router
@@ -38,6 +44,8 @@ from edgewise.tiers.base import ChatRequest, Delta, Message, ToolCall
 from edgewise.tiers.local import LocalEndpoint
 
 __all__ = ["jobs_router", "routed_chat"]
+
+log = logging.getLogger("edgewise.router")
 
 jobs_router = APIRouter()
 
@@ -123,7 +131,17 @@ async def routed_chat(body: ChatCompletionRequest, messages: list[ChatMessage],
                             outcome="refused:privacy_guard_unavailable", reason=exc.message)
         return error_response(exc.status, exc.message, exc.error_type, code=exc.code,
                               headers={**_NO_TIER, "Retry-After": str(int(exc.retry_after or 1))})
-    guard = await RequestGuard.build(router.detector, req, declared)
+    try:
+        guard = await RequestGuard.build(router.detector, req, declared)
+    except EdgewiseError as exc:  # fail closed: an unscreened request is not routed
+        log.error("privacy guard failed on a request (not routed): %s", exc)
+        message = ("the privacy guard could not screen this request, so it was not routed; "
+                   "retry, and report it if it persists")
+        request.state.error_type = "privacy_guard_failed"
+        await router.record(request_id=cid, requester=ident.name, guard=None, decision=None,
+                            outcome="refused:privacy_guard_failed", reason=message)
+        return error_response(503, message, "service_unavailable", code="privacy_guard_failed",
+                              headers={**_NO_TIER, "Retry-After": "1"})
     sensitivity = guard.level
     local = next((e for eps in router.fleet.endpoints.values() for e in eps
                   if isinstance(e, LocalEndpoint) and e.ready()), None)

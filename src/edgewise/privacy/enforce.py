@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edgewise.config import CLEARANCE_LEVELS
+from edgewise.errors import EdgewiseError
 from edgewise.privacy.redact import Redaction, SpanLike, redact
 from edgewise.tiers.base import ChatRequest
 
@@ -170,7 +171,10 @@ class RequestGuard:
         above = [f for f in findings if _lvl(f.level) > _lvl(clearance)]
         for chosen in (above, findings):  # steps 1-3
             r = redact(self.segments, chosen)
-            residual = self.detector.detect(list(r.segments), None)
+            try:
+                residual = self.detector.detect(list(r.segments), None)
+            except EdgewiseError:  # cannot confirm it is clear: do not send it
+                return None
             if _lvl(residual.level) <= _lvl(clearance):
                 return r
         return None
