@@ -15,6 +15,8 @@ content (prompts may be sensitive).
     ├── EngineError              the inference engine failed to load or to generate
     ├── JobStoreError            the durable async-job queue cannot be opened, read or written
     │   └── JobStateError            a transition the job's current state does not allow
+    ├── PrivacyError             the privacy guard cannot classify a request (bad input to
+    │                            the detector, or Presidio/spaCy failed); never quotes text
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
@@ -40,6 +42,7 @@ __all__ = [
     "ModelNotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PrivacyError",
     "RequestError",
     "ShuttingDownError",
     "UnavailableError",
@@ -89,6 +92,16 @@ class JobStateError(JobStoreError):
         super().__init__(message)
         self.job_id = job_id
         self.state = state
+
+
+class PrivacyError(EdgewiseError):
+    """The privacy guard could not classify a request.
+
+    Raised for input the detector cannot take (a non-text segment, an unknown declared
+    level) and for failures inside Presidio/spaCy (the original exception is chained).
+    The message never quotes the scanned text. A caller that routes on the result must
+    fail closed: treat the request as unclassifiable, not as public.
+    """
 
 
 class RequestError(EdgewiseError):
