@@ -11,6 +11,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgewise.errors import ModelIntegrityError, ModelNotFoundError, PrivacyError
 from edgewise.privacy import Detection, Detector, Finding, level_rank, max_level
@@ -435,3 +437,44 @@ def test_importing_the_privacy_package_loads_nothing() -> None:
             "('presidio_analyzer', 'spacy', 'thinc', 'tldextract')]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- property: perturbed values are found at their exact original offsets --------------------
+
+_INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]
+_LOOKALIKE = {"a": "а", "e": "е", "o": "о", "c": "с", "p": "р", "x": "х"}
+
+
+@st.composite
+def perturbed(draw: st.DrawFn, value: str) -> str:
+    out = []
+    for ch in value:
+        if ch in _LOOKALIKE and draw(st.booleans()):
+            ch = _LOOKALIKE[ch]
+        elif ch.isdigit() and draw(st.integers(0, 4)) == 0:
+            ch = chr(ord(ch) + 0xFEE0)  # full width
+        out.append(ch)
+        if draw(st.integers(0, 5)) == 0:
+            out.append(draw(st.sampled_from(_INVISIBLE)))
+    return "".join(out).rstrip("".join(_INVISIBLE)) or value
+
+
+_WORDS = st.lists(st.sampled_from(["the", "invoice", "for", "March", "is", "attached",
+                                   "thanks", "see", "below", "ok"]), max_size=6).map(" ".join)
+
+
+@given(data=st.data(), which=st.sampled_from(["email", "card", "ssn"]))
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_perturbed_values_map_back_exactly(data: st.DataObject, which: str) -> None:
+    entity, context, value = {
+        "email": ("EMAIL_ADDRESS", "email", "peter.cox@example.com"),
+        "card": ("CREDIT_CARD", "card", "4111 1111 1111 1111"),
+        "ssn": ("US_SSN", "SSN", "123-45-6789"),
+    }[which]
+    shown = data.draw(perturbed(value))
+    prefix = data.draw(_WORDS) + f" {context}: "
+    text = prefix + shown + " " + data.draw(_WORDS)
+    d = detect([text])
+    spans = {(f.start, f.end) for f in d.findings if f.entity == entity}
+    assert (len(prefix), len(prefix) + len(shown)) in spans, (text, spans)

@@ -32,7 +32,9 @@ How a request is scanned:
    dropped (a date inside an IBAN, a URL inside an e-mail); an NER guess overlapping a
    pattern match of another type yields to it ("Started Humira" is a drug, not a
    person); Presidio's ``IP_ADDRESS`` on a private address yields to ``PRIVATE_IP``;
-   ``pw@host`` or ``token@host`` in a URL is a credential, not an e-mail address.
+   ``pw@host`` or ``token@host`` in a URL is a credential, not an e-mail address;
+   NER guesses that are a bare letter ("D.") or a one-word multiple-choice option
+   ("A. Wrong") are dropped.
 
 4. **Level**: each finding gets its entity's level (``edgewise.privacy.levels``); the
    PHI rule raises identifiers next to health information to ``phi``; the request's
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -178,9 +181,11 @@ class Detector:
 
     def __init__(self, config: PrivacyConfig | None = None, *, cache_size: int = 4096,
                  verify_model: bool = True, nlp_engine: Any = None) -> None:
+        from edgewise.privacy.nlp import build_nlp_engine, quiet_presidio
+
+        quiet_presidio()  # before Presidio's import, which already logs
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
-        from edgewise.privacy.nlp import build_nlp_engine
         from edgewise.privacy.recognizers import (
             REPLACED_PRESIDIO_RECOGNIZERS,
             STRUCTURED_ENTITIES,
@@ -338,7 +343,8 @@ class Detector:
                                                               best[k].via == "text"):
                 best[k] = h
         kept = []
-        values = list(best.values())
+        values = [t for t in (_trim_list_marker(h, text) if h.ner else h
+                              for h in best.values()) if t is not None]
         private = {(h.start, h.end) for h in values if h.entity == "PRIVATE_IP"}
         secrets = {h.start for h in values if h.entity in SECRET_ENTITIES}
         patterns = [h for h in values if not h.ner and h.score >= 0.6]
@@ -457,6 +463,27 @@ class Detector:
         return Detection.build(level=max_level([detected, declared]), detected=detected,
                                declared=declared, findings=tuple(findings),
                                phi_rule=phi_rule, segments=n_segments)
+
+
+_LIST_MARKER = re.compile(r"[A-Ha-h1-9][.)]\s+")
+_TOO_SHORT = re.compile(r"\W*[A-Za-z]?\W*")
+
+
+def _trim_list_marker(h: _Hit, text: str) -> _Hit | None:
+    """NER reads "A. Wrong" in a multiple-choice list as a person and "D." as a
+    nationality: drop a bare letter, and take an option marker at a line start off a
+    name (nothing is left of a one-word option: it is dropped)."""
+    value = text[h.start:h.end]
+    if _TOO_SHORT.fullmatch(value):
+        return None
+    at_line_start = h.start == 0 or text[h.start - 1] == "\n"
+    m = _LIST_MARKER.match(value)
+    if not (m and at_line_start):
+        return h
+    rest = value[m.end():]
+    if "\n" in rest or len(rest.split()) < 2:
+        return None
+    return h._replace(start=h.start + m.end())
 
 
 def _drop_contained(hits: list[_Hit], level: Any) -> list[_Hit]:

@@ -187,6 +187,7 @@ def normalize(text: str) -> NormalizedText:
 
     n = len(text)
     i = 0
+    obfuscated = False  # an "[at]"-style group was seen (spaces before it to remove)
     for m in _SPECIAL.finditer(text):
         j = m.start()
         if j < i:  # inside a group already consumed
@@ -221,6 +222,7 @@ def normalize(text: str) -> NormalizedText:
             if ob is not None:
                 word = (ob["a1"] or ob["a2"] or ob["a3"]).lower()
                 emit("@" if word == "at" else ".", j, ob.end())
+                obfuscated = True
                 i = ob.end()
                 continue
             emit(ch, j, j + 1)
@@ -236,7 +238,9 @@ def normalize(text: str) -> NormalizedText:
         starts.extend(range(i, n))
         ends.extend(range(i + 1, n + 1))
     out = "".join(chars)
-    return NormalizedText(_strip_obfuscation_spaces(out, starts, ends), starts, ends, n)
+    if obfuscated:
+        out = _strip_obfuscation_spaces(out, starts, ends)
+    return NormalizedText(out, starts, ends, n)
 
 
 def _invisible_mark(ch: str) -> bool:
@@ -253,8 +257,6 @@ def _strip_obfuscation_spaces(out: str, starts: array[int], ends: array[int]) ->
     the spaces after it; here the spaces before ``@``/``.`` that came from such a group
     are removed and their source folded into it, so the map stays monotone.
     """
-    if "@" not in out and "." not in out:
-        return out
     keep = [True] * len(out)
     for idx, c in enumerate(out):
         if c not in "@." or ends[idx] - starts[idx] < 3:
@@ -275,11 +277,12 @@ def _strip_obfuscation_spaces(out: str, starts: array[int], ends: array[int]) ->
     return "".join(out[i] for i in kept)
 
 
-# A run of digit groups broken up by spacing separators; it may start with an IBAN head
-# (country code + check digits) and contain short upper-case groups after it, which
-# keeps "GB82 WEST 1234\n5698 7654 32" together (but not "IBAN" before it).
+# A run of digit groups broken up by spacing separators; it may start with (part of) an
+# IBAN head (country code + check digits: "GB82", "G B 8 2") and contain short
+# upper-case groups after it, which keeps "GB82 WEST 1234\n5698 7654 32" together (but
+# not a word like "IBAN" before it).
 _RUN = re.compile(
-    r"(?<![A-Za-z0-9])(?:[0-9]{1,6}|[A-Z]{2}[0-9]{2})"
+    r"(?<![A-Za-z0-9])(?:[0-9]{1,6}|[A-Z]{1,2}[0-9]{0,2})"
     r"(?:[ \t\r\n.\-_/|·•()]{1,3}(?:[0-9]{1,6}|[A-Z]{1,4}[0-9]{0,4}))+(?![A-Za-z0-9])")
 _SEPARATOR = re.compile(r"[ \t\r\n.\-_/|·•()]+")
 _MIN_DIGITS = 7
