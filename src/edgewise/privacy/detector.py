@@ -465,6 +465,26 @@ class Detector:
                                phi_rule=phi_rule, segments=n_segments)
 
 
+def _merge_same_type(hits: list[_Hit]) -> list[_Hit]:
+    """Fold each hit into a longer hit of the same type that contains it."""
+    out: list[_Hit] = []
+    by_entity: dict[str, list[_Hit]] = {}
+    for h in hits:
+        by_entity.setdefault(h.entity, []).append(h)
+    for group in by_entity.values():
+        group.sort(key=lambda h: (h.start, -h.end))
+        kept: list[_Hit] = []
+        for h in group:
+            outer = next((i for i in range(len(kept) - 1, -1, -1)
+                          if kept[i].start <= h.start and h.end <= kept[i].end), None)
+            if outer is None:
+                kept.append(h)
+            elif h.score > kept[outer].score:
+                kept[outer] = kept[outer]._replace(score=h.score)
+        out.extend(kept)
+    return out
+
+
 _LIST_MARKER = re.compile(r"[A-Ha-h1-9][.)]\s+")
 _TOO_SHORT = re.compile(r"\W*[A-Za-z]?\W*")
 
@@ -489,9 +509,13 @@ def _trim_list_marker(h: _Hit, text: str) -> _Hit | None:
 def _drop_contained(hits: list[_Hit], level: Any) -> list[_Hit]:
     """Drop hits inside another hit that is at least as sensitive and as confident.
 
-    On an identical span only the most sensitive, then surest, then alphabetically first
-    entity stays. A sweep over start-sorted hits keeps this near-linear.
+    A hit inside a longer one of the same entity type is dropped whatever its score
+    (the longer one takes the higher score: "Lima" inside "Ana Lima"). On an identical
+    span only the most sensitive, then surest, then alphabetically first entity stays.
+    A sweep over start-sorted hits keeps this near-linear.
     """
+    hits = _merge_same_type(hits)
+
     def key(h: _Hit) -> tuple[int, float, tuple[int, ...]]:
         return level_rank(level(h.entity)), h.score, tuple(-ord(c) for c in h.entity)
 
