@@ -18,6 +18,8 @@ content (prompts may be sensitive).
     ├── AuditError               the audit log cannot be opened, read or written
     │   └── AuditKeyError            its HMAC key is unset, too short, or not the one it was
     │                                written with
+    ├── PrivacyError             the privacy guard cannot classify a request (bad input to
+    │                            the detector, or Presidio/spaCy failed); never quotes text
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
@@ -45,6 +47,7 @@ __all__ = [
     "ModelNotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PrivacyError",
     "RequestError",
     "ShuttingDownError",
     "UnavailableError",
@@ -106,6 +109,16 @@ class AuditError(EdgewiseError):
 
 class AuditKeyError(AuditError):
     """The audit log's HMAC key is missing, too short, or not the one it was created with."""
+
+
+class PrivacyError(EdgewiseError):
+    """The privacy guard could not classify a request.
+
+    Raised for input the detector cannot take (a non-text segment, an unknown declared
+    level) and for failures inside Presidio/spaCy (the original exception is chained).
+    The message never quotes the scanned text. A caller that routes on the result must
+    fail closed: treat the request as unclassifiable, not as public.
+    """
 
 
 class RequestError(EdgewiseError):

@@ -1,0 +1,123 @@
+"""Sensitivity levels and the default mapping entity type → level.
+
+Levels are ordered ``public < internal < pii < phi`` (``edgewise.config.CLEARANCE_LEVELS``).
+A request's level is the highest of: its declared label, the level of each finding, and
+the PHI rule (below). ``privacy.levels`` in the config overrides any entry of
+:data:`DEFAULT_LEVELS`; an entity type named nowhere gets :data:`UNKNOWN_ENTITY_LEVEL`.
+
+Why these defaults (bench/results/privacy.md has the numbers behind the noisy ones):
+
+* **pii** — anything that identifies a person directly (GDPR Art. 4(1); the HIPAA Safe
+  Harbor identifiers, 45 CFR 164.514(b)(2)): names, e-mail, phone, SSN/ITIN, passport,
+  driver licence, card and bank numbers, IBAN, public IP addresses (personal data per
+  CJEU C-582/14 *Breyer*), crypto wallets. **Secrets** (API keys, tokens, passwords,
+  private keys) are not personal data, but a leaked credential opens every system it
+  guards; they get ``pii`` so they stay on tiers cleared for the organisation's own
+  data and are redacted before anything lower.
+* **phi** — identifiers that only exist inside a care relationship: medical record
+  numbers (HIPAA identifier 8). A person's identifier *plus* health information is also
+  ``phi`` (the PHI rule).
+* **internal** — the organisation's infrastructure: internal host names, private IP
+  addresses, MAC addresses, deny-list terms (project code names and the like).
+* **public** — noisy or non-identifying on their own: ``LOCATION``, ``DATE_TIME`` and
+  ``NRP`` from the NER model fire on most general-knowledge questions (a capital city,
+  "in 1945", "French"), which would keep them off every public tier for no privacy
+  gain; a street address next to a name is caught by the name. URLs and UUIDs are
+  public. Health markers (ICD-10 codes, drug names, clinical words) alone are not
+  individually identifiable (Safe Harbor de-identified data is not PHI), so they are
+  ``public`` — but they switch on the PHI rule.
+
+**The PHI rule** (HIPAA: PHI is individually identifiable health information). If a
+request contains a health marker (:data:`HEALTH_ENTITIES`) and at least one finding whose
+level is ``pii`` or higher, the request is ``phi`` and those identifying findings are
+raised to ``phi``: removing them is what de-identifies the text, so a redacting tier
+cleared for ``pii`` still gets them replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from edgewise.config import CLEARANCE_LEVELS
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "HEALTH_ENTITIES",
+    "LEVELS",
+    "SECRET_ENTITIES",
+    "UNKNOWN_ENTITY_LEVEL",
+    "level_rank",
+    "max_level",
+]
+
+#: Least to most sensitive.
+LEVELS: tuple[str, ...] = CLEARANCE_LEVELS
+
+#: Entity types of credentials (one family in the bench).
+SECRET_ENTITIES: frozenset[str] = frozenset({
+    "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "OPENAI_API_KEY", "SLACK_TOKEN",
+    "GOOGLE_API_KEY", "STRIPE_KEY", "JWT", "PRIVATE_KEY", "PASSWORD", "SECRET",
+})
+
+#: Health markers: they do not identify anyone, but next to an identifier they make PHI.
+HEALTH_ENTITIES: frozenset[str] = frozenset({
+    "ICD10_CODE", "DRUG_NAME", "MEDICAL_CONTEXT", "MRN",
+})
+
+DEFAULT_LEVELS: Mapping[str, str] = {
+    # people (Presidio + edgewise recognizers)
+    "PERSON": "pii",
+    "EMAIL_ADDRESS": "pii",
+    "PHONE_NUMBER": "pii",
+    "US_SSN": "pii",
+    "US_ITIN": "pii",
+    "US_PASSPORT": "pii",
+    "US_DRIVER_LICENSE": "pii",
+    "UK_NHS": "pii",
+    "MEDICAL_LICENSE": "pii",
+    # money
+    "CREDIT_CARD": "pii",
+    "US_BANK_NUMBER": "pii",
+    "IBAN_CODE": "pii",
+    "CRYPTO": "pii",
+    # network
+    "IP_ADDRESS": "pii",
+    "PRIVATE_IP": "internal",
+    "INTERNAL_HOSTNAME": "internal",
+    "MAC_ADDRESS": "internal",
+    "URL": "public",
+    "UUID": "public",
+    # noisy NER types (see module docstring)
+    "LOCATION": "public",
+    "DATE_TIME": "public",
+    "NRP": "public",
+    # health
+    "MRN": "phi",
+    "ICD10_CODE": "public",
+    "DRUG_NAME": "public",
+    "MEDICAL_CONTEXT": "public",
+    # secrets
+    **{name: "pii" for name in sorted(SECRET_ENTITIES)},
+}
+
+#: Level of an entity type that neither the defaults nor ``privacy.levels`` name (a
+#: custom recognizer's own ``level`` is used first).
+UNKNOWN_ENTITY_LEVEL = "pii"
+
+
+def level_rank(level: str) -> int:
+    """Position of a level (public=0 … phi=3); ValueError for anything else."""
+    try:
+        return LEVELS.index(level)
+    except ValueError:
+        raise ValueError(f"unknown sensitivity level {level!r}; valid levels: "
+                         f"{', '.join(LEVELS)}") from None
+
+
+def max_level(levels: Iterable[str | None]) -> str:
+    """The most sensitive of ``levels`` (``None`` entries ignored; empty → public)."""
+    best = 0
+    for lv in levels:
+        if lv is not None:
+            best = max(best, level_rank(lv))
+    return LEVELS[best]
