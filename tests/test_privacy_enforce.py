@@ -388,13 +388,18 @@ def test_redaction_that_would_break_tool_json_is_refused() -> None:
     from edgewise.privacy.enforce import segments_of, with_segments
     from edgewise.tiers.base import ChatRequest, Message, ToolCall
 
-    req = ChatRequest((Message("assistant", "", tool_calls=(
-        ToolCall("c1", "f", '{"a": "Jane Doe"}'),)),))
-    assert segments_of(req) == ["", '{"a": "Jane Doe"}']
-    ok = with_segments(req, ["", '{"a": "<PERSON_1>"}'])
-    assert ok.messages[0].tool_calls[0].arguments == '{"a": "<PERSON_1>"}'
+    req = ChatRequest((Message("user", "hi", name="jane_doe"),
+                       Message("assistant", "", tool_calls=(
+                           ToolCall("c1", "f", '{"a": "Jane Doe"}'),))))
+    assert segments_of(req) == ["hi", "jane_doe", "", "f", '{"a": "Jane Doe"}']
+    ok = with_segments(req, ["hi", "<PERSON_1>", "", "f", '{"a": "<PERSON_1>"}'])
+    assert ok.messages[1].tool_calls[0].arguments == '{"a": "<PERSON_1>"}'
+    assert ok.messages[0].name is None  # a redacted name is dropped, not sent
+    assert with_segments(req, segments_of(req)).messages[0].name == "jane_doe"
     with pytest.raises(ValueError, match="break the JSON"):
-        with_segments(req, ["", '{"a": "<PERSON_1>}'])
+        with_segments(req, ["hi", "jane_doe", "", "f", '{"a": "<PERSON_1>}'])
+    with pytest.raises(ValueError, match="rename a tool call"):
+        with_segments(req, ["hi", "jane_doe", "", "<X_1>", '{"a": "x"}'])
 
 
 async def test_a_node_never_queues_data_above_its_own_clearance(tmp_path: Any) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from privacy_helpers import default_detector
 
 from edgewise.api.app import create_app
 from edgewise.config import parse_config
@@ -25,6 +24,7 @@ from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
 from edgewise.routing.service import Router
 from edgewise.testing.upstream import RecordingUpstream
+from privacy_helpers import default_detector
 
 CLOUD_URL = "http://cloud.test/v1"
 CHAT = "/v1/chat/completions"
@@ -110,7 +110,8 @@ def leaked(value: str, received: str) -> bool:
     """Whether ``value`` appears in ``received`` in any spelling we know of."""
     text = unicodedata.normalize("NFKC", received).translate(_LOOKALIKE)
     text = re.sub(r"[\u200b-\u200f\u2060\ufeff]", "", text)
-    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    # JSON escapes, however many times the backslash itself was escaped on the way
+    text = re.sub(r"\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
     if value.casefold() in text.casefold() or value.casefold() in received.casefold():
         return True
     digits = re.sub(r"\D", "", value)
@@ -188,6 +189,7 @@ def test_the_leak_check_itself_sees_every_spelling() -> None:
                             ("4111111111111111", "4111\u200b1111 1111-1111"),
                             ("john.smith@example.com", "jоhn.smith@exаmple.com"),
                             ("ops@acme-corp.com", '"ops\\u0040acme-corp.com"'),
+                            ("ops@acme-corp.com", '"ops\\\\u0040acme-corp.com"'),
                             ("DE89370400440532013000", "DE89 3704 0044 0532 0130 00")]:
         assert leaked(value, spelling), (value, spelling)
     assert not leaked("078051120", "<US_SSN_1> and 078-05")

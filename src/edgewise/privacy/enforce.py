@@ -63,22 +63,25 @@ def _lvl(name: str) -> int:
     return CLEARANCE_LEVELS.index(name)
 
 
-def _pieces(req: ChatRequest) -> list[tuple[tuple[int, ...], str]]:
-    """(address, text) of every piece of text of ``req``: ``(i,)`` is message ``i``'s
-    content, ``(i, j)`` the arguments of its tool call ``j``, ``()`` the tool
-    definitions (as JSON)."""
-    out: list[tuple[tuple[int, ...], str]] = []
+def _pieces(req: ChatRequest) -> list[tuple[tuple[str, int, int], str]]:
+    """(address, text) of every piece of text of ``req``: message contents, message
+    ``name`` fields, tool-call function names and arguments, the tool definitions."""
+    out: list[tuple[tuple[str, int, int], str]] = []
     for i, m in enumerate(req.messages):
-        out.append(((i,), m.content))
-        out += [((i, j), c.arguments) for j, c in enumerate(m.tool_calls)]
+        out.append((("content", i, 0), m.content))
+        if m.name:
+            out.append((("name", i, 0), m.name))
+        for j, c in enumerate(m.tool_calls):
+            out += [(("function", i, j), c.name), (("arguments", i, j), c.arguments)]
     if req.tools:
-        out.append(((), json.dumps(list(req.tools), ensure_ascii=False)))
+        out.append((("tools", 0, 0), json.dumps(list(req.tools), ensure_ascii=False)))
     return out
 
 
 def segments_of(req: ChatRequest) -> list[str]:
     """Every piece of text of ``req`` a tier would receive, in conversation order:
-    message contents (every role), tool-call arguments, tool definitions."""
+    message contents (every role), names, tool-call names and arguments, tool
+    definitions."""
     return [text for _, text in _pieces(req)]
 
 
@@ -98,21 +101,32 @@ def _still_json(before: str, after: str) -> bool:
 def with_segments(req: ChatRequest, segments: Sequence[str]) -> ChatRequest:
     """``req`` with its text pieces replaced (the inverse of :func:`segments_of`).
 
-    Raises ``ValueError`` if the count does not match or if a replaced tool-call
-    argument or tool definition is no longer the valid JSON it was.
+    A message ``name`` that changed is dropped (names are identifiers OpenAI restricts
+    to ``[A-Za-z0-9_-]``; a placeholder would be refused upstream). Raises
+    ``ValueError`` if the count does not match, if a tool-call function name changed
+    (the call would be meaningless), or if redacted tool arguments or definitions are no
+    longer the valid JSON they were.
     """
     pieces = _pieces(req)
     if len(segments) != len(pieces):
         raise ValueError("segment count does not match the request")
     new = dict(zip((addr for addr, _ in pieces), segments, strict=True))
     for (addr, before), after in zip(pieces, segments, strict=True):
-        if len(addr) != 1 and not _still_json(before, after):
+        if addr[0] == "function" and after != before:
+            raise ValueError("redaction would rename a tool call's function")
+        if addr[0] in ("arguments", "tools") and not _still_json(before, after):
             raise ValueError("redaction would break the JSON of a tool call or definition")
+
+    def name(i: int, old: str | None) -> str | None:
+        return old if old is None or new[("name", i, 0)] == old else None
+
     messages = tuple(
-        dataclasses.replace(m, content=new[(i,)], tool_calls=tuple(
-            dataclasses.replace(c, arguments=new[(i, j)]) for j, c in enumerate(m.tool_calls)))
+        dataclasses.replace(m, content=new[("content", i, 0)], name=name(i, m.name),
+                            tool_calls=tuple(
+                                dataclasses.replace(c, arguments=new[("arguments", i, j)])
+                                for j, c in enumerate(m.tool_calls)))
         for i, m in enumerate(req.messages))
-    tools = tuple(json.loads(new[()])) if req.tools else ()
+    tools = tuple(json.loads(new[("tools", 0, 0)])) if req.tools else ()
     return dataclasses.replace(req, messages=messages, tools=tools)
 
 
