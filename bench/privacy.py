@@ -20,6 +20,10 @@ and merges their JSON and Markdown):
 * ``latency`` — guard time added per request for 50-, 500- and 4,000-token prompts
   (cold cache), and per turn of a 12-turn conversation re-sent every turn (warm cache vs
   cold), p50/p95.
+* ``leak``, ``roundtrip``, ``overhead`` — end to end through a node whose cloud tier is a
+  recording upstream: leak rate per entity type next to no guard and to Presidio
+  masking (LiteLLM's guardrail), the redaction round trip, and the wall time the guard
+  adds to a routed request (``bench/privacy_e2e.py``).
 
 Matching rule: a gold span is **found** when a prediction of a compatible type overlaps
 it by at least one character (``TYPE_MATCH``); a prediction is **correct** when it
@@ -564,6 +568,12 @@ def latency(ctx: Context) -> SectionResult:
               "compare the columns of one run (both guards alternate request by request).\n")
     return ({"single": rows, "conversation": conv_rows,
              "loadavg": {"before": load_before, "after": load_after}}, "\n".join(md))
+
+
+# End-to-end sections (leak, roundtrip, overhead) live in their own file.
+import privacy_e2e  # noqa: E402  (bench/ is on sys.path when this script runs)
+
+privacy_e2e.register(section, gold_level=gold_level, pct=_pct, token_counter=_token_counter)
 
 
 # ---------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ async def test_redacted_escalation_round_trip(redact_fleet: Fleet) -> None:
     sent = redact_fleet.upstream.received[-1]["messages"][1]["content"]
     assert sent == ("Patient <PERSON_1> (<EMAIL_ADDRESS_1>, SSN <US_SSN_1>) asks about "
                     "dosage.")
-    assert_no_values(redact_fleet.upstream.texts())
+    assert_no_values(redact_fleet.upstream.seen())
     # ...and the client gets the original values back, without the redacted logprobs
     choice = r.json()["choices"][0]
     assert choice["message"]["content"] == "You said: " + SECRET
@@ -143,7 +143,7 @@ async def test_redacted_streaming_round_trip_never_shows_a_placeholder(
     assert text == "You said: " + SECRET
     assert not any("<" in p or "_1" in p for p in pieces)
     assert len([p for p in pieces if p]) > 5  # still streamed in pieces
-    assert_no_values(redact_fleet.upstream.texts())
+    assert_no_values(redact_fleet.upstream.seen())
 
 
 async def test_placeholders_are_stable_across_turns(redact_fleet: Fleet) -> None:
@@ -185,7 +185,7 @@ async def test_allow_sends_as_is_and_says_so(tmp_path: Any) -> None:
     async for f in make_fleet(config(tmp_path, "allow")):
         r = await f.client.post(CHAT, json=ask())
         assert r.headers["x-edgewise-tier"] == "cloud"
-        assert "Jane Doe" in f.upstream.texts()  # the operator accepted the risk
+        assert "Jane Doe" in f.upstream.seen()  # the operator accepted the risk
         assert "x-edgewise-redacted" not in r.headers
 
 
@@ -257,7 +257,7 @@ async def test_async_jobs_are_redacted_at_delivery_and_private_to_their_owner(
         f.switch.up = True
         await f.router.fleet.probe_once()
         assert await f.router.deliver_once() == 1
-        assert_no_values(f.upstream.texts())
+        assert_no_values(f.upstream.seen())
         r = await f.client.get(f"/v1/edgewise/jobs/{job_id}", headers=a)
         body = r.json()
         assert body["status"] == "done" and body["tier"] == "cloud"
@@ -322,7 +322,7 @@ async def test_tool_arguments_and_results_are_redacted_and_restored(
         assert r.status_code == 200, r.text
         assert r.headers["x-edgewise-tier"] == "cloud"  # the local engine calls no tools
         sent = redact_fleet.upstream.received[-1]
-        assert_no_values(redact_fleet.upstream.texts())
+        assert_no_values(redact_fleet.upstream.seen())
         args = json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"])
         assert args == {"email": "<EMAIL_ADDRESS_1>", "note": 'say "hi"'}
         assert json.loads(sent["messages"][2]["content"]) == {

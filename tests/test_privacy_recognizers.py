@@ -154,3 +154,18 @@ def test_presidio_iban_recognizer_is_active() -> None:
     names = {r.name for r in recognizers}
     assert {"IbanRecognizer", "CreditCardRecognizer", "SpacyRecognizer"} <= names
     assert "NhsRecognizer" not in names  # replaced by the context-requiring rule
+
+
+def test_proper_nouns_catch_names_the_ner_misses_when_asked() -> None:
+    from privacy_helpers import detector_for
+
+    strict = detector_for({"proper_nouns": True})
+    text = ("Yesterday Francesca Freeman met Li Wei about the Smith-Jones account; "
+            "J. R. R. Tolkien and O'Neill too. What is x^2 in Paris?")
+    got = {(e, v) for e, v in scan(text, strict)}
+    assert ("PROPER_NOUN", "Smith-Jones") in got and ("PROPER_NOUN", "Paris") in got
+    assert any(v == "O'Neill" for _, v in got)
+    assert not any("x^2" in v for _, v in got)
+    assert strict.level_of("PROPER_NOUN") == "pii"
+    # off by default
+    assert "PROPER_NOUN" not in entities(text)

@@ -133,3 +133,23 @@ def test_streaming_equals_whole_restore(parts: list[str], data: st.DataObject) -
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert _stream(r, pieces) == r.restore(text)
+
+
+def test_then_composes_rounds_back_to_the_original() -> None:
+    segs = ["Dr Ann Lee saw Bo Chen today"]
+    first = redact(segs, spans_of(segs, ("Ann Lee", "PERSON")))
+    assert first.segments == ("Dr <PERSON_1> saw Bo Chen today",)
+    # a second round, on the redacted text: a new name, and a span that swallows a
+    # placeholder of the first round
+    seg = first.segments[0]
+    second = redact(list(first.segments), [Span(0, seg.index("Bo"), seg.index(" today"),
+                                                 "PERSON"),
+                                           Span(0, 0, seg.index(" saw"), "PERSON")])
+    both = first.then(second)
+    # numbered in conversation order, skipping <PERSON_1>, still in the text
+    assert both.segments == ("<PERSON_2> saw <PERSON_3> today",)
+    assert both.mapping["<PERSON_2>"] == "Dr Ann Lee"
+    assert both.mapping["<PERSON_3>"] == "Bo Chen"
+    assert both.restore(both.segments[0]) == segs[0]
+    assert both.replaced == 3
+    assert both.placeholder_spans(both.segments[0]) == [(0, 10), (15, 25)]

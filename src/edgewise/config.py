@@ -272,6 +272,9 @@ class PrivacyConfig:
     deny_lists: list[DenyListConfig] = field(default_factory=list)
     #: Exact strings never reported (the organisation's own public name, say).
     allow_list: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
+    #: Also report every proper-noun run (spaCy's tagger) as ``PROPER_NOUN`` (``pii``):
+    #: names the NER model misses are then redacted too, and so are places and brands.
+    proper_nouns: bool = False
 
 
 @with_config(_STRICT)

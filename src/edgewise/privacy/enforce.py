@@ -12,14 +12,17 @@ The router (``routing/policy.py``) decides *which* tiers may receive a request a
 - for a tier in ``redact`` mode, the **redacted request**, built once per clearance:
 
   1. replace every finding whose level is above the tier's clearance;
-  2. scan the redacted text again: the placeholders hide the identifiers, so what is
-     left must now be within the clearance (e.g. a diagnosis without a name is no
-     longer PHI; the PHI context rule no longer fires);
-  3. if it is not (a finding the first pass kept, a rule over the remaining text),
-     replace *every* finding and scan once more;
-  4. if that still does not clear it, the tier is skipped — the request is never sent
-     to a tier its redacted form is not cleared for. Likewise if a placeholder would
-     break the JSON of a tool call's arguments (a span across a quote): skipped.
+  2. scan the redacted text again. The placeholders hide the identifiers, so the PHI
+     rule no longer fires (a diagnosis without a name is not PHI) — but NER depends on
+     context, and with its neighbours replaced a name the first pass missed is often
+     found now. Findings that lie within our own placeholders (no letter or digit of
+     real text in them) are ignored; any other finding above the clearance is
+     replaced too, and the text scanned again — at most three rounds. Each round only
+     removes more text, and :meth:`Redaction.then` keeps one mapping back to the
+     original values;
+  3. if the text still does not fit the clearance, the tier is skipped — the request is
+     never sent to a tier its redacted form is not cleared for. Likewise if a
+     placeholder would break the JSON of a tool call's arguments: skipped.
 
 Nothing here logs or raises with request text; findings carry offsets and entity
 types, never values.
@@ -130,6 +133,16 @@ def with_segments(req: ChatRequest, segments: Sequence[str]) -> ChatRequest:
     return dataclasses.replace(req, messages=messages, tools=tools)
 
 
+def _only_placeholders(r: Redaction, text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` holds no letter or digit outside ``r``'s placeholders
+    (a detector that tags a placeholder itself found nothing new)."""
+    keep = list(text[start:end])
+    for a, b in r.placeholder_spans(text):
+        for i in range(max(a, start), min(b, end)):
+            keep[i - start] = " "
+    return not any(c.isalnum() for c in keep)
+
+
 @dataclass
 class RequestGuard:
     """A request's sensitivity, and its redacted forms as tiers need them."""
@@ -181,16 +194,24 @@ class RequestGuard:
             return None  # nothing to redact with: cannot clear anything
         if _lvl(self.declared) > _lvl(clearance):
             return None
-        findings = list(self.detection.findings)
-        above = [f for f in findings if _lvl(f.level) > _lvl(clearance)]
-        for chosen in (above, findings):  # steps 1-3
-            r = redact(self.segments, chosen)
+        limit = _lvl(clearance)
+        r = redact(self.segments, [f for f in self.detection.findings
+                                   if _lvl(f.level) > limit])
+        for _round in range(3):  # step 2
             try:
                 residual = self.detector.detect(list(r.segments), None)
             except EdgewiseError:  # cannot confirm it is clear: do not send it
                 return None
-            if _lvl(residual.level) <= _lvl(clearance):
+            if _lvl(residual.level) <= limit:
                 return r
+            above = [f for f in residual.findings if _lvl(f.level) > limit]
+            if not above:  # a level no finding explains: cannot redact it away
+                return None
+            extra = [f for f in above
+                     if not _only_placeholders(r, r.segments[f.segment], f.start, f.end)]
+            if not extra:  # only our placeholders were tagged: nothing real is left
+                return r
+            r = r.then(redact(r.segments, extra))
         return None
 
     async def request_for(self, req: ChatRequest, clearance: str

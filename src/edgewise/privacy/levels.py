@@ -67,6 +67,7 @@ HEALTH_ENTITIES: frozenset[str] = frozenset({
 DEFAULT_LEVELS: Mapping[str, str] = {
     # people (Presidio + edgewise recognizers)
     "PERSON": "pii",
+    "PROPER_NOUN": "pii",  # only with privacy.proper_nouns (recognizers/nouns.py)
     "EMAIL_ADDRESS": "pii",
     "PHONE_NUMBER": "pii",
     "US_SSN": "pii",

@@ -64,6 +64,7 @@ _OPEN = r"(?:<|\[|\{|&lt;)"
 _CLOSE = r"(?:>|\]|\}|&gt;)"
 _BODY = r"([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*?_[0-9]+)"
 _PATTERN = re.compile(rf"{_OPEN}\s?{_BODY}\s?{_CLOSE}|(?<![A-Za-z0-9_]){_BODY}(?![A-Za-z0-9_])")
+_CANONICAL = re.compile(r"<[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*?_[0-9]+>")
 #: Characters that may begin a placeholder form.
 _STARTS = "<[{&"
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -91,6 +92,19 @@ class Redaction:
 
     def _lookup(self, body: str) -> str | None:
         return self.mapping.get(f"<{body.upper()}>")
+
+    def then(self, other: Redaction) -> Redaction:
+        """This redaction followed by ``other`` (made on this one's segments): one
+        redaction whose placeholders all restore to the original values. ``other``'s
+        values may contain this one's placeholders; they are restored first."""
+        mapping = dict(self.mapping)
+        mapping.update({k: self.restore(v) for k, v in other.mapping.items()})
+        return Redaction(other.segments, mapping, self.replaced + other.replaced)
+
+    def placeholder_spans(self, text: str) -> list[tuple[int, int]]:
+        """``[start, end)`` of every issued placeholder (canonical form) in ``text``."""
+        return [(m.start(), m.end()) for m in _CANONICAL.finditer(text)
+                if m.group(0) in self.mapping]
 
     def restore(self, text: str) -> str:
         """Every issued placeholder in ``text`` (in any tolerated form) → its value."""

@@ -17,16 +17,45 @@ cannot "pass" by letting a value out in a form the check does not recognise:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from typing import Any
 
-__all__ = ["leaked", "normalize_received"]
+__all__ = ["leaked", "normalize_received", "strings_of"]
 
 _LOOKALIKE = str.maketrans("аеорсхуіїАЕОРСХІΑΒΕΗΙΚΜΝΟΡΤΧΥΖον",
                            "aeopcxyiiAEOPCXIABEHIKMNOPTXYZov")
 _INVISIBLE = re.compile(r"[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _DIGIT_RUN = re.compile(r"[\d\s\-./()+]{6,}")
 _SEPARATORS = re.compile(r"[\s\-./()+]")
+
+
+def strings_of(obj: Any) -> str:
+    """Every string in a JSON value (keys too), one per line — what a model upstream
+    would actually read. A string that is itself JSON (tool-call arguments) is walked as
+    well, so its escapes are decoded."""
+    out: list[str] = []
+
+    def walk(x: Any, depth: int) -> None:
+        if isinstance(x, str):
+            out.append(x)
+            if depth < 4 and x[:1] in "{[":
+                try:
+                    inner = json.loads(x)
+                except ValueError:
+                    return
+                walk(inner, depth + 1)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k, depth)
+                walk(v, depth)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, depth)
+
+    walk(obj, 0)
+    return "\n".join(out)
 
 
 def normalize_received(received: str) -> str:

@@ -50,6 +50,15 @@ class RecordingUpstream:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
         ])
 
+    def seen(self) -> str:
+        """Every string the upstream received (message texts, tool arguments decoded,
+        names…), one per line: what to search for leaked values
+        (:func:`edgewise.testing.leaks.leaked`)."""
+        from edgewise.testing.leaks import strings_of
+
+        with self._lock:
+            return strings_of(self.received)
+
     def texts(self) -> str:
         """Everything received, as one JSON string per request (to search for values)."""
         with self._lock:

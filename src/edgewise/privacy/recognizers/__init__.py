@@ -10,7 +10,9 @@
   ``OPENAI_API_KEY``, ``SLACK_TOKEN``, ``GOOGLE_API_KEY``, ``STRIPE_KEY``, ``JWT``,
   ``PRIVATE_KEY``, ``PASSWORD``, ``SECRET``;
 * ``network.py`` — ``INTERNAL_HOSTNAME``, ``PRIVATE_IP``;
-* ``custom.py`` — whatever ``privacy.patterns`` and ``privacy.deny_lists`` name.
+* ``custom.py`` — whatever ``privacy.patterns`` and ``privacy.deny_lists`` name;
+* ``nouns.py`` — ``PROPER_NOUN``, every proper-noun run (only with
+  ``privacy.proper_nouns: true``).
 
 Presidio's predefined English recognizers stay on (credit cards with Luhn, IBAN with the
 mod-97 check, e-mail, phone via ``phonenumbers``, US SSN/ITIN/passport/driver licence/
@@ -31,6 +33,7 @@ from edgewise.privacy.recognizers.finance import FinanceRecognizer
 from edgewise.privacy.recognizers.identity import IdentityRecognizer
 from edgewise.privacy.recognizers.medical import MedicalRecognizer
 from edgewise.privacy.recognizers.network import NetworkRecognizer
+from edgewise.privacy.recognizers.nouns import ProperNounRecognizer
 from edgewise.privacy.recognizers.secrets import SecretsRecognizer
 
 __all__ = ["REPLACED_PRESIDIO_RECOGNIZERS", "STRUCTURED_ENTITIES", "edgewise_recognizers"]
@@ -60,4 +63,5 @@ def edgewise_recognizers(config: PrivacyConfig) -> list[Any]:
         NetworkRecognizer(config.internal_domains),
         *pattern_recognizers(config.patterns),
         *deny_list_recognizers(config.deny_lists),
+        *([ProperNounRecognizer()] if config.proper_nouns else []),
     ]
