@@ -64,11 +64,11 @@ class ProperNounRecognizer(LocalRecognizer):
             # a name is capitalised (``x^2`` is tagged PROPN too) and word-like
             if run and any(t.text[:1].isupper() and _wordlike(t.text) for t in run):
                 results.append(RecognizerResult(
-                    "PROPER_NOUN", run[0].idx, run[-1].idx + len(run[-1].text), self.SCORE,
-                    analysis_explanation=None,
-                    recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                          RecognizerResult.RECOGNIZER_IDENTIFIER_KEY:
-                                          self.id}))
+                    entity_type="PROPER_NOUN", start=run[0].idx,
+                    end=run[-1].idx + len(run[-1].text), score=self.SCORE,
+                    recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: "ProperNounRecognizer",
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
             run.clear()
 
         for tok in doc:
