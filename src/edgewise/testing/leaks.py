@@ -6,7 +6,8 @@ cannot "pass" by letting a value out in a form the check does not recognise:
 
 - Unicode compatibility forms (full-width digits → ASCII: NFKC), Cyrillic/Greek
   look-alike letters, zero-width and other invisible characters;
-- JSON ``\\uXXXX`` escapes, however many times the backslash itself was escaped;
+- JSON ``\\uXXXX`` escapes, however many times the backslash itself was escaped, and
+  literal ``\\n``/``\\t``/``\\r`` (they read as breaks: ``\\nShawn`` holds the name Shawn);
 - numbers with separators: a value made of digits (and spaces/dashes) leaks if its
   digits appear as one run in ``received`` once spaces, dashes, dots, slashes,
   parentheses, ``+`` and invisible characters are removed from digit runs;
@@ -62,6 +63,7 @@ def normalize_received(received: str) -> str:
     """``received`` with escapes decoded and look-alikes, invisibles and compatibility
     forms mapped to plain ASCII where they have one."""
     text = re.sub(r"\\+u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), received)
+    text = re.sub(r"\\+[ntr]", " ", text)  # a literal "\n" reads as a line break
     text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKE)
     return _INVISIBLE.sub("", text)
 
