@@ -31,11 +31,13 @@ Every score is clipped to ``[0, 1]``; higher means more likely right. Scorers, w
   (mostly) know what they know", P(answer) of the final answer).
 - ``margin``: the mean over ``S`` of ``p_i − max_{v ≠ y_i} p_i(v)``, the chosen token's
   probability minus the best alternative's (clipped at 0), from ``top_logprobs`` — the
-  top-1 − top-2 margin of greedy decoding. With one-token answers (a multiple-choice
-  letter) it is the classic margin confidence of selective classification (Scheffer
-  et al. 2001; Geifman & El-Yaniv 2017, "Selective classification for deep neural
-  networks"): it separates "A at 0.32 vs B at 0.31" from "A at 0.32 vs B at 0.05",
-  which the chosen token's probability alone cannot. Without alternatives (an upstream
+  top-1 − top-2 margin of greedy decoding: the best-versus-second-best uncertainty of
+  margin sampling (Scheffer et al. 2001, "Active hidden Markov models for information
+  extraction"), here used as the score a selective classifier thresholds to abstain —
+  for a cascade, to escalate (Geifman & El-Yaniv 2017, "Selective classification for
+  deep neural networks"). With one-token answers (a multiple-choice letter) it
+  separates "A at 0.32 vs B at 0.31" from "A at 0.32 vs B at 0.05", which the chosen
+  token's probability alone cannot. Without alternatives (an upstream
   that ignores ``top_logprobs``) the runner-up is bounded by ``1 − p_i``, giving the
   lower bound ``max(0, 2 p_i − 1)``.
 - ``agreement``: self-consistency (Wang et al. 2023, "Self-consistency improves chain of
