@@ -10,31 +10,45 @@ Small tier ``qwen2.5-coder-0.5b-instruct``, large tier ``qwen2.5-coder-1.5b-inst
 2. **Answers.** Every example is answered by the small model, which is then closed, and
    then by the large one. MMLU: zero-shot, a system prompt demanding one letter (without
    it the 1.5B starts "To determine…" on ~22 % of questions and 4 tokens cut it off),
-   ``max_tokens=4``, first standalone A–D letter. GSM8K: one worked example, brief reasoning ending
-   ``#### <number>``, ``max_tokens=256``. Raw outputs (text, tokens, logprobs, wall time)
-   are cached in ``bench/results/cascade_cache/<model>__<dataset>.jsonl`` keyed by the
-   dataset row and a hash of the prompt, so a rerun only computes what is missing.
-3. **Calibration.** Each dataset is split (seeded) into a calibration and a held-out
-   half. For every registered confidence scorer, ``edgewise.routing.calibrate.
-   calibrate_threshold`` picks on the calibration half the cheapest threshold (cost =
-   tokens the large model processes) whose accuracy ≥ target × always-large's. The
-   headline cascade uses the scorer that was cheapest *on the calibration half*.
-4. **Held-out evaluation** of always-small, always-large, random routing at the
-   cascade's escalation rate (mean over ``--random-seeds`` seeds) and the calibrated
-   cascade: accuracy, large-model tokens (prompt + completion), small-model tokens and
-   measured wall time, as ratios to always-large; a paired bootstrap interval of the
-   accuracy ratio; and how often the target holds over many re-drawn splits.
-5. **Router overhead.** p50/p99 of ``edgewise.routing.policy.route`` on a 4-tier fleet.
+   ``max_tokens=4``, first standalone A–D letter. GSM8K: one worked example, brief
+   reasoning ending ``#### <number>``, ``max_tokens=256``. Raw outputs (text, tokens,
+   logprobs, wall time) are cached in ``bench/results/cascade_cache/<model>__<dataset>
+   .jsonl`` keyed by the dataset row and a hash of the prompt, so a rerun only computes
+   what is missing.
+3. **The scored run** (small model only, cached in ``…__<dataset>__top5_k5_t0.7.jsonl.gz``):
+   the greedy answer again with its token strings and ``--top-logprobs`` alternatives
+   per token (``answer_prob``, ``margin``), then ``--samples`` answers sampled at
+   ``--sample-temperature`` with the node's other sampling defaults, seeded, one after
+   the other on the same engine as the router does on a local tier (``agreement``). Its
+   greedy answers are the small model's answers everywhere below.
+4. **Calibration.** Each dataset is split (seeded) into a calibration and a held-out
+   half. For every registered confidence scorer — computed by the product's own
+   ``Scorer`` objects — ``edgewise.routing.calibrate.calibrate_threshold`` picks on the
+   calibration half the cheapest threshold (cost = tokens the large model processes)
+   whose accuracy ≥ target × always-large's. The headline cascade uses the scorer that
+   was cheapest *on the calibration half*.
+5. **Held-out evaluation** of always-small, always-large, random routing at the
+   cascade's escalation rate (mean over ``--random-seeds`` seeds), the calibrated cascade
+   of every scorer and the oracle cascade: accuracy, large-model tokens (prompt +
+   completion), small-model tokens and measured wall time, as ratios to always-large,
+   with what sampling adds (samples the router draws — it stops once the rest cannot
+   change the decision —, their tokens and wall time); AUROC per scorer; the most
+   accurate threshold within the token budget in hindsight; ``agreement`` with 1..k
+   samples; a paired bootstrap interval of the accuracy ratio; and how often the target
+   holds over many re-drawn splits (numbers: ``cascade_eval.py``; report and plot:
+   ``cascade_report.py``).
+6. **Router overhead.** p50/p99 of ``edgewise.routing.policy.route`` on a 4-tier fleet.
 
 Target: held-out accuracy ≥ 95 % of always-large at ≤ 50 % of its large-model tokens.
 
-    .venv/bin/python bench/cascade.py                     # ~45 min on 2 cores, cold cache
-    .venv/bin/python bench/cascade.py --mmlu 100 --gsm8k 30   # quicker
+    .venv/bin/python bench/cascade.py       # seconds with the cache; ~2.5-3 h cold, 2 cores
+    .venv/bin/python bench/cascade.py --mmlu 100 --gsm8k 30 --samples 3   # quicker
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -50,13 +64,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cascade_eval import (
+    Table,
+    agreement_sweep,
+    auroc,
+    bootstrap_ratio,
+    calibrate,
+    evaluate,
+    hindsight,
+    met,
+    pick_scorer,
+    resplits,
+    split,
+)
+from cascade_report import markdown, plot
 from edgewise.routing.calibrate import (
-    CalibrationResult,
-    calibrate_threshold,
     parse_choice,
     parse_number,
 )
-from edgewise.routing.confidence import SCORERS, score
+from edgewise.routing.confidence import SCORERS, Scorer, ScorerOptions, build_scorer
+from edgewise.tiers.base import ChatAnswer
 
 SMALL, LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 RESULTS = Path(__file__).parent / "results"
@@ -162,6 +189,47 @@ def read_cache(cache: Path, model: str, dataset: str) -> dict[tuple[int, str], d
     return {(r["index"], r["prompt_hash"]): r for r in rows}
 
 
+def _load_engine(model: str, threads: int | None) -> Any:
+    """The model in-process, warmed up (untimed: pages the weights in, so the first
+    example is not charged for it)."""
+    from edgewise.engines.base import ChatMessage, SamplingParams
+    from edgewise.engines.generation import Generation
+    from edgewise.engines.llamacpp import LlamaCppEngine
+    from edgewise.models import resolve_model
+
+    engine = LlamaCppEngine(resolve_model(model), n_ctx=N_CTX, n_threads=threads)
+    engine.load()
+    warm = engine.chat_prompt([ChatMessage("user", "Say OK.")])
+    for _ in Generation(engine, warm, SamplingParams(max_tokens=4, temperature=0.0),
+                        n_ctx=N_CTX):
+        pass
+    return engine
+
+
+def _generate(engine: Any, prompt: list[int], max_tokens: int, temperature: float,
+              seed: int | None, top_logprobs: int) -> dict[str, Any]:
+    """One answer: text, token strings with logprobs (and alternatives), wall time.
+    Sampling settings other than temperature are the node's defaults
+    (``SamplingDefaults``), as for a routed request."""
+    from edgewise.engines.base import SamplingParams
+    from edgewise.engines.generation import Generation
+
+    t0 = time.perf_counter()
+    gen = Generation(engine, prompt, SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, seed=seed,
+        top_logprobs=top_logprobs), n_ctx=N_CTX)
+    chunks = list(gen)
+    wall = time.perf_counter() - t0
+    o = gen.outcome
+    return {"text": "".join(c.text for c in chunks), "prompt_tokens": o.prompt_tokens,
+            "completion_tokens": o.completion_tokens, "finish_reason": o.finish_reason,
+            "logprobs": [round(float(x), 6) for x in o.logprobs],
+            "tokens": [[t.token, round(float(t.logprob), 6),
+                        [[a, round(float(lp), 6)] for a, _b, lp in t.top]]
+                       for c in chunks for t in c.tokens],
+            "wall_s": wall}
+
+
 def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: int | None,
                log: Callable[[str], None]) -> dict[tuple[str, int], dict[str, Any]]:
     """Answers of ``model`` for every example, computing only what the cache lacks."""
@@ -179,33 +247,19 @@ def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: in
     log(f"{model}: {len(out)} cached, {len(todo)} to run")
     if not todo:
         return out
-    from edgewise.engines.base import ChatMessage, SamplingParams
-    from edgewise.engines.generation import Generation
-    from edgewise.engines.llamacpp import LlamaCppEngine
-    from edgewise.models import resolve_model
+    from edgewise.engines.base import ChatMessage
 
-    engine = LlamaCppEngine(resolve_model(model), n_ctx=N_CTX, n_threads=threads)
-    engine.load()
-    # Warm-up (untimed): pages the weights in, so the first example is not charged for it.
-    warm = engine.chat_prompt([ChatMessage("user", "Say OK.")])
-    for _ in Generation(engine, warm, SamplingParams(max_tokens=4, temperature=0.0),
-                        n_ctx=N_CTX):
-        pass
+    engine = _load_engine(model, threads)
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         for k, e in enumerate(todo, 1):
             prompt = engine.chat_prompt([ChatMessage(r, c) for r, c in e.messages])
-            t0 = time.perf_counter()
-            gen = Generation(engine, prompt, SamplingParams(max_tokens=e.max_tokens,
-                                                            temperature=0.0), n_ctx=N_CTX)
-            text = "".join(c.text for c in gen)
-            wall = time.perf_counter() - t0
-            o = gen.outcome
+            g = _generate(engine, prompt, e.max_tokens, 0.0, None, 0)
             row = {"index": e.index, "prompt_hash": e.prompt_hash(), "model": model,
-                   "dataset": e.dataset, "text": text, "prompt_tokens": o.prompt_tokens,
-                   "completion_tokens": o.completion_tokens, "finish_reason": o.finish_reason,
-                   "logprobs": [round(float(x), 6) for x in o.logprobs], "wall_s": wall,
+                   "dataset": e.dataset, **{k2: g[k2] for k2 in (
+                       "text", "prompt_tokens", "completion_tokens", "finish_reason",
+                       "logprobs", "wall_s")},
                    # 1-min load average: other processes on the machine disturb wall_s.
                    "loadavg": os.getloadavg()[0]}
             with cache_path(cache, model, e.dataset).open("a", encoding="utf-8") as f:
@@ -220,158 +274,126 @@ def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: in
     return out
 
 
-# -- evaluation -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleSettings:
+    """What the confidence scorers beyond plain logprobs need from the small model."""
 
-@dataclass
-class Table:
-    """Per-example arrays of one dataset, in example order."""
+    top_logprobs: int  # alternatives per token of the greedy answer (``margin``)
+    samples: int  # extra sampled answers per example (``agreement``)
+    temperature: float
 
-    small_ok: list[bool]
-    large_ok: list[bool]
-    conf: dict[str, list[float]]  # scorer -> confidence of the small answer
-    large_tokens: list[int]
-    small_tokens: list[int]
-    small_wall: list[float]
-    large_wall: list[float]
-
-    def take(self, idx: Sequence[int]) -> Table:
-        return Table([self.small_ok[i] for i in idx], [self.large_ok[i] for i in idx],
-                     {k: [v[i] for i in idx] for k, v in self.conf.items()},
-                     [self.large_tokens[i] for i in idx], [self.small_tokens[i] for i in idx],
-                     [self.small_wall[i] for i in idx], [self.large_wall[i] for i in idx])
+    def tag(self) -> str:
+        return f"top{self.top_logprobs}_k{self.samples}_t{self.temperature:g}"
 
 
-def build_table(examples: Sequence[Example], small: dict[tuple[str, int], dict[str, Any]],
-                large: dict[tuple[str, int], dict[str, Any]]) -> Table:
-    s = [small[(e.dataset, e.index)] for e in examples]
+def scored_cache_path(cache: Path, model: str, dataset: str, s: SampleSettings) -> Path:
+    return cache / f"{model}__{dataset}__{s.tag()}.jsonl.gz"
+
+
+def sample_seed(index: int, j: int) -> int:
+    return (index * 1009 + j) % (1 << 32)
+
+
+def sample_all(model: str, examples: Sequence[Example], cache: Path, s: SampleSettings,
+               threads: int | None, log: Callable[[str], None]
+               ) -> dict[tuple[str, int], dict[str, Any]]:
+    """For every example: the greedy answer again, now with token strings and
+    ``s.top_logprobs`` alternatives per token, then ``s.samples`` answers sampled at
+    ``s.temperature`` (seeded), one after the other on the same engine — as the router
+    does on a local tier, so llama.cpp reuses the prompt's KV cache and a sample costs
+    about its decode only. Cached per example in ``<model>__<dataset>__<tag>.jsonl.gz``."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    todo = []
+    for ds in sorted({e.dataset for e in examples}):
+        path = scored_cache_path(cache, model, ds, s)
+        rows = []
+        if path.exists():
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        cached = {(r["index"], r["prompt_hash"]): r for r in rows}
+        for e in examples:
+            if e.dataset == ds:
+                hit = cached.get((e.index, e.prompt_hash()))
+                if hit is None:
+                    todo.append(e)
+                else:
+                    out[(ds, e.index)] = hit
+    log(f"{model} {s.tag()}: {len(out)} cached, {len(todo)} to run")
+    if not todo:
+        return out
+    from edgewise.engines.base import ChatMessage
+
+    engine = _load_engine(model, threads)
+    cache.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        for k, e in enumerate(todo, 1):
+            prompt = engine.chat_prompt([ChatMessage(r, c) for r, c in e.messages])
+            greedy = _generate(engine, prompt, e.max_tokens, 0.0, None, s.top_logprobs)
+            samples = []
+            for j in range(s.samples):
+                g = _generate(engine, prompt, e.max_tokens, s.temperature,
+                              sample_seed(e.index, j), 0)
+                del g["tokens"]
+                samples.append({**g, "seed": sample_seed(e.index, j)})
+            row = {"index": e.index, "prompt_hash": e.prompt_hash(), "model": model,
+                   "dataset": e.dataset, "settings": s.tag(), "greedy": greedy,
+                   "samples": samples, "loadavg": os.getloadavg()[0]}
+            # gzip (~4x smaller: alternatives per token are bulky); appending adds a gzip
+            # member, which gzip.open reads back as one stream.
+            with gzip.open(scored_cache_path(cache, model, e.dataset, s), "at",
+                           encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            out[(e.dataset, e.index)] = row
+            if k % 10 == 0 or k == len(todo):
+                rate = (time.perf_counter() - start) / k
+                log(f"  {model} {s.tag()} {k}/{len(todo)}  {rate:.2f} s/example, "
+                    f"~{rate * (len(todo) - k) / 60:.0f} min left")
+    finally:
+        engine.close()
+    return out
+
+
+# -- evaluation (numbers: cascade_eval.py) -------------------------------------------
+
+def small_answer(row: dict[str, Any]) -> ChatAnswer:
+    """A cached greedy answer as the router's scorers see it (text, logprob items with
+    token strings and alternatives)."""
+    g = row["greedy"]
+    items = [{"token": tok, "logprob": lp, "bytes": None,
+              "top_logprobs": [{"token": a, "logprob": alp, "bytes": None} for a, alp in top]}
+             for tok, lp, top in g["tokens"]]
+    return ChatAnswer(g["text"], g["finish_reason"], SMALL, g["prompt_tokens"],
+                      g["completion_tokens"], items)
+
+
+def build_table(examples: Sequence[Example], scored: dict[tuple[str, int], dict[str, Any]],
+                large: dict[tuple[str, int], dict[str, Any]], scorers: dict[str, Scorer]
+                ) -> Table:
+    s = [scored[(e.dataset, e.index)] for e in examples]
     lg = [large[(e.dataset, e.index)] for e in examples]
-    return Table(
-        [correct(e, r["text"]) for e, r in zip(examples, s, strict=True)],
+    answers = [small_answer(r) for r in s]
+    samples = [[ChatAnswer(x["text"], x["finish_reason"], SMALL) for x in r["samples"]]
+               for r in s]
+    t = Table(
+        [correct(e, a.text) for e, a in zip(examples, answers, strict=True)],
         [correct(e, r["text"]) for e, r in zip(examples, lg, strict=True)],
-        {name: [score(name, r["logprobs"]) for r in s] for name in sorted(SCORERS)},
+        answers, samples,
+        [[x["completion_tokens"] for x in r["samples"]] for r in s],
+        [[x["wall_s"] for x in r["samples"]] for r in s],
         [r["prompt_tokens"] + r["completion_tokens"] for r in lg],
-        [r["prompt_tokens"] + r["completion_tokens"] for r in s],
-        [r["wall_s"] for r in s], [r["wall_s"] for r in lg])
+        [r["greedy"]["prompt_tokens"] + r["greedy"]["completion_tokens"] for r in s],
+        [r["greedy"]["wall_s"] for r in s], [r["wall_s"] for r in lg])
+    for name, scorer in scorers.items():
+        k = scorer.samples
+        t.conf[name] = [scorer(a, ss[:k]) for a, ss in zip(answers, samples, strict=True)]
+    return t
 
 
-def calibrate(t: Table, scorer: str, target: float) -> CalibrationResult:
-    # Cost in the currency of the target: tokens the large model processes.
-    return calibrate_threshold(t.conf[scorer], t.small_ok, t.large_ok,
-                               [0] * len(t.small_ok), t.large_tokens, target=target)
-
-
-def strategy(t: Table, escalate: Sequence[bool]) -> dict[str, float]:
-    """Accuracy and costs of answering with small unless ``escalate[i]``. A cascade pays
-    the small model on every example; a router that sends straight to large does not —
-    callers pass ``small_everywhere`` to say which."""
-    n = len(escalate)
-    acc = sum(lg if e else s for s, lg, e in zip(t.small_ok, t.large_ok, escalate,
-                                                 strict=True)) / n
-    return {"accuracy": acc, "escalation_rate": sum(escalate) / n,
-            "large_tokens": sum(c for c, e in zip(t.large_tokens, escalate, strict=True) if e),
-            "large_wall_s": sum(w for w, e in zip(t.large_wall, escalate, strict=True) if e)}
-
-
-def evaluate(t: Table, threshold: float, scorer: str, random_seeds: int, seed: int
-             ) -> dict[str, dict[str, float]]:
-    n = len(t.small_ok)
-    ref_tokens, ref_wall = sum(t.large_tokens), sum(t.large_wall)
-    ref_acc = sum(t.large_ok) / n
-
-    def row(escalate: Sequence[bool], small_all: bool) -> dict[str, float]:
-        r = strategy(t, escalate)
-        small_tok = sum(t.small_tokens) if small_all else sum(
-            c for c, e in zip(t.small_tokens, escalate, strict=True) if not e)
-        small_wall = sum(t.small_wall) if small_all else sum(
-            w for w, e in zip(t.small_wall, escalate, strict=True) if not e)
-        return {**r, "small_tokens": small_tok,
-                "accuracy_ratio": r["accuracy"] / ref_acc if ref_acc else float("nan"),
-                "large_token_ratio": r["large_tokens"] / ref_tokens,
-                "wall_ratio": (r["large_wall_s"] + small_wall) / ref_wall}
-
-    cascade_esc = [c < threshold for c in t.conf[scorer]]
-    k = sum(cascade_esc)
-    rng = random.Random(seed)
-    runs = []
-    for _ in range(random_seeds):  # random routing: k of n sent straight to large
-        chosen = set(rng.sample(range(n), k))
-        runs.append(row([i in chosen for i in range(n)], small_all=False))
-    rand = {key: statistics.fmean(r[key] for r in runs) for key in runs[0]}
-    rand["accuracy_std"] = statistics.pstdev(r["accuracy"] for r in runs)
-    oracle = [lg and not s for s, lg in zip(t.small_ok, t.large_ok, strict=True)]
-    return {"always-small": row([False] * n, True), "always-large": row([True] * n, False),
-            "random (matched rate)": rand, "calibrated cascade": row(cascade_esc, True),
-            "oracle cascade (reference)": row(oracle, True)}
-
-
-def auroc(conf: Sequence[float], ok: Sequence[bool]) -> float:
-    """P(confidence of a right small answer > that of a wrong one), ties half: how well
-    the scorer separates answers to keep from answers to escalate (0.5 = chance)."""
-    pos = [c for c, k in zip(conf, ok, strict=True) if k]
-    neg = [c for c, k in zip(conf, ok, strict=True) if not k]
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
-
-
-def bootstrap_ratio(t: Table, threshold: float, scorer: str, reps: int, seed: int
-                    ) -> tuple[float, float]:
-    """95 % paired-bootstrap interval of cascade accuracy ÷ always-large accuracy."""
-    n = len(t.small_ok)
-    casc = [lg if c < threshold else s
-            for s, lg, c in zip(t.small_ok, t.large_ok, t.conf[scorer], strict=True)]
-    rng = random.Random(seed)
-    ratios = []
-    for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        big = sum(t.large_ok[i] for i in idx)
-        if big:
-            ratios.append(sum(casc[i] for i in idx) / big)
-    ratios.sort()
-    if not ratios:
-        return float("nan"), float("nan")
-    return ratios[int(0.025 * len(ratios))], ratios[int(0.975 * len(ratios)) - 1]
-
-
-def split(n: int, seed: int) -> tuple[list[int], list[int]]:
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    return sorted(idx[: n // 2]), sorted(idx[n // 2:])
-
-
-def _mean_load(rows: dict[tuple[str, int], dict[str, Any]], exs: Sequence[Example]) -> float:
-    return statistics.fmean(rows[(e.dataset, e.index)].get("loadavg", float("nan"))
-                            for e in exs)
-
-
-def pick_scorer(cal: Table, target: float) -> tuple[str, dict[str, CalibrationResult]]:
-    results = {name: calibrate(cal, name, target) for name in sorted(SCORERS)}
-    best = min(results, key=lambda k: (results[k].chosen.cost, -results[k].chosen.accuracy))
-    return best, results
-
-
-def met(row: dict[str, float], target: float, cost_target: float) -> bool:
-    return row["accuracy_ratio"] >= target - 1e-12 and row["large_token_ratio"] <= cost_target
-
-
-def resplits(t: Table, target: float, cost_target: float, n_splits: int, seed: int
-             ) -> dict[str, float]:
-    """Re-draw the calibration/held-out split many times (whole procedure, scorer choice
-    included): how often does the held-out cascade meet the target?"""
-    hits, accs, costs = 0, [], []
-    for s in range(n_splits):
-        cal_i, held_i = split(len(t.small_ok), seed + 1000 + s)
-        cal, held = t.take(cal_i), t.take(held_i)
-        name, res = pick_scorer(cal, target)
-        r = evaluate(held, res[name].threshold, name, 1, s)["calibrated cascade"]
-        hits += met(r, target, cost_target)
-        accs.append(r["accuracy_ratio"])
-        costs.append(r["large_token_ratio"])
-    return {"splits": n_splits, "met_fraction": hits / n_splits,
-            "accuracy_ratio_mean": statistics.fmean(accs),
-            "accuracy_ratio_p10": sorted(accs)[n_splits // 10],
-            "large_token_ratio_mean": statistics.fmean(costs)}
+def make_scorers(k: int) -> dict[str, Scorer]:
+    """Every registered scorer, as the router builds it (default answer span: after the
+    last ``####``, else the whole reply), sampling scorers with ``k`` samples."""
+    return {name: build_scorer(name, ScorerOptions(samples=k)) for name in SCORERS}
 
 
 # -- router overhead --------------------------------------------------------------------
@@ -408,104 +430,37 @@ def router_overhead(calls: int, seed: int) -> dict[str, float]:
             "mean_us": statistics.fmean(times) / 1e3}
 
 
-# -- report -----------------------------------------------------------------------------
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Cascade benchmark ({report['settings']['date']})", "",
-             f"small `{SMALL}`, large `{LARGE}`, greedy; target: held-out accuracy ≥ "
-             f"{pct(report['settings']['target'])} of always-large at ≤ "
-             f"{pct(report['settings']['cost_target'])} of its large-model tokens.", ""]
-    for ds, d in report["datasets"].items():
-        lines += [f"## {ds}: {d['n']} examples ({d['n_calibration']} calibration, "
-                  f"{d['n_heldout']} held-out)", "",
-                  "Calibration half, per scorer (threshold = cheapest meeting the target):",
-                  "", "| scorer | threshold | escalated | accuracy | large tokens vs always-large"
-                  " |",
-                  "|---|---:|---:|---:|---:|"]
-        for name, c in d["calibration"].items():
-            mark = " **(chosen)**" if name == d["scorer"] else ""
-            lines.append(f"| {name}{mark} | {min(c['threshold'], 1):.4f} | "
-                         f"{pct(c['escalation_rate'])} | {pct(c['accuracy'])} | "
-                         f"{pct(c['cost_ratio'])} |")
-        lines += ["", f"Held-out half (scorer `{d['scorer']}`, threshold "
-                      f"{min(d['threshold'], 1):.4f}):", "",
-                  "| strategy | accuracy | vs always-large | escalated | large-model tokens | "
-                  "small-model tokens | wall time |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, r in d["heldout"].items():
-            acc = pct(r["accuracy"]) + (f" ± {pct(r['accuracy_std'])}"
-                                        if "accuracy_std" in r else "")
-            lines.append(f"| {name} | {acc} | {pct(r['accuracy_ratio'])} | "
-                         f"{pct(r['escalation_rate'])} | {r['large_tokens']:.0f} "
-                         f"({pct(r['large_token_ratio'])}) | {r['small_tokens']:.0f} | "
-                         f"{pct(r['wall_ratio'])} |")
-        lo, hi = d["bootstrap_accuracy_ratio_95"]
-        rs = d["resplits"]
-        fs = d["full_set"]
-        lines += ["", f"Mean wall time per example: small {fs['small_wall_mean_s']:.2f} s, "
-                      f"large {fs['large_wall_mean_s']:.2f} s; mean 1-min load average while "
-                      f"answering {fs['small_loadavg_mean']:.1f} / "
-                      f"{fs['large_loadavg_mean']:.1f} (2 cores; above ~2 other processes "
-                      "were competing, so wall times are inflated and noisy)."]
-        lines += ["", "Per-scorer held-out cascades (AUROC of confidence for a right small "
-                      "answer, whole set, 0.5 = chance): " + "; ".join(
-            f"`{k}` {pct(v['accuracy_ratio'])} accuracy at {pct(v['large_token_ratio'])} "
-            f"tokens (AUROC {d['auroc'][k]:.3f})" for k, v in d["heldout_by_scorer"].items())
-            + ".", "",
-            f"Cascade ÷ always-large accuracy, 95 % paired bootstrap: {pct(lo)} – {pct(hi)}. "
-            f"Over {rs['splits']} re-drawn splits the held-out cascade met the target in "
-            f"{pct(rs['met_fraction'])} (mean accuracy ratio "
-            f"{pct(rs['accuracy_ratio_mean'])}, 10th percentile "
-            f"{pct(rs['accuracy_ratio_p10'])}; mean large-token ratio "
-            f"{pct(rs['large_token_ratio_mean'])}).", "",
-            f"**Target {'met' if d['target_met'] else 'NOT met'} on held-out {ds}.**", ""]
-    o = report["router_overhead"]
-    lines += ["## Router decision overhead", "",
-              f"`edgewise.routing.policy.route` on a 4-tier fleet, {o['calls']} calls: "
-              f"p50 {o['p50_us']:.1f} µs, p99 {o['p99_us']:.1f} µs, max {o['max_us']:.0f} µs "
-              f"(target p99 < 1 ms: {'met' if o['p99_us'] < 1000 else 'NOT met'}).", ""]
-    return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], curves: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.6), squeeze=False)
-    for ax, (ds, c) in zip(axes[0], curves.items(), strict=True):
-        d = report["datasets"][ds]["heldout"]
-        ref = d["always-large"]["accuracy"]
-        for name, pts in c["curves"].items():
-            xs = [p["cost"] for p in pts]
-            ys = [p["accuracy"] for p in pts]
-            main = name == c["scorer"]
-            ax.plot(xs, ys, ".-", ms=3, lw=1.6 if main else 0.8, alpha=1 if main else 0.45,
-                    label=f"cascade, every threshold ({name})")
-        s, lg = d["always-small"], d["always-large"]
-        ax.plot([0, 1], [s["accuracy"], lg["accuracy"]], "k--", lw=1,
-                label="random routing (expected)")
-        ax.plot([0], [s["accuracy"]], "o", color="tab:red", ms=8, label="always-small")
-        ax.plot([1], [lg["accuracy"]], "s", color="tab:purple", ms=8, label="always-large")
-        cc = d["calibrated cascade"]
-        ax.plot([cc["large_token_ratio"]], [cc["accuracy"]], "*", color="gold", ms=16,
-                mec="k", label="calibrated cascade (held-out)")
-        oc = d["oracle cascade (reference)"]
-        ax.plot([oc["large_token_ratio"]], [oc["accuracy"]], "^", color="tab:green", ms=8,
-                label="oracle cascade (reference)")
-        ax.axhline(report["settings"]["target"] * ref, color="grey", lw=0.8, ls=":")
-        ax.axvline(report["settings"]["cost_target"], color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{ds} held-out (n={report['datasets'][ds]['n_heldout']})")
-        ax.set_xlabel("large-model tokens ÷ always-large")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def full_set(t: Table, exs: Sequence[Example], first: dict[tuple[str, int], dict[str, Any]],
+             scored: dict[tuple[str, int], dict[str, Any]],
+             large: dict[tuple[str, int], dict[str, Any]]) -> dict[str, float]:
+    """Whole-dataset facts, including how the scored run's greedy answers compare with
+    the first run's (llama.cpp's numerics depend on how the prompt was batched, e.g.
+    which prefix was still in the KV cache, so a near-tie token can flip)."""
+    keys = [(e.dataset, e.index) for e in exs]
+    first_ok = [correct(e, first[k]["text"]) for e, k in zip(exs, keys, strict=True)]
+    n = len(exs)
+    return {
+        "small_accuracy": sum(t.small_ok) / n, "large_accuracy": sum(t.large_ok) / n,
+        "small_tokens_mean": statistics.fmean(t.small_tokens),
+        "small_decode_tokens_mean": statistics.fmean(a.completion_tokens for a in t.answers),
+        "large_tokens_mean": statistics.fmean(t.large_tokens),
+        "sample_decode_tokens_mean": statistics.fmean(sum(x) for x in t.sample_tokens),
+        "small_wall_mean_s": statistics.fmean(t.small_wall),
+        "sample_wall_mean_s": statistics.fmean(sum(x) for x in t.sample_wall),
+        "large_wall_mean_s": statistics.fmean(t.large_wall),
+        "samples_at_max_tokens": sum(x["completion_tokens"] >= e.max_tokens
+                                     for e, k in zip(exs, keys, strict=True)
+                                     for x in scored[k]["samples"]) / (n * len(
+                                         scored[keys[0]]["samples"]) or 1),
+        "greedy_differs_from_first_run": sum(
+            scored[k]["greedy"]["text"] != first[k]["text"] for k in keys),
+        "first_run_small_accuracy": sum(first_ok) / n,
+        # 1-min load average while answering: >= 2 is this benchmark alone (2 llama.cpp
+        # threads); more means other processes shared the cores and inflated wall times.
+        "small_loadavg_mean": statistics.fmean(scored[k]["loadavg"] for k in keys),
+        "large_loadavg_mean": statistics.fmean(large[k].get("loadavg", float("nan"))
+                                               for k in keys),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -518,6 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cost-target", type=float, default=0.5,
                     help="largest share of always-large's large-model tokens")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (all cores)")
+    ap.add_argument("--samples", type=int, default=5,
+                    help="answers sampled from the small model per example (agreement)")
+    ap.add_argument("--sample-temperature", type=float, default=0.7)
+    ap.add_argument("--top-logprobs", type=int, default=5,
+                    help="alternatives per token kept for the margin scorer")
+    ap.add_argument("--answers-only", action="store_true",
+                    help="compute and cache the answers, then stop")
     ap.add_argument("--random-seeds", type=int, default=1000)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--resplits", type=int, default=200)
@@ -533,26 +495,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_gsm8k(args.gsm8k, args.seed) if args.gsm8k else [])
     t0 = time.perf_counter()
     small = answer_all(SMALL, examples, args.cache, args.threads, log)  # one model at a time
+    settings = SampleSettings(args.top_logprobs, args.samples, args.sample_temperature)
+    scored = sample_all(SMALL, examples, args.cache, settings, args.threads, log)
     large = answer_all(LARGE, examples, args.cache, args.threads, log)
     log(f"answers ready in {time.perf_counter() - t0:.0f} s")
+    if args.answers_only:
+        return 0
 
     report: dict[str, Any] = {"settings": {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "small": SMALL, "large": LARGE, "n_ctx": N_CTX, "greedy": True,
+        "sampling": {"temperature": args.sample_temperature, "top_p": 0.95, "top_k": 40,
+                     "min_p": 0.05, "samples": args.samples},
         "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "python": platform.python_version()}, "datasets": {}}
+    scorers = make_scorers(args.samples)
     curves: dict[str, dict[str, Any]] = {}
     for ds in [d for d in ("mmlu", "gsm8k") if any(e.dataset == d for e in examples)]:
         exs = [e for e in examples if e.dataset == ds]
-        table = build_table(exs, small, large)
+        table = build_table(exs, scored, large, scorers)
         cal_i, held_i = split(len(exs), args.seed)
         cal, held = table.take(cal_i), table.take(held_i)
-        name, results = pick_scorer(cal, args.target)
+        name, results = pick_scorer(cal, list(scorers), args.target)
         thr = results[name].threshold
-        heldout = evaluate(held, thr, name, args.random_seeds, args.seed)
-        by_scorer = {k: evaluate(held, r.threshold, k, 1, args.seed)["calibrated cascade"]
-                     for k, r in results.items()}
-        ref_tokens = sum(held.large_tokens) / len(held.large_tokens)
+        heldout = evaluate(held, thr, scorers[name], args.random_seeds, args.seed)
+        by_scorer = {k: evaluate(held, r.threshold, scorers[k], 1, args.seed)[
+            "calibrated cascade"] for k, r in results.items()}
+        ref_tokens = sum(held.large_tokens) / held.n
         curves[ds] = {"scorer": name, "curves": {
             k: [{"cost": p.cost / ref_tokens, "accuracy": p.accuracy}
                 for p in calibrate(held, k, args.target).curve] for k in results}}
@@ -567,22 +536,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "large_accuracy": r.large_accuracy}
                             for k, r in results.items()},
             "heldout": heldout, "heldout_by_scorer": by_scorer,
+            "hindsight_at_cost_target": {k: hindsight(held, k, args.target, args.cost_target)
+                                         for k in results},
+            "heldout_target_met_by_scorer": {
+                k: met(v, args.target, args.cost_target) for k, v in by_scorer.items()},
             "auroc": {k: auroc(table.conf[k], table.small_ok) for k in results},
+            "auroc_heldout": {k: auroc(held.conf[k], held.small_ok) for k in results},
+            "agreement_by_samples": agreement_sweep(
+                table, cal_i, held_i, args.samples, args.target, args.cost_target, args.seed),
             "bootstrap_accuracy_ratio_95": bootstrap_ratio(held, thr, name, args.bootstrap,
                                                            args.seed),
-            "resplits": resplits(table, args.target, args.cost_target, args.resplits,
-                                 args.seed),
+            "resplits": resplits(table, scorers, args.target, args.cost_target,
+                                 args.resplits, args.seed),
             "target_met": met(heldout["calibrated cascade"], args.target, args.cost_target),
-            "full_set": {"small_accuracy": sum(table.small_ok) / len(exs),
-                         "large_accuracy": sum(table.large_ok) / len(exs),
-                         "small_tokens_mean": statistics.fmean(table.small_tokens),
-                         "large_tokens_mean": statistics.fmean(table.large_tokens),
-                         "small_wall_mean_s": statistics.fmean(table.small_wall),
-                         "large_wall_mean_s": statistics.fmean(table.large_wall),
-                         # >= 2 is this benchmark alone (2 llama.cpp threads); more means
-                         # other processes shared the cores and wall times are inflated.
-                         "small_loadavg_mean": _mean_load(small, exs),
-                         "large_loadavg_mean": _mean_load(large, exs)},
+            "full_set": full_set(table, exs, small, scored, large),
         }
     report["router_overhead"] = router_overhead(args.router_calls, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -262,3 +262,66 @@ def test_calibrate_command_names_the_bad_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"{data}:2" in result.stderr.replace("\n", "")
     assert "exact, number, choice" in result.stderr.replace("\n", "")
+
+
+def test_calibrate_command_with_a_sampling_scorer(
+        tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgewise.cli
+
+    monkeypatch.setattr(edgewise.cli, "_calibrate_transports",
+                        lambda: {CLOUD_URL: cloud_transport})
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite")).replace(
+        "scorer: min_prob}", "scorer: min_prob, samples: 3, sample_temperature: 1.0}"))
+    data = _labelled(tmp_path / "labelled.jsonl", [
+        {"prompt": "Say hello", "answer": "hello", "grader": "exact"},
+        {"prompt": "How many?", "answer": "3", "grader": "number"}])
+    result = CliRunner().invoke(app, ["calibrate", "--config", str(fleet), "--data", str(data),
+                                      "--scorer", "agreement", "--write", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["scorer"] == "agreement"
+    assert report["scorer_settings"] == {"answer_pattern": None, "top_logprobs": 0,
+                                         "samples": 3, "sample_temperature": 1.0}
+    # Every fake answer is 24 tokens after the same prompt on both tiers, so the small
+    # tier's cost is its answer plus 3 samples: 4x the large tier's.
+    assert report["small_cost"] == pytest.approx(4 * report["large_cost"])
+    cascade = load_config(fleet).routing.cascade
+    assert cascade.scorer == "agreement" and cascade.samples == 3
+    assert cascade.calibration is not None and cascade.calibration["scorer"] == "agreement"
+
+
+async def test_collect_draws_samples_for_the_small_tier_only(
+        tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport) -> None:
+    from edgewise.config import parse_config
+    from edgewise.routing.calibrate import LabelledExample, calibrate_threshold, collect
+    from edgewise.routing.confidence import ScorerOptions, build_scorer
+    from scripted_engine import ScriptedEngine
+
+    cfg = parse_config(yaml.safe_load(FLEET_YAML.replace("JOBS", str(tmp_path / "j.sqlite"))))
+    # Per example: the answer, then 2 samples. Example 1: samples agree (1.0);
+    # example 2: one of two agrees (0.5); example 3: none do, and the answer is wrong.
+    engine = ScriptedEngine(["#### 3", "#### 3", "3", "#### 5", "#### 4", "#### 5",
+                             "#### 8", "#### 9", "#### 7"])
+    examples = [LabelledExample((("user", q),), gold, "number")
+                for q, gold in (("a", "3"), ("b", "5"), ("c", "7"))]
+    got = await collect(cfg, examples, ("device", "cloud"), max_tokens=16, samples=2,
+                        sample_temperature=0.9, top_logprobs=2, engine=engine,
+                        transports={CLOUD_URL: cloud_transport})
+    small, large = got["device"], got["cloud"]
+    assert [p.temperature for p in engine.calls] == [0.0, 0.9, 0.9] * 3
+    assert [p.seed for p in engine.calls] == [None, 1, 2] * 3
+    assert all(p.top_logprobs == 2 for p in engine.calls[::3])
+    assert [len(s) for s in small.samples] == [2, 2, 2] and large.samples == [[], [], []]
+    assert small.correct == [True, True, False]
+    agreement = build_scorer("agreement", ScorerOptions(samples=2))
+    assert small.confidence(agreement) == [1.0, 0.5, 0.0]
+    # Samples cost prompt + completion each, like the answer; "3" is 5 tokens shorter
+    # than "#### 3" (the fake tokenizer spells both byte by byte).
+    assert small.sample_tokens == [2 * small.tokens[0] - 5, 2 * small.tokens[1],
+                                   2 * small.tokens[2]]
+    # Escalating below 0.5 sends exactly the wrong answer up.
+    r = calibrate_threshold(small.confidence(agreement), small.correct, [True] * 3,
+                            [0] * 3, large.tokens, target=1.0)
+    assert r.chosen.threshold == 0.5 and r.chosen.escalation_rate == pytest.approx(1 / 3)

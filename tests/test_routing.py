@@ -4,6 +4,7 @@ edgewise node reached through an httpx transport that a test can cut and restore
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
 from edgewise.routing.service import Router
 from fake_detector import FakeDetector
+from scripted_engine import ScriptedEngine
 
 CLOUD_URL = "http://cloud.test/v1"
 CHAT = "/v1/chat/completions"
@@ -48,7 +50,8 @@ class Tiered:
     cloud_node: Node
 
 
-def tiered_config(tmp_path: Any, *, cascade: bool, threshold: float = 0.5) -> Any:
+def tiered_config(tmp_path: Any, *, cascade: bool, threshold: float = 0.5,
+                  **cascade_keys: Any) -> Any:
     return parse_config({
         "node": {"name": "clinic-1"},
         "engine": {"kind": "fake", "n_ctx": 512},
@@ -58,20 +61,21 @@ def tiered_config(tmp_path: Any, *, cascade: bool, threshold: float = 0.5) -> An
             {"name": "cloud", "endpoints": [{"url": CLOUD_URL}], "clearance": "public",
              "cost_per_1k_tokens": 0.6},
         ],
-        "routing": {"cascade": {"enabled": cascade, "threshold": threshold},
+        "routing": {"cascade": {"enabled": cascade, "threshold": threshold, **cascade_keys},
                     "health": {"probe_interval_s": 0.2, "failure_threshold": 2},
                     "jobs_path": str(tmp_path / "jobs.sqlite")},
         "audit": {"path": str(tmp_path / "audit.sqlite")},
     })
 
 
-async def make_tiered(tmp_path: Any, **kw: Any) -> AsyncIterator[Tiered]:
+async def make_tiered(tmp_path: Any, *, device: FakeEngine | None = None, **kw: Any
+                      ) -> AsyncIterator[Tiered]:
     cloud_node = Node(make_config(node={"name": "cloud-1", "tier": "cloud"}),
                       FakeEngine(model="cloud-model"))
     await cloud_node.start()
     cloud_app = create_app(cloud_node, manage_lifecycle=False)
     switch = Switch(httpx.ASGITransport(app=cloud_app))
-    node = Node(tiered_config(tmp_path, **kw), FakeEngine(model="device-model"))
+    node = Node(tiered_config(tmp_path, **kw), device or FakeEngine(model="device-model"))
     await node.start()
     app = create_app(node, manage_lifecycle=False, transports={CLOUD_URL: switch},
                      detector=FakeDetector())
@@ -288,3 +292,95 @@ async def test_probe_treats_a_node_without_a_loaded_model_as_down(tmp_path: Any)
     assert "no model loaded yet" in (cloud.breaker.last_error or "")
     await router.fleet.stop()
     await node.stop()
+
+
+# -- confidence scorers through the router ------------------------------------------------
+
+async def routed(tmp_path: Any, replies: list[str | None], body: dict[str, Any], **cascade: Any
+                 ) -> tuple[httpx.Response, ScriptedEngine, Tiered]:
+    engine = ScriptedEngine(replies, model="device-model")
+    out = None
+    async for t in make_tiered(tmp_path, device=engine, cascade=True, **cascade):
+        out = await t.client.post(CHAT, json={"model": "auto", "messages": MSG, **body}), t
+    assert out is not None  # the fleet was torn down when the loop ended
+    return out[0], engine, out[1]
+
+
+AGREEMENT = {"scorer": "agreement", "samples": 5, "sample_temperature": 0.9,
+             "threshold": 0.6}  # keep with 3 of 5 samples agreeing
+
+
+async def test_agreement_keeps_an_answer_its_samples_agree_with(tmp_path: Any) -> None:
+    r, engine, t = await routed(
+        tmp_path, ["6 * 7 = 42\n#### 42", "#### 42", "so 42", "#### 42.0", "#### 41"],
+        {"max_tokens": 20, "temperature": 0, "seed": 7}, **AGREEMENT)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert r.json()["choices"][0]["message"]["content"] == "6 * 7 = 42\n#### 42"
+    # Three samples agreed: 3/5 >= 0.6 whatever the other two say, so they were not drawn.
+    assert float(r.headers["x-edgewise-confidence"]) == pytest.approx(0.6)
+    assert [(p.temperature, p.seed) for p in engine.calls] == [
+        (0.0, 7), (0.9, 8), (0.9, 9), (0.9, 10)]
+    assert all(p.max_tokens == 20 for p in engine.calls)
+    assert t.switch.calls == 0
+
+
+async def test_agreement_escalates_an_answer_its_samples_disagree_with(tmp_path: Any) -> None:
+    r, engine, t = await routed(
+        tmp_path, ["#### 42", "#### 41", "#### 40", "#### 42", "#### 39", "#### 42"],
+        {"max_tokens": 20}, **AGREEMENT)
+    assert r.status_code == 200
+    assert r.headers["x-edgewise-tier"] == "cloud"
+    assert r.json()["model"] == "cloud-model"
+    # 41, 40, 42, 39: after four samples at most 2/5 can agree (< 0.6): escalated.
+    assert len(engine.calls) == 5
+    assert "device: confidence 0.20 < 0.60, escalated" in r.headers["x-edgewise-route-reason"]
+    assert t.switch.calls == 1
+
+
+async def test_a_failed_sample_counts_as_disagreeing(tmp_path: Any) -> None:
+    # Without the failure the second sample would agree (2/3 >= 0.6) and the answer stay.
+    r, engine, _ = await routed(tmp_path, ["#### 5", "#### 5", None, "#### 5"],
+                                {"max_tokens": 20}, scorer="agreement", samples=3,
+                                threshold=0.6)
+    assert r.headers["x-edgewise-tier"] == "cloud"
+    assert len(engine.calls) == 3  # no sample after the failure
+    assert "confidence 0.33 < 0.60" in r.headers["x-edgewise-route-reason"]
+
+
+async def test_streaming_agreement_samples_before_the_first_byte(tmp_path: Any) -> None:
+    r, engine, _ = await routed(tmp_path, ["#### 8", "#### 8"],
+                                {"max_tokens": 20, "stream": True}, **AGREEMENT)
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert float(r.headers["x-edgewise-confidence"]) == pytest.approx(0.6)
+    events = sse(r.text)
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]
+                   if e["choices"]) == "#### 8"
+    assert len(engine.calls) == 4
+
+
+async def test_the_top_tier_is_never_sampled(tmp_path: Any) -> None:
+    # Pinned to one tier: the plan has no tier above it, so nothing is scored or sampled.
+    r, engine, _ = await routed(tmp_path, ["#### 1", "#### 2"],
+                                {"max_tokens": 20, "model": "device"}, **AGREEMENT)
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert "x-edgewise-confidence" not in r.headers
+    assert len(engine.calls) == 1
+
+
+async def test_margin_asks_for_alternatives_and_the_client_gets_what_it_asked(
+        tmp_path: Any) -> None:
+    # Every token at logprob -0.1, runner-up at -3.0: margin e^-0.1 - e^-3 = 0.855.
+    r, engine, _ = await routed(tmp_path, ["#### 12"],
+                                {"max_tokens": 20, "logprobs": True}, scorer="margin",
+                                threshold=0.8)
+    assert r.headers["x-edgewise-tier"] == "device"
+    assert float(r.headers["x-edgewise-confidence"]) == pytest.approx(
+        math.exp(-0.1) - math.exp(-3.0), abs=1e-3)
+    assert engine.calls[0].top_logprobs == 2  # the scorer's need
+    content = r.json()["choices"][0]["logprobs"]["content"]
+    assert content and all(i["top_logprobs"] == [] for i in content)  # the client's
+    r, _, _ = await routed(tmp_path, ["#### 12"], {"max_tokens": 20, "logprobs": True,
+                                                   "top_logprobs": 1},
+                           scorer="margin", threshold=0.9)
+    assert r.headers["x-edgewise-tier"] == "cloud"  # 0.855 < 0.9

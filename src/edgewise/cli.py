@@ -244,6 +244,9 @@ def calibrate(
     large: Annotated[str | None, typer.Option(
         help="Tier escalated to (default: the top of the ladder).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    scorer: Annotated[str | None, typer.Option(
+        help="Confidence scorer to calibrate (default: routing.cascade.scorer); with "
+        "--write it becomes the configured one.")] = None,
     write: Annotated[bool, typer.Option(
         "--write", help="Store threshold and curve in the config (a .bak copy is kept).")
     ] = False,
@@ -253,16 +256,22 @@ def calibrate(
 
     Each example is answered by the small and the large tier (greedy, logprobs,
     in-process through this node's API), graded and scored with the configured
-    routing.cascade.scorer. The threshold chosen is the cheapest (fewest tokens)
-    whose cascade accuracy is at least TARGET x the large tier's.
+    routing.cascade.scorer (or --scorer): mean_prob, min_prob, tail_mean_prob,
+    answer_prob (final-answer tokens, routing.cascade.answer_pattern), margin
+    (top-1 minus top-2 probability) or agreement (routing.cascade.samples answers
+    sampled from the small tier at sample_temperature; all their tokens count in
+    its cost, an upper bound: serving stops sampling once the decision is fixed).
+    The threshold chosen is the cheapest (fewest tokens) whose cascade
+    accuracy is at least TARGET x the large tier's.
 
     Graders: exact (same text, ignoring case, spacing, a final period); number
     (the number after the reply's last '####', else its last number); choice
     (the first standalone letter A-H).
 
-    --write stores routing.cascade.threshold and .calibration (target, scorer,
-    n, chosen point, curve, data sha256, date) in the config. PyYAML drops the
-    file's comments, so the original is first copied to FILE.bak.
+    --write stores routing.cascade.threshold, .scorer and .calibration (target,
+    scorer and its settings, n, chosen point, curve, data sha256, date) in the
+    config. PyYAML drops the file's comments, so the original is first copied to
+    FILE.bak.
     """
     import asyncio
 
@@ -276,7 +285,7 @@ def calibrate(
         load_labelled,
         write_calibration,
     )
-    from edgewise.routing.confidence import score
+    from edgewise.routing.confidence import ScorerOptions, build_scorer
 
     try:
         cfg = load_config(config)
@@ -292,8 +301,9 @@ def calibrate(
                                      "needs two tiers (add a tier to the config)")
         if not 0 < target <= 2:
             raise typer.BadParameter(f"--target must be in (0, 2], got {target}")
-        scorer = cfg.routing.cascade.scorer
-        score(scorer, [0.0])  # an unknown scorer fails now, not after the runs
+        cascade = cfg.routing.cascade
+        scorer = scorer or cascade.scorer
+        judge = build_scorer(scorer, ScorerOptions.from_cascade(cascade))  # fails early
         examples = load_labelled(data)
         bar = Progress("[progress.description]{task.description}", BarColumn(),
                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
@@ -302,14 +312,18 @@ def calibrate(
         with bar:
             got = asyncio.run(collect(
                 cfg, examples, (small, large), max_tokens=max_tokens,
+                top_logprobs=judge.top_logprobs, samples=judge.samples,
+                sample_temperature=cascade.sample_temperature, sampled_tiers=(small,),
                 transports=_calibrate_transports(),
                 on_answer=lambda tier, _i: bar.advance(tasks[tier])))
         s, lg = got[small], got[large]
-        result = calibrate_threshold([score(scorer, lp) for lp in s.logprobs], s.correct,
-                                     lg.correct, s.tokens, lg.tokens, target=target)
+        small_cost = [a + b for a, b in zip(s.tokens, s.sample_tokens, strict=True)]
+        result = calibrate_threshold(s.confidence(judge), s.correct, lg.correct,
+                                     small_cost, lg.tokens, target=target)
         record = calibration_record(result, scorer=scorer, small=small, large=large,
-                                    data=data)
-        backup = write_calibration(config, result.threshold, record) if write else None
+                                    data=data, settings=_scorer_settings(judge, cascade))
+        backup = (write_calibration(config, result.threshold, record, scorer=scorer)
+                  if write else None)
     except EdgewiseError as exc:
         _fail(exc)
         return
@@ -321,6 +335,15 @@ def calibrate(
         console.print(f"wrote routing.cascade.threshold = {result.threshold:.4f} and its "
                       f"calibration to {config}; comments are not kept by the YAML round "
                       f"trip, the original is in the backup {backup}", highlight=False)
+
+
+def _scorer_settings(judge: Any, cascade: Any) -> dict[str, Any]:
+    """The settings a scorer's numbers depend on (recorded with the calibration)."""
+    out: dict[str, Any] = {"answer_pattern": cascade.answer_pattern,
+                           "top_logprobs": judge.top_logprobs}
+    if judge.samples:
+        out |= {"samples": judge.samples, "sample_temperature": cascade.sample_temperature}
+    return out
 
 
 def _calibration_table(record: dict[str, Any], threshold: float) -> None:

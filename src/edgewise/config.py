@@ -173,15 +173,47 @@ class TierConfig:
 @with_config(_STRICT)
 @dataclass
 class CascadeConfig:
-    """Answer with the lowest eligible tier; escalate when confidence is below threshold."""
+    """Answer with the lowest eligible tier; escalate when confidence is below threshold.
+
+    Scorers are described in ``edgewise.routing.confidence``; ``edgewise calibrate``
+    picks the threshold for the configured one."""
 
     enabled: bool = False
     #: Confidence in [0, 1] below which the answer is escalated (``edgewise calibrate``).
     threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
-    #: A registered confidence scorer (see ``edgewise.routing.confidence``).
+    #: A registered confidence scorer: ``mean_prob``, ``min_prob``, ``tail_mean_prob``,
+    #: ``answer_prob``, ``margin``, ``agreement`` (or one registered by a plugin).
     scorer: str = "mean_prob"
+    #: Regular expression locating the final answer in a reply (its last match; group 1
+    #: if it has groups), for ``answer_prob``, ``margin`` and ``agreement``. Unset: what
+    #: follows the last ``####``, else the whole reply.
+    answer_pattern: str | None = None
+    #: Answers sampled from a tier to score one of its answers (``agreement``): each is
+    #: another generation of up to ``max_tokens`` on that tier.
+    samples: Annotated[int, Field(ge=1, le=32)] = 5
+    #: Temperature of those samples (> 0: greedy samples would all repeat the answer).
+    sample_temperature: Annotated[float, Field(gt=0, le=2)] = 0.7
     #: Written by ``edgewise calibrate``: the measured curve behind ``threshold``.
     calibration: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        import re
+
+        from edgewise.routing.confidence import SCORERS, unknown_scorer_message
+
+        if self.scorer not in SCORERS:
+            raise ValueError("scorer: " + unknown_scorer_message(self.scorer))
+        if self.answer_pattern is not None:
+            try:
+                compiled = re.compile(self.answer_pattern)
+            except re.error as exc:
+                raise ValueError(f"answer_pattern is not a valid regular expression: {exc}"
+                                 ) from None
+            if compiled.match(""):
+                raise ValueError(f"answer_pattern {self.answer_pattern!r} matches the empty "
+                                 "string, so it would find an empty answer everywhere; "
+                                 "anchor it on text that precedes the answer, e.g. "
+                                 r"'answer is\s*(\S+)'")
 
 
 @with_config(_STRICT)

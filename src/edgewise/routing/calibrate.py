@@ -39,8 +39,11 @@ moves the examples whose confidence equals the previous candidate into the escal
 The second half of this module feeds it (``edgewise calibrate``): a labelled JSONL file
 (:func:`load_labelled`), graders (:func:`grade`), :func:`collect` — which asks the small
 and the large tier of a fleet config for every example through the node's own HTTP app,
-in-process, so the answers come from the code path production uses — and
-:func:`write_calibration`, which records the result in the YAML file.
+in-process, so the answers come from the code path production uses, with what the
+configured scorer needs (``top_logprobs``; for a sampling scorer such as ``agreement``,
+``k`` more answers of the small tier, whose tokens are added to its cost ``a_i``) — and
+:func:`write_calibration`, which records the result in the YAML file. ``c_i`` is then
+``scorer(answer_i, samples_i)``, exactly what the router computes when serving.
 
 Labelled JSONL, one object per line::
 
@@ -60,6 +63,7 @@ answer; ``grader`` one of:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -77,6 +81,8 @@ if TYPE_CHECKING:
     import httpx
 
     from edgewise.config import EdgewiseConfig
+    from edgewise.routing.confidence import Scorer
+    from edgewise.tiers.base import ChatAnswer
 
 __all__ = [
     "ALWAYS_ESCALATE",
@@ -347,6 +353,16 @@ class Collected:
     correct: list[bool] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)  # prompt + completion
+    #: The answers as the router's scorers see them (text, logprob items).
+    answers: list[ChatAnswer] = field(default_factory=list)
+    #: Sampled answers per example (``samples`` > 0 only).
+    samples: list[list[ChatAnswer | None]] = field(default_factory=list)
+    #: Tokens (prompt + completion) spent on those samples, per example.
+    sample_tokens: list[int] = field(default_factory=list)
+
+    def confidence(self, scorer: Scorer) -> list[float]:
+        """``scorer``'s confidence for every collected answer."""
+        return [scorer(a, s) for a, s in zip(self.answers, self.samples, strict=True)]
 
 
 async def collect(
@@ -356,23 +372,31 @@ async def collect(
     *,
     max_tokens: int = 256,
     temperature: float = 0.0,
+    top_logprobs: int = 0,
+    samples: int = 0,
+    sample_temperature: float = 0.7,
+    sampled_tiers: Sequence[str] | None = None,
     transports: dict[str, httpx.AsyncBaseTransport] | None = None,
     engine: Any = None,
     on_answer: Callable[[str, int], None] | None = None,
 ) -> dict[str, Collected]:
-    """Ask each of ``tiers`` every example (``model: "<tier>"``, ``logprobs: true``)
-    through this node's own app in-process, with the cascade off; grade the replies.
+    """Ask each of ``tiers`` every example (``model: "<tier>"``, ``logprobs: true``,
+    ``top_logprobs``) through this node's own app in-process, with the cascade off;
+    grade the replies. For ``sampled_tiers`` (default: all but the last of ``tiers``,
+    the ones a cascade scores) also draw ``samples`` answers per example at
+    ``sample_temperature``, as the router does for a sampling scorer
+    (:func:`~edgewise.routing.confidence.sample_requests`; here seeded ``1..k``).
 
     ``engine`` replaces the local engine (default: built from the config);
     ``transports`` maps upstream URLs to httpx transports (tests). ``on_answer(tier, i)``
     is called after each answer (progress bars).
     """
-    import dataclasses
-
     import httpx
 
     from edgewise.api.app import create_app
     from edgewise.node import Node, build_engine
+    from edgewise.routing.confidence import sample_requests
+    from edgewise.tiers.base import ChatRequest, Message
 
     routing = dataclasses.replace(
         config.routing, cascade=dataclasses.replace(config.routing.cascade, enabled=False))
@@ -383,6 +407,7 @@ async def collect(
         raise UnavailableError(node.load_error or "the local model did not load")
     app = create_app(node, manage_lifecycle=False, transports=transports)
     router = app.state.router
+    sampled = set(tiers[:-1] if sampled_tiers is None else sampled_tiers)
     out = {t: Collected(t) for t in tiers}
     try:
         if router is not None:
@@ -390,23 +415,35 @@ async def collect(
             await router.wait_guard()  # labelled data is screened like any request
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://calibrate", timeout=None) as client:
+
+            async def ask(req: ChatRequest, tier: str, i: int) -> ChatAnswer:
+                body = req.to_openai(tier)
+                r = await client.post("/v1/chat/completions", json=body)
+                if r.status_code != 200:
+                    _raise_for(tier, i, r)
+                return _answer_of(r.json())
+
             for tier in tiers:
                 for i, ex in enumerate(examples):
-                    body = {"model": tier, "max_tokens": max_tokens,
-                            "temperature": temperature, "logprobs": True,
-                            "messages": [{"role": r, "content": c} for r, c in ex.messages]}
-                    r = await client.post("/v1/chat/completions", json=body)
-                    if r.status_code != 200:
-                        _raise_for(tier, i, r)
-                    choice = r.json()["choices"][0]
-                    text = choice["message"]["content"] or ""
-                    items = (choice.get("logprobs") or {}).get("content") or []
-                    usage = r.json().get("usage") or {}
+                    req = ChatRequest(messages=tuple(Message(r, c) for r, c in ex.messages),
+                                      model=tier, max_tokens=max_tokens,
+                                      temperature=temperature, logprobs=True,
+                                      top_logprobs=top_logprobs)
+                    answer = await ask(req, tier, i)
+                    drawn: list[ChatAnswer | None] = []
+                    if tier in sampled and samples:
+                        for sreq in sample_requests(dataclasses.replace(req, seed=0),
+                                                    samples, sample_temperature):
+                            drawn.append(await ask(sreq, tier, i))
                     got = out[tier]
-                    got.replies.append(text)
-                    got.correct.append(grade(ex.grader, text, ex.answer))
-                    got.logprobs.append([float(x["logprob"]) for x in items])
-                    got.tokens.append(int(usage.get("total_tokens", 0)))
+                    got.replies.append(answer.text)
+                    got.correct.append(grade(ex.grader, answer.text, ex.answer))
+                    got.logprobs.append(answer.logprobs)
+                    got.tokens.append(answer.prompt_tokens + answer.completion_tokens)
+                    got.answers.append(answer)
+                    got.samples.append(drawn)
+                    got.sample_tokens.append(sum(s.prompt_tokens + s.completion_tokens
+                                                 for s in drawn if s is not None))
                     if on_answer is not None:
                         on_answer(tier, i)
     finally:
@@ -414,6 +451,19 @@ async def collect(
             await router.stop()
         await node.stop()
     return out
+
+
+def _answer_of(body: dict[str, Any]) -> ChatAnswer:
+    from edgewise.tiers.base import ChatAnswer
+
+    choice = body["choices"][0]
+    usage = body.get("usage") or {}
+    return ChatAnswer(
+        text=choice["message"]["content"] or "",
+        finish_reason=choice.get("finish_reason") or "stop", model=str(body.get("model")),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        logprob_items=list((choice.get("logprobs") or {}).get("content") or []))
 
 
 def _raise_for(tier: str, index: int, r: httpx.Response) -> None:
@@ -434,15 +484,18 @@ def file_digest(path: Path) -> str:
 
 
 def calibration_record(result: CalibrationResult, *, scorer: str, small: str, large: str,
-                       data: Path, max_points: int = 50) -> dict[str, Any]:
+                       data: Path, settings: dict[str, Any] | None = None,
+                       max_points: int = 50) -> dict[str, Any]:
     """The ``routing.cascade.calibration`` mapping: settings, the chosen point and the
-    curve (thinned to about ``max_points``, keeping both ends and the chosen point)."""
+    curve (thinned to about ``max_points``, keeping both ends and the chosen point).
+    ``settings``: what the scorer's numbers depend on (answer pattern, samples...)."""
     curve = list(result.curve)
     if len(curve) > max_points:
         step = math.ceil(len(curve) / max_points)
         curve = sorted({*curve[::step], curve[-1], result.chosen}, key=lambda p: p.threshold)
     return {
-        "target": result.target, "scorer": scorer, "small": small, "large": large,
+        "target": result.target, "scorer": scorer, "scorer_settings": settings or {},
+        "small": small, "large": large,
         "n": result.n, "met": result.met, "required_accuracy": round(result.required_accuracy, 6),
         "small_accuracy": round(result.small_accuracy, 6),
         "large_accuracy": round(result.large_accuracy, 6),
@@ -458,8 +511,11 @@ def _point(p: CalibrationPoint) -> dict[str, float]:
     return {k: (v if k == "threshold" else round(v, 6)) for k, v in p.as_dict().items()}
 
 
-def write_calibration(config_path: Path, threshold: float, record: dict[str, Any]) -> Path:
-    """Set ``routing.cascade.threshold`` and ``.calibration`` in a YAML config file.
+def write_calibration(config_path: Path, threshold: float, record: dict[str, Any], *,
+                      scorer: str | None = None) -> Path:
+    """Set ``routing.cascade.threshold`` and ``.calibration`` (and ``.scorer``, if
+    given: the threshold only means something for the scorer it was calibrated for) in a
+    YAML config file.
 
     PyYAML's round trip drops comments and reorders nothing else; the original is first
     copied to ``<file>.bak``, whose path is returned. The new file is validated before
@@ -478,6 +534,8 @@ def write_calibration(config_path: Path, threshold: float, record: dict[str, Any
     cascade = routing.setdefault("cascade", {}) or {}
     routing["cascade"] = cascade
     cascade["threshold"] = min(1.0, max(0.0, threshold))
+    if scorer is not None:
+        cascade["scorer"] = scorer
     cascade["calibration"] = record
     parse_config(data, source=f"{config_path} (calibrated)")
     backup = config_path.with_name(config_path.name + ".bak")

@@ -4,9 +4,17 @@ when no eligible tier is up.
 
 Behaviour, as documented in the README:
 
-- **Cascade (non-streaming).** Each tier but the last answers in full with logprobs;
-  ``confidence = scorer(logprobs)``; below ``routing.cascade.threshold`` the request goes
+- **Cascade (non-streaming).** Each tier but the last answers in full with logprobs
+  (and the ``top_logprobs`` its scorer reads); ``confidence = scorer(answer, samples)``
+  (``edgewise.routing.confidence``); below ``routing.cascade.threshold`` the request goes
   to the next tier of the plan. The last tier's answer is returned as is.
+- **Samples.** A sampling scorer (``agreement``) gets ``routing.cascade.samples`` more
+  answers from the *same endpoint* that answered, drawn one after the other (a local
+  engine reuses the prompt's KV cache, so a sample costs about its decode), only for
+  tiers that are scored — never the top of the plan. Sampling stops early once the
+  remaining samples cannot change keep vs escalate. A sample that fails counts as
+  disagreeing and ends the sampling (the endpoint is likely down); the answer is still
+  scored and the cascade goes on.
 - **Cascade (streaming).** Lower tiers are *buffered*: their whole answer is generated
   and scored before a byte is sent, and a confident answer is then streamed out; the
   top tier of the plan streams live. So streaming never shows text that is later
@@ -51,7 +59,7 @@ from edgewise.errors import EdgewiseError, RequestError, UnavailableError
 from edgewise.jobs import Job, JobStore
 from edgewise.privacy.enforce import DetectorLike, RequestGuard
 from edgewise.privacy.redact import Redaction
-from edgewise.routing.confidence import score
+from edgewise.routing.confidence import ScorerOptions, build_scorer, sample_requests
 from edgewise.routing.policy import Decision, RouteRequest, level, route
 from edgewise.security import AuditLog, AuditRecord, load_key
 from edgewise.security import Redaction as AuditRedaction
@@ -101,6 +109,8 @@ class Router:
         self.fleet = fleet
         self.metrics = metrics
         self.cascade = config.routing.cascade
+        self.scorer = build_scorer(self.cascade.scorer,
+                                   ScorerOptions.from_cascade(self.cascade))
         self.jobs: JobStore | None = None
         self._delivery: asyncio.Task[None] | None = None
         self.detector = detector
@@ -189,8 +199,28 @@ class Router:
         return route(rr, self.fleet.views(max_tokens),
                      energy_weight=self.config.routing.energy_weight)
 
-    def _confidence(self, answer: ChatAnswer) -> float:
-        return score(self.cascade.scorer, answer.logprobs)
+    def _scored_request(self, req: ChatRequest) -> ChatRequest:
+        """What a scored tier is asked: with the alternatives the scorer reads."""
+        need = self.scorer.top_logprobs
+        if need <= req.top_logprobs:
+            return req
+        return dataclasses.replace(req, logprobs=True, top_logprobs=need)
+
+    async def _confidence(self, endpoint: Endpoint, req: ChatRequest, answer: ChatAnswer
+                          ) -> float:
+        scorer, threshold = self.scorer, self.cascade.threshold
+        samples: list[ChatAnswer | None] = []
+        for sreq in sample_requests(req, scorer.samples, self.cascade.sample_temperature):
+            if scorer.decided(answer, samples, threshold):
+                break
+            try:
+                samples.append(await endpoint.chat(sreq))
+            except (EndpointError, RequestError) as exc:
+                # the type only: an upstream's error text could quote the request
+                log.warning("tier %r: a confidence sample failed (%s); counted as "
+                            "disagreeing", endpoint.tier, type(exc).__name__)
+                break
+        return scorer(answer, samples)
 
     def _count(self, routed: Routed) -> None:
         m = self.metrics
@@ -218,12 +248,17 @@ class Router:
             endpoint = walk.pick(tier)
             if endpoint is None:
                 continue
+            scored = self.cascade.enabled and i < len(decision.plan) - 1
             try:
-                answer = _restored(await endpoint.chat(sent), redaction)
+                answer = await endpoint.chat(self._scored_request(sent) if scored else sent)
             except EndpointError as exc:
                 walk.failed(tier, exc)
                 continue
-            if walk.keep(tier, answer, scored=i < len(decision.plan) - 1):
+            # scored on the tier's own text (its samples hold the same placeholders),
+            # then restored in place — a low-confidence answer kept as fallback too
+            kept = await walk.keep(tier, endpoint, sent, answer, scored=scored)
+            _restored(answer, redaction)
+            if kept:
                 return answer, walk.accept(tier)
         answer, routed = walk.fallback()
         return answer, routed
@@ -245,11 +280,15 @@ class Router:
                 continue
             # Tool calls arrive whole (their arguments are restored as JSON), so a request
             # with tools is answered in full, then replayed as a stream.
-            buffered = req.uses_tools or (self.cascade.enabled and i < len(decision.plan) - 1)
+            scored = self.cascade.enabled and i < len(decision.plan) - 1
+            buffered = req.uses_tools or scored
             try:
                 if buffered:
-                    answer = _restored(await endpoint.chat(sent), redaction)
-                    if walk.keep(tier, answer, scored=i < len(decision.plan) - 1):
+                    answer = await endpoint.chat(
+                        self._scored_request(sent) if scored else sent)
+                    kept = await walk.keep(tier, endpoint, sent, answer, scored=scored)
+                    _restored(answer, redaction)  # in place: a kept fallback too
+                    if kept:
                         return _replay(answer), walk.accept(tier)
                     continue
                 live = _restoring(endpoint.stream(sent), redaction)
@@ -439,12 +478,14 @@ class _Walk:
         self.routed.notes.append(str(exc))
         self.router.metrics.tier_failures.labels(tier).inc()
 
-    def keep(self, tier: str, answer: ChatAnswer, *, scored: bool) -> bool:
+    async def keep(self, tier: str, endpoint: Endpoint, req: ChatRequest, answer: ChatAnswer,
+                   *, scored: bool) -> bool:
         """Whether this tier's answer stands (True) or is escalated (False)."""
         cascade = self.router.cascade
         if not (cascade.enabled and scored):
             return True
-        conf = self.router._confidence(answer)
+        conf = await self.router._confidence(endpoint, req, answer)
+        _trim_alternatives(answer, req.top_logprobs)
         if conf >= cascade.threshold:
             self.routed.confidence = conf
             return True
@@ -508,6 +549,13 @@ async def _restoring(deltas: AsyncIterator[Delta], redaction: Redaction | None
         text = restorer.feed(d.text)
         if text:
             yield Delta(text)
+
+
+def _trim_alternatives(answer: ChatAnswer, n: int) -> None:
+    """Back to the ``top_logprobs`` the client asked for (the scorer may have read more)."""
+    answer.logprob_items = [
+        {**i, "top_logprobs": list(i.get("top_logprobs") or [])[:n]} if "top_logprobs" in i
+        else i for i in answer.logprob_items]
 
 
 async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
