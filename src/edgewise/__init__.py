@@ -3,6 +3,7 @@
 Public API::
 
     from edgewise import EdgewiseConfig, Node, create_app, load_config
+    from edgewise import Detector, AuditLog          # the privacy guard, the audit log
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from edgewise.config import EdgewiseConfig, load_config, parse_config
 from edgewise.engines import Engine, SamplingParams
 from edgewise.errors import EdgewiseError
 from edgewise.node import Node, build_engine
+from edgewise.privacy import Detection, Detector
+from edgewise.security import AuditLog, AuditRecord
 
 __all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "Detection",
+    "Detector",
     "EdgewiseConfig",
     "EdgewiseError",
     "Engine",
