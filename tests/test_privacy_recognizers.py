@@ -169,3 +169,16 @@ def test_proper_nouns_catch_names_the_ner_misses_when_asked() -> None:
     assert strict.level_of("PROPER_NOUN") == "pii"
     # off by default
     assert "PROPER_NOUN" not in entities(text)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("My driver's license number is 217223320", "217223320"),
+    ("Driving licence: MORGA753116SM9IJ", "MORGA753116SM9IJ"),
+    ("drivers license # D1234-5678-90", "D1234-5678-90"),
+])
+def test_driver_licences_after_their_key_word(text: str, value: str) -> None:
+    assert ("US_DRIVER_LICENSE", value) in scan(text)
+
+
+def test_licence_words_without_a_number_are_not_licences() -> None:
+    assert "US_DRIVER_LICENSE" not in entities("My driver's license expired in the spring.")

@@ -15,6 +15,10 @@
   "SSN"; here nine digits (or 3-2-4 with any separator) right after an SSN key word
   count, with the Social Security Administration's validity rules (no 000/666/9xx
   area, no 00 group, no 0000 serial).
+* ``US_DRIVER_LICENSE``: state formats differ too much for one pattern, and Presidio's
+  recognizer misses plain digit runs ("…license number is 217223320" reads as a date
+  to spaCy); here 4–20 letters/digits (two digits at least) right after "driver's
+  license (number|no|#)" count (0.85).
 * ``PERSON``: a capitalised name after a title (``Dr. Ana Lima``, ``Mrs Okafor``) or
   after "my name is" / "name:" / "patient" / "pt" / "Dear" / "Regards,", which spaCy's
   small model misses in lists, signatures and clinical shorthand.
@@ -104,6 +108,11 @@ def _rules() -> list[Rule]:
                         r"[\"']?\s*(?:is\s+|[:#=\-]\s*)?[\"']?"
                         r"(?P<v>\d{3}[ .\-/]?\d{2}[ .\-/]?\d{4})"
                         r"(?![\w\-])"), 0.9, group="v", validate=_ssn_ok),
+        Rule("US_DRIVER_LICENSE", "licence number after its key word",
+             re.compile(r"(?i)\b(?:driver'?s?|driving)\s+licen[cs]e(?:\s+(?:number|no\.?|#))?"
+                        r"[\"']?\s*(?:is\s+|[:#=\-]\s*)?[\"']?"
+                        r"(?P<v>(?=[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*\d)[A-Za-z0-9][A-Za-z0-9\-]{3,19})"
+                        r"(?![\w\-])"), 0.85, group="v"),
         Rule("UK_NHS", "nhs number near an nhs word",
              re.compile(r"(?<![\w\-])\d{3}[ \-]?\d{3}[ \-]?\d{4}(?![\w]|-\d)"), 0.0,
              context=_NHS_WORDS, context_score=0.9, window=(48, 8), validate=_nhs_ok),
@@ -121,7 +130,8 @@ def _rules() -> list[Rule]:
 
 
 class IdentityRecognizer(RegexRecognizer):
-    """International ``PHONE_NUMBER``, key-word ``US_SSN`` and titled ``PERSON``."""
+    """International ``PHONE_NUMBER``, key-word ``US_SSN`` and ``US_DRIVER_LICENSE``, and
+    titled ``PERSON``."""
 
     def __init__(self) -> None:
         super().__init__("EdgewiseIdentityRecognizer", _rules())
