@@ -230,20 +230,28 @@ def _generate(engine: Any, prompt: list[int], max_tokens: int, temperature: floa
             "wall_s": wall}
 
 
-def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: int | None,
-               log: Callable[[str], None]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Answers of ``model`` for every example, computing only what the cache lacks."""
+def _split_cached(examples: Sequence[Example],
+                  cached: Callable[[str], dict[tuple[int, str], dict[str, Any]]]
+                  ) -> tuple[dict[tuple[str, int], dict[str, Any]], list[Example]]:
+    """(answers found in the cache by (dataset, row), examples still to run)."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    todo = []
+    todo: list[Example] = []
     for ds in sorted({e.dataset for e in examples}):
-        cached = read_cache(cache, model, ds)
+        hits = cached(ds)
         for e in examples:
             if e.dataset == ds:
-                hit = cached.get((e.index, e.prompt_hash()))
+                hit = hits.get((e.index, e.prompt_hash()))
                 if hit is None:
                     todo.append(e)
                 else:
                     out[(ds, e.index)] = hit
+    return out, todo
+
+
+def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: int | None,
+               log: Callable[[str], None]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Answers of ``model`` for every example, computing only what the cache lacks."""
+    out, todo = _split_cached(examples, lambda ds: read_cache(cache, model, ds))
     log(f"{model}: {len(out)} cached, {len(todo)} to run")
     if not todo:
         return out
@@ -302,22 +310,15 @@ def sample_all(model: str, examples: Sequence[Example], cache: Path, s: SampleSe
     ``s.temperature`` (seeded), one after the other on the same engine — as the router
     does on a local tier, so llama.cpp reuses the prompt's KV cache and a sample costs
     about its decode only. Cached per example in ``<model>__<dataset>__<tag>.jsonl.gz``."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    todo = []
-    for ds in sorted({e.dataset for e in examples}):
+    def cached(ds: str) -> dict[tuple[int, str], dict[str, Any]]:
         path = scored_cache_path(cache, model, ds, s)
         rows = []
         if path.exists():
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 rows = [json.loads(line) for line in f if line.strip()]
-        cached = {(r["index"], r["prompt_hash"]): r for r in rows}
-        for e in examples:
-            if e.dataset == ds:
-                hit = cached.get((e.index, e.prompt_hash()))
-                if hit is None:
-                    todo.append(e)
-                else:
-                    out[(ds, e.index)] = hit
+        return {(r["index"], r["prompt_hash"]): r for r in rows}
+
+    out, todo = _split_cached(examples, cached)
     log(f"{model} {s.tag()}: {len(out)} cached, {len(todo)} to run")
     if not todo:
         return out

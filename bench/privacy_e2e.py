@@ -52,6 +52,7 @@ from edgewise.api.app import create_app
 from edgewise.config import parse_config
 from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
+from edgewise.testing.answers import answer_text
 from edgewise.testing.leaks import leaked, normalize_received, strings_of
 from edgewise.testing.upstream import RecordingUpstream
 
@@ -301,20 +302,6 @@ def leak_section(ctx: Any, gold_level: Callable[[str], str | None]
 
 # -- round trip ---------------------------------------------------------------------------
 
-def _answer_text(r: httpx.Response, stream: bool) -> str:
-    if not stream:
-        msg = r.json()["choices"][0]["message"]
-        return str(msg.get("content") or "") + "".join(
-            c["function"]["arguments"] for c in msg.get("tool_calls") or ())
-    out = []
-    for line in r.text.splitlines():
-        if line.startswith("data: {"):
-            for c in json.loads(line[6:]).get("choices", []):
-                out.append(c["delta"].get("content") or "")
-                out += [t["function"]["arguments"] for t in c["delta"].get("tool_calls") or ()]
-    return "".join(out)
-
-
 async def _roundtrip(ctx: Any, cases: list[Any], tmp: str) -> dict[str, Any]:
     stats: dict[str, Counter[str]] = defaultdict(Counter)
     with serve_upstream() as (_up, url):
@@ -335,7 +322,7 @@ async def _roundtrip(ctx: Any, cases: list[Any], tmp: str) -> dict[str, Any]:
                     if r.status_code != 200 or not redacted:
                         stats[kind]["not redacted"] += 1
                         continue
-                    text = _answer_text(r, stream)
+                    text = answer_text(r.text, stream=stream)
                     if tools:
                         exact = json.loads(text)["echo"] == "You said: " + last
                     else:

@@ -1,13 +1,15 @@
-"""A small regex detector with the real detector's shape, for tests of routing and
-enforcement that are not about detection quality (those use the real Presidio guard)."""
+"""A small regex detector with the real detector's interface and result types, for tests
+of routing and enforcement that are not about detection quality (those use the real
+Presidio guard)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-LEVELS = ("public", "internal", "pii", "phi")
+from edgewise.privacy import Detection, Finding
+from edgewise.privacy.levels import LEVELS
+
 _RULES = [
     ("EMAIL_ADDRESS", "pii", re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")),
     ("US_SSN", "pii", re.compile(r"\b\d{3}-\d{2}-\d{4}\b")),
@@ -16,22 +18,6 @@ _RULES = [
     ("INTERNAL_HOSTNAME", "internal", re.compile(r"\b[\w-]+\.corp\b")),
 ]
 _PHI_CONTEXT = re.compile(r"\b(?:patient|diagnos\w*)\b", re.I)
-
-
-@dataclass(frozen=True)
-class Finding:
-    entity: str
-    level: str
-    score: float
-    segment: int
-    start: int
-    end: int
-
-
-@dataclass
-class Detection:
-    level: str
-    findings: list[Finding] = field(default_factory=list)
 
 
 class FakeDetector:
@@ -44,10 +30,13 @@ class FakeDetector:
                     for i, text in enumerate(segments)
                     for entity, lvl, rx in _RULES for m in rx.finditer(text)]
         top = max((LEVELS.index(f.level) for f in findings), default=0)
-        if top >= LEVELS.index("pii") and any(_PHI_CONTEXT.search(t) for t in segments):
+        phi = top >= LEVELS.index("pii") and any(_PHI_CONTEXT.search(t) for t in segments)
+        if phi:  # the PHI rule: identifiers next to health information become phi
             top = LEVELS.index("phi")
             findings = [Finding(f.entity, "phi", f.score, f.segment, f.start, f.end)
                         if f.level == "pii" else f for f in findings]
-        if declared is not None:
-            top = max(top, LEVELS.index(declared))
-        return Detection(LEVELS[top], findings)
+        detected = LEVELS[top]
+        level = LEVELS[max(top, LEVELS.index(declared))] if declared else detected
+        return Detection.build(level=level, detected=detected, declared=declared,
+                               findings=tuple(findings), phi_rule=phi,
+                               segments=len(segments))

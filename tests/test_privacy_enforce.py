@@ -24,9 +24,10 @@ from edgewise.api.app import create_app
 from edgewise.config import parse_config
 from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
+from edgewise.privacy import Detection
 from edgewise.routing.service import Router
 from edgewise.testing.upstream import RecordingUpstream
-from fake_detector import Detection, FakeDetector
+from fake_detector import FakeDetector
 from test_routing import Switch
 
 CLOUD_URL = "http://cloud.test/v1"
@@ -206,7 +207,8 @@ class Stubborn(FakeDetector):
 
     def detect(self, segments: Any, declared: str | None = None) -> Detection:
         d = super().detect(segments, declared)
-        return Detection("phi", d.findings)
+        return Detection.build(level="phi", detected="phi", declared=declared,
+                               findings=d.findings, phi_rule=True, segments=d.segments)
 
 
 async def test_a_tier_redaction_cannot_clear_is_skipped(tmp_path: Any) -> None:

@@ -21,6 +21,7 @@ from edgewise.config import parse_config
 from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node
 from edgewise.routing.service import Router
+from edgewise.testing.answers import answer_text
 from edgewise.testing.leaks import leaked
 from edgewise.testing.upstream import RecordingUpstream
 from privacy_helpers import default_detector
@@ -143,20 +144,6 @@ def _body(case: Case, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _answer(r: httpx.Response, stream: bool) -> str:
-    if not stream:
-        msg = r.json()["choices"][0]["message"]
-        return str(msg["content"] or "") + "".join(
-            c["function"]["arguments"] for c in msg.get("tool_calls") or ())
-    out = []
-    for line in r.text.splitlines():
-        if line.startswith("data: {"):
-            for c in json.loads(line[6:]).get("choices", []):
-                out.append(c["delta"].get("content") or "")
-                out += [t["function"]["arguments"] for t in c["delta"].get("tool_calls") or ()]
-    return "".join(out)
-
-
 def test_the_leak_check_itself_sees_every_spelling() -> None:
     for value, spelling in [("078051120", "SSN ０７８-０５-１１２０"),
                             ("4111111111111111", "4111\u200b1111 1111-1111"),
@@ -183,8 +170,8 @@ async def test_nothing_leaks_and_the_client_gets_its_values_back(
         assert not leaked(value, received), f"{case.name}: a value reached the upstream"
     # the upstream echoes the last user message: the client sees it restored, exactly
     last_user = next(m["content"] for m in reversed(case.messages) if m["role"] == "user")
-    assert "You said: " + last_user in _answer(r, stream)
-    assert "<" not in _answer(r, stream).replace("<", "", last_user.count("<"))
+    assert "You said: " + last_user in answer_text(r.text, stream=stream)
+    assert "<" not in answer_text(r.text, stream=stream).replace("<", "", last_user.count("<"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -63,6 +63,7 @@ from types import TracebackType
 from typing import Any
 
 from edgewise.errors import JobStateError, JobStoreError
+from edgewise.sqlite_tx import immediate
 
 __all__ = ["Job", "JobState", "JobStore"]
 
@@ -388,19 +389,9 @@ class JobStore:
         Any exception rolls back, so a failed call leaves the job as it was; sqlite
         errors come out as :class:`JobStoreError`.
         """
-        with self._lock:
-            conn = self._open_connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")  # returns after the WAL fsync (synchronous=FULL)
-            except BaseException as exc:
-                if conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(what, exc) from exc
-                raise
+        with self._lock, immediate(self._open_connection(),
+                                   lambda exc: self._error(what, exc)) as conn:
+            yield conn
 
     def _error(self, what: str, exc: sqlite3.Error) -> JobStoreError:
         # sqlite messages name tables and constraints, never the values, so they are

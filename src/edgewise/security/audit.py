@@ -110,6 +110,7 @@ from edgewise.security.audit_chain import (
     key_trouble,
 )
 from edgewise.security.audit_record import AuditRecord, Redaction, canonical_json, format_ts
+from edgewise.sqlite_tx import immediate
 
 if TYPE_CHECKING:
     from edgewise.config import AuditConfig
@@ -588,18 +589,8 @@ class AuditLog:
         ``_lock``. Any exception rolls back; sqlite errors come out as AuditError."""
         if self._conn is None:
             raise AuditError(f"audit log {self._path} is closed; open a new AuditLog")
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with immediate(self._conn, lambda exc: self._error(what, exc)) as conn:
             yield conn
-            conn.execute("COMMIT")  # returns after the WAL fsync (synchronous=FULL)
-        except BaseException as exc:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(what, exc) from exc
-            raise
 
     def _error(self, what: str, exc: sqlite3.Error) -> AuditError:
         # sqlite messages name tables and constraints, never values.
