@@ -11,9 +11,11 @@ conversion module sees. Jobs:
   ``tokenizer.json`` is not one the script recognises — the tokenizer never changes in
   the supply chain, so copying it is exact); ``pre_tokenizer`` names the BPE
   pre-tokenizer when the script does not recognise its hash (tokenizers trained in
-  tests). For Gemma 3 it also writes the per-layer sliding-window pattern from
-  ``layer_types``, so a model with layers removed keeps each layer's attention type
-  (llama.cpp otherwise assumes "every 6th layer is global").
+  tests). The chat template, if any, is left out: the supply chain trains and
+  evaluates chat data in the plain transcript a node uses for a model without one. For
+  Gemma 3 it also writes the per-layer sliding-window pattern from ``layer_types``, so a
+  model with layers removed keeps each layer's attention type (llama.cpp otherwise
+  assumes "every 6th layer is global").
 * ``lora-to-gguf``: ``convert_lora_to_gguf.py``.
 * ``quantize``: ``llama_cpp.llama_model_quantize``.
 """
@@ -70,6 +72,9 @@ def _hf_to_gguf(job: dict[str, Any]) -> dict[str, Any]:
                     _copy_vocab(self.gguf_writer, vocab_from)
                 else:
                     super().set_vocab()
+                # Variants are trained and evaluated on the plain transcript a node uses
+                # for a model without a chat template; so they carry none.
+                self.gguf_writer.remove_key("tokenizer.chat_template")
 
             def set_gguf_parameters(self) -> None:
                 super().set_gguf_parameters()

@@ -19,7 +19,10 @@ Steps:
    working model of the following stages.
 
 Chat examples are rendered like the node renders chat for a model without a chat
-template (:func:`edgewise.supply.data.render_chat_prompt`).
+template (:func:`edgewise.supply.data.render_chat_prompt`), and every GGUF the supply
+chain writes leaves the template out, so a node serves a variant in the format it was
+trained and evaluated in. (Training in an instruct model's own template is not
+supported yet; for the base models this chain targets there is none.)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from edgewise.supply.stage import (
 )
 from edgewise.supply.training import (
     batches,
+    completion_nll,
     load_causal_lm,
     lr_lambda,
     setup_torch,
@@ -98,6 +102,15 @@ class FinetuneParams:
     merge: bool = False
     #: End each completion with EOS so the served model stops after its answer.
     add_eos: bool = True
+
+
+def _has_chat_template(path: Path) -> bool:
+    try:
+        import gguf
+
+        return "tokenizer.chat_template" in gguf.GGUFReader(str(path)).fields
+    except (ImportError, OSError, ValueError):
+        return True  # unknown: be safe, write a base without one
 
 
 def _gguf_quantization(path: Path) -> str:
@@ -167,13 +180,9 @@ class Finetune(Stage):
             with torch.no_grad():
                 for ids, mask, labels in batches(va, params.batch_size, pad, shuffle=False,
                                                  seed=0):
-                    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-                    tgt = labels[:, 1:]
-                    loss = torch.nn.functional.cross_entropy(
-                        logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
-                        ignore_index=-100, reduction="sum")
-                    nll += float(loss)
-                    n += int((tgt != -100).sum())
+                    s, c = completion_nll(model, ids, mask, labels)
+                    nll += float(s)
+                    n += c
             model.train()
             return nll / max(n, 1)
 
@@ -192,7 +201,8 @@ class Finetune(Stage):
             micro = 0
             for ids, mask, labels in batches(tr, params.batch_size, pad, shuffle=True,
                                              seed=ctx.seed + epoch):
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                s, c = completion_nll(model, ids, mask, labels)
+                loss = s / max(c, 1)          # mean NLL per completion token
                 (loss / params.grad_accum).backward()
                 tokens += int(mask.sum())
                 micro += 1
@@ -238,7 +248,9 @@ class Finetune(Stage):
             "val_perplexity_before": math.exp(initial), "val_perplexity_after": math.exp(best)})
 
         base_gguf = ctx.model.gguf
-        if base_gguf is None:  # the input has no GGUF yet: write an F16 one to serve on
+        # Serve on the source file only if a node renders chat for it as we trained
+        # (no chat template); else on an F16 conversion, which has none.
+        if base_gguf is None or _has_chat_template(base_gguf):
             base_gguf = hf_to_gguf(ctx.model, ctx.out_dir / "base.f16.gguf")
             base_ref, base_q = ctx.rel(base_gguf), "F16"
         else:
