@@ -148,6 +148,8 @@ def recipe_for(model: str, args: argparse.Namespace) -> dict[str, Any]:
                           "onnx_int8": True, "prefix": "tuned."}},
             {"quantize": {"id": "tuned-q-emb", "types": ["Q4_K_M"], "embedding_type": "Q4_0",
                           "prefix": "tuned."}},
+            {"quantize": {"id": "tuned-q-onnx-wo", "types": [], "onnx_int8": True,
+                          "onnx_int8_method": "weight_only", "prefix": "tuned."}},
             {"prune": {"id": "wanda30", "input": "finetune", "method": "wanda",
                        "sparsity": 0.3, "calibration": "ptb-train", "samples": 64,
                        "seq_len": 256}},
@@ -224,7 +226,7 @@ def serve_check(manifest: Manifest, work: Path, n: int, threads: int) -> dict[st
 ORDER = ["base.f16", "base.q4_k_m", "finetune.lora", "tuned.f16", "tuned.q8_0",
          "tuned.q5_k_m", "tuned.q4_k_m", "tuned.q4_k_m.emb-q4_0", "wanda30.f16",
          "wanda50.f16", "student.f16", "student.q4_k_m", "student.q4_k_m.emb-q4_0",
-         "tuned.onnx-int8"]
+         "tuned.onnx-int8", "tuned.onnx-int8-wo"]
 LABELS = {
     "base.f16": "base F16 (de-quantised Q4_K_M)", "base.q4_k_m": "base Q4_K_M",
     "finetune.lora": "base Q4_K_M + LoRA adapter", "tuned.f16": "F16 (tuned, merged)",
@@ -233,7 +235,8 @@ LABELS = {
     "wanda50.f16": "Wanda 50 % (F16)", "student.f16": "distilled student (F16)",
     "student.q4_k_m": "distilled student Q4_K_M",
     "student.q4_k_m.emb-q4_0": "distilled student Q4_K_M, emb. Q4_0",
-    "tuned.onnx-int8": "int8 ONNX (onnxruntime)"}
+    "tuned.onnx-int8": "int8 ONNX, dynamic (onnxruntime)",
+    "tuned.onnx-int8-wo": "int8 ONNX, weight-only (onnxruntime)"}
 
 
 def _f(x: Any, spec: str) -> str:

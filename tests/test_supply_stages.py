@@ -45,6 +45,7 @@ datasets:
 stages:
   - quantize: {{types: [F16, Q8_0, Q4_K_M], onnx_int8: true}}
   - export: {{id: onnx, formats: [onnx]}}
+  - quantize: {{id: onnx-wo, types: [], onnx_int8: true, onnx_int8_method: weight_only}}
   - finetune: {{dataset: colours, max_steps: 40, eval_every: 10, lr: 0.01, batch_size: 8,
                lora: {{r: 8, alpha: 16}}, merge: true}}
   - prune: {{id: wanda, input: base, method: wanda, sparsity: 0.5, calibration: text,
@@ -126,6 +127,8 @@ def test_quantized_gguf_files_load_tokenize_and_match_the_checkpoint(
     assert sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"]
     m = built.stages[0].metrics["sizes"]
     assert set(m) == {"f16", "q8_0", "q4_k_m", "onnx-int8"}
+    assert next(v for v in built.variants if v.name == "onnx-int8-wo").quantization == \
+        "int8 weight-only"
 
 
 def test_onnx_exports_run_in_onnxruntime_close_to_torch(built: Manifest, tiny: Path) -> None:
@@ -139,10 +142,17 @@ def test_onnx_exports_run_in_onnxruntime_close_to_torch(built: Manifest, tiny: P
         ref = model(input_ids=torch.tensor(ids)).logits.numpy()
     f32 = ort.InferenceSession(str(variant_file(built, "onnx")))
     int8 = ort.InferenceSession(str(variant_file(built, "onnx-int8")))
+    wo = ort.InferenceSession(str(variant_file(built, "onnx-int8-wo")))
     assert np.abs(f32.run(None, {"input_ids": ids})[0] - ref).max() < 1e-3
     q = int8.run(None, {"input_ids": ids})[0]
     agree = (q.argmax(-1) == ref.argmax(-1)).mean()
     assert agree > 0.8 and np.abs(q - ref).mean() < 0.2
+    # weight-only int8 (activations stay float) is much closer than dynamic int8
+    w = wo.run(None, {"input_ids": ids})[0]
+    assert np.abs(w - ref).mean() < 0.5 * np.abs(q - ref).mean()
+    assert {o.op_type for o in __import__("onnx").load(
+        str(variant_file(built, "onnx-int8-wo")), load_external_data=False).graph.node
+        } >= {"MatMulNBits"}
     assert (art(built) / "stages/quantize/onnx-int8/tokenizer.json").is_file()
 
 

@@ -7,8 +7,16 @@ tensors at Q6_K and the output/tied embedding at Q6_K). ``embedding_type`` overr
 token-embedding tensor's type — it matters for models whose vocabulary dominates their
 size (Gemma 3 270M: 168M of its 268M parameters are the 262k×640 embedding).
 
-ONNX int8: ``onnxruntime.quantization.quantize_dynamic`` (weights int8 per tensor,
-activations quantized on the fly) of an F32 ONNX export. Only the int8 file is kept.
+ONNX int8 of an F32 ONNX export (only the int8 file is kept), two ways:
+
+* ``dynamic`` (default): ``onnxruntime.quantization.quantize_dynamic`` — weights int8 per
+  output channel, activations quantized to uint8 on the fly per tensor; every MatMul and
+  the embedding Gather are int8, so the file is ~¼ of F32. Models with large activation
+  outliers lose quality to the activation quantization (Gemma 3 does).
+* ``weight_only``: ``MatMulNBitsQuantizer`` at 8 bits, blocks of 32 — weights int8,
+  activations stay float, near-lossless. onnxruntime quantizes ``Gather`` (the token
+  embedding) only at 4 bits, so the embedding stays float: for a large vocabulary the
+  file is then *bigger* than F16 GGUF.
 
 No quantization code is written here: both are the libraries' own.
 """
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import with_config
 
@@ -41,8 +49,10 @@ __all__ = ["Quantize", "QuantizeParams"]
 class QuantizeParams:
     #: llama.cpp types to write (``F16`` keeps the unquantized conversion as a variant).
     types: list[str] = field(default_factory=lambda: ["Q4_K_M"])
-    #: Also write an int8 ONNX variant (onnxruntime dynamic quantization).
+    #: Also write an int8 ONNX variant (onnxruntime).
     onnx_int8: bool = False
+    #: ``dynamic`` (weights and activations int8) or ``weight_only`` (MatMul weights only).
+    onnx_int8_method: Literal["dynamic", "weight_only"] = "dynamic"
     #: Override the token-embedding tensor type (e.g. ``Q4_K``); default: llama.cpp's mix.
     embedding_type: str | None = None
     #: Variant name prefix (default: the input stage's id and a dot; none for the base).
@@ -60,6 +70,25 @@ class QuantizeParams:
                              f"{', '.join(TENSOR_TYPES)}")
         if not self.types and not self.onnx_int8:
             raise ValueError("nothing to do: give `types` and/or `onnx_int8: true`")
+
+
+def _onnx_int8(src: Any, dest: Any, *, weight_only: bool) -> None:
+    if weight_only:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        cfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=8)
+        q = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=cfg)
+        q.process()
+        q.model.save_model_to_file(str(dest), use_external_data_format=True)
+    else:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, per_channel=True,
+                         use_external_data_format=True)
 
 
 @register_stage
@@ -101,24 +130,23 @@ class Quantize(Stage):
                 f16.unlink()  # an intermediate only
         if params.onnx_int8:
             require("onnxruntime", feature="int8 ONNX quantization")
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             ctx.progress(done, steps, "exporting ONNX (F32)")
             fp32_dir = ctx.out_dir / ".onnx-f32"
             fp32 = export_onnx(ctx.model, fp32_dir, threads=ctx.threads)
             done += 1
             ctx.progress(done, steps, "quantizing ONNX to int8")
-            out_dir = ctx.out_dir / "onnx-int8"
+            wo = params.onnx_int8_method == "weight_only"
+            out_dir = ctx.out_dir / ("onnx-int8-wo" if wo else "onnx-int8")
             out_dir.mkdir()
             dest = out_dir / "model.onnx"
-            quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8,
-                             use_external_data_format=True)
+            _onnx_int8(fp32, dest, weight_only=wo)
             for f in fp32_dir.iterdir():
                 if not f.name.startswith("model.onnx"):
                     shutil.copy2(f, out_dir / f.name)
             shutil.rmtree(fp32_dir)
             size = sum(p.stat().st_size for p in out_dir.glob("model.onnx*"))
-            add(f"{prefix}onnx-int8", "onnx", dest, "int8", size)
+            add(f"{prefix}{out_dir.name}", "onnx", dest, "int8 weight-only" if wo else "int8",
+                size)
             done += 1
         ctx.progress(done, steps, "done")
         metrics["sizes"] = {v.name: v.size_bytes for v in variants}
