@@ -55,7 +55,7 @@ $(SUPPLY): $(DEV)
 	$(BIN)/pip install $(TORCH_PKG)
 	$(BIN)/pip install -e '.[dev,supply]'
 	@echo "==> fetching llama.cpp's conversion scripts (llama-cpp-python sdist, once)"
-	$(BIN)/python -m edgewise.supply.tools
+	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
 	@touch $@
 
 lint: $(DEV)

@@ -8,8 +8,8 @@ llama-cpp-python carries them under ``vendor/llama.cpp/``. :func:`convert_tools`
 that sdist once with pip (``pip download --no-deps --no-binary :all:``, from PyPI — no
 model hub), checks its sha256, and unpacks only those files into a cache directory
 (``$EDGEWISE_TOOLS_DIR``, default ``~/.cache/edgewise/tools``), atomically. ``make test``
-(the ``supply`` install step) runs ``python -m edgewise.supply.tools`` so that tests never
-download anything.
+(the ``supply`` install step, ``make install-supply``) calls :func:`main` so that tests
+never download anything.
 
 The scripts run in a subprocess (:func:`run_worker` → ``_worker.py``): they need
 ``gguf-py`` from the sdist ahead of any ``gguf`` installed from PyPI (transformers' GGUF
@@ -92,7 +92,7 @@ def convert_tools(*, fetch: bool = True, runner: Runner = _pip) -> Path:
     if not fetch:
         raise MissingDependencyError(
             f"llama.cpp's conversion scripts are not in {path}: run "
-            "`python -m edgewise.supply.tools` (needs PyPI) or `make test`")
+            "`make install-supply` (needs PyPI) or `make test`")
     return fetch_convert_tools(runner=runner)
 
 
