@@ -118,6 +118,15 @@ def prepare_data(work: Path, n_train: int, n_val: int, n_test: int) -> dict[str,
             f.write(json.dumps({"text": line.strip()}) + "\n")
         for t in task:
             f.write(json.dumps({"text": t}) + "\n")
+    # Vocabulary-pruning calibration: the deployment's text — all of PTB train and the
+    # task's train + validation prompts (not the test split).
+    val = [e.prompt + e.completion for e in load_examples(work / "sarcasm-val.jsonl", "chat")]
+    with (work / "vocab.jsonl").open("w", encoding="utf-8") as f:
+        for line in train.splitlines():
+            if line.strip():
+                f.write(json.dumps({"text": line.strip()}) + "\n")
+        for t in task + val:
+            f.write(json.dumps({"text": t}) + "\n")
     stats["ptb_test_words"] = len(test.split())
     return stats
 
@@ -137,7 +146,8 @@ def recipe_for(model: str, args: argparse.Namespace) -> dict[str, Any]:
             "sarcasm-test": {"path": "sarcasm-test.jsonl", "format": "chat"},
             "ptb-test": {"path": "ptb-test.txt", "format": "text"},
             "ptb-train": {"path": "ptb-train.txt", "format": "text"},
-            "distill": {"path": "distill.jsonl", "format": "text"}},
+            "distill": {"path": "distill.jsonl", "format": "text"},
+            "vocab": {"path": "vocab.jsonl", "format": "text"}},
         "stages": [
             {"quantize": {"id": "base-q", "types": ["F16", "Q4_K_M"], "prefix": "base."}},
             {"finetune": {"dataset": "sarcasm-train", "validation_dataset": "sarcasm-val",
@@ -169,8 +179,34 @@ def recipe_for(model: str, args: argparse.Namespace) -> dict[str, Any]:
             {"quantize": {"id": "student-q-emb", "types": ["Q4_K_M"], "embedding_type": "Q4_0",
                           "prefix": "student."}},
             {"evaluate": ev},
+            # Vocabulary pruning (appended after the first evaluation, so adding it did
+            # not invalidate the measurements above): the tuned model and the student
+            # keep the ~30k tokens English news + the task need.
+            {"prune": {"id": "vocab", "input": "finetune", "method": "vocab",
+                       "calibration": "vocab"}},
+            {"quantize": {"id": "vocab-q", "types": ["F16", "Q8_0", "Q4_K_M"],
+                          "prefix": "vocab."}},
+            {"prune": {"id": "student-vocab", "input": "distill", "method": "vocab",
+                       "calibration": "vocab"}},
+            {"quantize": {"id": "student-vocab-q", "types": ["Q8_0", "Q4_K_M"],
+                          "prefix": "student-vocab."}},
+            {"evaluate": {**ev, "id": "evaluate-vocab", "variants": [
+                "vocab.f16", "vocab.q8_0", "vocab.q4_k_m", "student-vocab.q8_0",
+                "student-vocab.q4_k_m"]}},
         ],
+        "profiles": PROFILES,
     }
+
+
+# Device classes the build reports on (memory for the model process; llama.cpp threads).
+PROFILES = [
+    {"name": "mcu-gateway-128mb", "memory_mb": 128, "cores": 1},
+    {"name": "pi-zero-2w-512mb", "memory_mb": 300, "cores": 4,
+     "latency": {"tokens_per_s": 5}},
+    {"name": "pi5-2gb", "memory_mb": 800, "cores": 4,
+     "latency": {"ttft_ms": 1500, "tokens_per_s": 10}},
+    {"name": "laptop-8gb", "memory_mb": 4000, "cores": 8},
+]
 
 
 def serve_check(manifest: Manifest, work: Path, n: int, threads: int) -> dict[str, Any]:
@@ -226,7 +262,8 @@ def serve_check(manifest: Manifest, work: Path, n: int, threads: int) -> dict[st
 ORDER = ["base.f16", "base.q4_k_m", "finetune.lora", "tuned.f16", "tuned.q8_0",
          "tuned.q5_k_m", "tuned.q4_k_m", "tuned.q4_k_m.emb-q4_0", "wanda30.f16",
          "wanda50.f16", "student.f16", "student.q4_k_m", "student.q4_k_m.emb-q4_0",
-         "tuned.onnx-int8", "tuned.onnx-int8-wo"]
+         "vocab.f16", "vocab.q8_0", "vocab.q4_k_m", "student-vocab.q8_0",
+         "student-vocab.q4_k_m", "tuned.onnx-int8", "tuned.onnx-int8-wo"]
 LABELS = {
     "base.f16": "base F16 (de-quantised Q4_K_M)", "base.q4_k_m": "base Q4_K_M",
     "finetune.lora": "base Q4_K_M + LoRA adapter", "tuned.f16": "F16 (tuned, merged)",
@@ -235,6 +272,10 @@ LABELS = {
     "wanda50.f16": "Wanda 50 % (F16)", "student.f16": "distilled student (F16)",
     "student.q4_k_m": "distilled student Q4_K_M",
     "student.q4_k_m.emb-q4_0": "distilled student Q4_K_M, emb. Q4_0",
+    "vocab.f16": "vocabulary-pruned (F16)", "vocab.q8_0": "vocabulary-pruned Q8_0",
+    "vocab.q4_k_m": "vocabulary-pruned Q4_K_M",
+    "student-vocab.q8_0": "student, vocabulary-pruned Q8_0",
+    "student-vocab.q4_k_m": "student, vocabulary-pruned Q4_K_M",
     "tuned.onnx-int8": "int8 ONNX, dynamic (onnxruntime)",
     "tuned.onnx-int8-wo": "int8 ONNX, weight-only (onnxruntime)"}
 
@@ -410,7 +451,15 @@ def main() -> None:
                f"the teacher on held-out text {dist['kl_val_before']:.3f} → "
                f"{dist['kl_val_after']:.3f} nats/token.\n",
                f"\nTarget (≥ 75 % smaller than F16, ≥ 95 % of its task accuracy): "
-               f"{', '.join(results['models'][model]['target']['met_by']) or 'not met'}.\n"]
+               f"{', '.join(results['models'][model]['target']['met_by']) or 'not met'}.\n",
+               "\n| hardware profile | memory MB | cores | latency target | best fit | "
+               "fits |\n|---|---:|---:|---|---|---:|\n"]
+        for spec, rep in zip(PROFILES, manifest.profiles, strict=True):
+            lat = ", ".join(f"{k} {v}" for k, v in spec.get("latency", {}).items()) or "–"
+            md.append(f"| {spec['name']} | {spec['memory_mb']} | {spec['cores']} | {lat} | "
+                      f"{rep['best'] or 'none fits'} | "
+                      f"{sum(f['fits'] for f in rep['variants'])}/{len(rep['variants'])} |\n")
+        results["models"][model]["profiles"] = manifest.profiles
         print(text, flush=True)
     results["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -364,3 +364,51 @@ def test_build_cli_reports_and_explains_errors(tiny: Path, tmp_path: Path) -> No
                          text=True, timeout=120, env=env)
     assert bad.returncode == 2
     assert "stages[0]: unknown stage 'quantise'" in bad.stderr
+
+
+def test_vocabulary_pruning_keeps_what_the_text_needs(built: Manifest, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF-born model (the tiny F16 GGUF above) trimmed to the colour-chat vocabulary."""
+    import numpy as np
+
+    monkeypatch.setenv("EDGEWISE_MODEL_DIR", str(tmp_path / "models"))  # the GGUF → HF cache
+    source = variant_file(built, "f16")
+    write_colour_chat(tmp_path / "colours.jsonl", 64)
+    (tmp_path / "recipe.yaml").write_text(f"""
+name: trimmed
+base: {source}
+threads: 2
+datasets:
+  colours: {{path: colours.jsonl, format: chat}}
+stages:
+  - prune: {{id: trim, method: vocab, calibration: colours}}
+  - quantize: {{types: [F16]}}
+""")
+    m = build(load_recipe(tmp_path / "recipe.yaml"))
+    metrics = m.stages[0].metrics
+    # (a byte-level BPE keeps its 256-byte alphabet; merges the chat never uses go)
+    assert metrics["vocab_after"] <= metrics["vocab_before"] - 10
+    trimmed = engine(art(m) / m.variants[0].path)
+    original = engine(source)
+    try:
+        assert trimmed.llm.n_vocab() == metrics["vocab_after"]
+        text = "user: what colour is snow?\nassistant: white"
+        a, b = original.tokenize(text), trimmed.tokenize(text)
+        # the same segmentation: the same token strings, renumbered
+        assert [original.token_bytes(t) for t in a] == [trimmed.token_bytes(t) for t in b]
+        # a softmax over a subset of the vocabulary: every kept token gets likelier
+        lp_a = np.array([s.logprob for s in original.score(a)])
+        lp_b = np.array([s.logprob for s in trimmed.score(b)])
+        assert np.all(lp_b >= lp_a - 1e-3) and lp_b.sum() > lp_a.sum()
+    finally:
+        trimmed.close()
+        original.close()
+    # the HF tokenizer no longer matches: stages that need it refuse, saying what to do
+    (tmp_path / "recipe.yaml").write_text((tmp_path / "recipe.yaml").read_text().replace(
+        "  - quantize: {types: [F16]}",
+        "  - finetune: {dataset: colours, max_steps: 1}"))
+    from edgewise.errors import StageError
+
+    with pytest.raises(StageError, match=r"its vocabulary was pruned.*Put `prune: \{method: "
+                                         r"vocab\}` last"):
+        build(load_recipe(tmp_path / "recipe.yaml"))

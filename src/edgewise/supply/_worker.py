@@ -40,16 +40,39 @@ def _use_tools(tools: str) -> None:
     sys.path.insert(0, tools)
 
 
-def _copy_vocab(writer: Any, source: str) -> None:
+_PER_TOKEN = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+
+
+def _copy_vocab(writer: Any, source: str, keep_file: str | None) -> None:
+    """Copy the ``tokenizer.*`` keys; with ``keep_file`` (a pruned vocabulary, see
+    edgewise/supply/vocab.py) keep only those tokens, renumbered in order, only the
+    merges whose parts and result survive, and remap the special-token ids."""
     import gguf
 
     reader = gguf.GGUFReader(source)
+    keep = json.loads(Path(keep_file).read_text())["keep"] if keep_file else None
+    new_id = {old: new for new, old in enumerate(keep)} if keep is not None else {}
+    kept_text: set[str] = set()
+    if keep is not None:
+        tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+        kept_text = {tokens[i] for i in keep}
     for name, field in reader.fields.items():
-        if not name.startswith("tokenizer."):
+        if not name.startswith("tokenizer.") or name == "tokenizer.chat_template":
             continue
         vtype = gguf.GGUFValueType(field.types[0])
         sub = gguf.GGUFValueType(field.types[-1]) if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
+        value = field.contents()
+        if keep is not None:
+            if name in _PER_TOKEN:
+                value = [value[i] for i in keep]
+            elif name == "tokenizer.ggml.merges":
+                value = [m for m in value if (p := m.partition(" "))[0] in kept_text
+                         and p[2] in kept_text and p[0] + p[2] in kept_text]
+            elif name.endswith("_token_id"):
+                if int(value) not in new_id:
+                    continue
+                value = new_id[int(value)]
+        writer.add_key_value(name, value, vtype, sub_type=sub)
 
 
 def _hf_to_gguf(job: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +92,7 @@ def _hf_to_gguf(job: dict[str, Any]) -> dict[str, Any]:
 
             def set_vocab(self) -> None:
                 if vocab_from:
-                    _copy_vocab(self.gguf_writer, vocab_from)
+                    _copy_vocab(self.gguf_writer, vocab_from, job.get("vocab_keep"))
                 else:
                     super().set_vocab()
                 # Variants are trained and evaluated on the plain transcript a node uses

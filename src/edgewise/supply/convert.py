@@ -165,9 +165,11 @@ def hf_to_gguf(state: ModelState, dest: Path, *, outtype: str = "f16") -> Path:
     require("torch", "transformers", "safetensors", feature="GGUF conversion")
     tools = convert_tools()
     with _atomic_file(dest) as tmp:
+        keep = state.hf_dir / "vocab_keep.json"   # a pruned vocabulary (supply.vocab)
         run_worker({"kind": "hf-to-gguf", "model": str(state.hf_dir), "out": str(tmp),
                     "outtype": outtype,
                     "vocab_from": str(state.vocab_gguf) if state.vocab_gguf else None,
+                    "vocab_keep": str(keep) if keep.is_file() else None,
                     "pre_tokenizer": state.pre_tokenizer},
                    what=f"converting {state.hf_dir.name} to GGUF", tools=tools)
     return dest

@@ -62,6 +62,10 @@ def export_onnx(state: ModelState, out_dir: Path, *, threads: int) -> Path:
     """Export a checkpoint to ``out_dir/model.onnx`` (+ ``model.onnx.data``, tokenizer)."""
     require("torch", "transformers", "onnx", "onnxscript", feature="ONNX export")
     import torch
+
+    from edgewise.supply.vocab import check_not_pruned
+
+    check_not_pruned(state.hf_dir, "ONNX export")
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(threads)

@@ -45,10 +45,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, with_config
 
+from edgewise.errors import StageError
 from edgewise.supply.data import load_texts
 from edgewise.supply.deps import require
 from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
 from edgewise.supply.training import load_causal_lm, pack_texts, setup_torch
+from edgewise.supply.vocab import keep_ids, read_vocab, write_keep
 
 __all__ = ["Prune", "PruneParams", "decoder_layers", "wanda_mask"]
 
@@ -59,10 +61,11 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 @with_config(STRICT)
 @dataclass
 class PruneParams:
-    method: Literal["wanda", "magnitude", "layers", "channels"]
+    method: Literal["wanda", "magnitude", "layers", "channels", "vocab"]
     #: Fraction removed: of each row's weights (wanda, magnitude), of the decoder layers
-    #: (layers), of each MLP's intermediate channels (channels).
-    sparsity: Annotated[float, Field(gt=0, lt=1)]
+    #: (layers), of each MLP's intermediate channels (channels). Not used by ``vocab``
+    #: (it keeps what the calibration text needs; see ``edgewise.supply.vocab``).
+    sparsity: Annotated[float, Field(gt=0, lt=1)] | None = None
     #: Calibration text (any dataset format); required except for ``magnitude``.
     calibration: str | None = None
     #: Calibration sequences and their length in tokens.
@@ -74,6 +77,13 @@ class PruneParams:
     def __post_init__(self) -> None:
         if self.method != "magnitude" and self.calibration is None:
             raise ValueError(f"method {self.method!r} needs a `calibration` dataset")
+        if self.method != "vocab" and self.sparsity is None:
+            raise ValueError(f"method {self.method!r} needs `sparsity` (a fraction in (0, 1))")
+
+    @property
+    def fraction(self) -> float:
+        """``sparsity`` for the methods that require it (checked above)."""
+        return float(self.sparsity or 0.0)
 
 
 def decoder_layers(model: Any) -> Any:
@@ -131,7 +141,9 @@ class Prune(Stage):
         setup_torch(ctx.threads, ctx.seed)
         model, tok = load_causal_lm(ctx.model.hf_dir)
         rows: list[list[int]] = []
-        if params.calibration is not None:
+        if params.method == "vocab":
+            pass  # tokenizes the whole calibration text itself, with llama.cpp
+        elif params.calibration is not None:
             ds = ctx.datasets[params.calibration]
             rows = pack_texts(tok, load_texts(ds.path, ds.format), length=params.seq_len,
                               limit=params.samples, seed=ctx.seed)
@@ -150,6 +162,8 @@ class Prune(Stage):
         for name in _TOKENIZER_FILES:
             if (ctx.model.hf_dir / name).is_file():
                 shutil.copy2(ctx.model.hf_dir / name, out / name)
+        if params.method == "vocab":
+            write_keep(out, metrics.pop("_keep"), metrics.pop("_info"))
         return StageResult(model=out, metrics=metrics)
 
     # -- calibration ------------------------------------------------------------------
@@ -183,7 +197,7 @@ class Prune(Stage):
             for h in handles:
                 h.remove()
         return self._apply_masks(linears, {n: v.sqrt().float() for n, v in sq.items()},
-                                 params.sparsity)
+                                 params.fraction)
 
     def _magnitude(self, model: Any, rows: list[list[int]], params: PruneParams,
                    ctx: StageContext) -> dict[str, Any]:
@@ -191,7 +205,7 @@ class Prune(Stage):
 
         linears = _linears(decoder_layers(model))
         return self._apply_masks(linears, {n: torch.ones(m.in_features)
-                                           for n, m in linears.items()}, params.sparsity)
+                                           for n, m in linears.items()}, params.fraction)
 
     @staticmethod
     def _apply_masks(linears: dict[str, Any], norms: dict[str, Any],
@@ -206,6 +220,54 @@ class Prune(Stage):
                 "pruned_linear_layers": len(linears), "zero_weights": zeros}
 
     # -- structured -------------------------------------------------------------------
+    def _vocab(self, model: Any, rows: list[list[int]], params: PruneParams,
+               ctx: StageContext) -> dict[str, Any]:
+        """Keep the embedding rows of the tokens the calibration text needs (vocab.py)."""
+        import llama_cpp
+        import torch
+
+        source = ctx.model.vocab_gguf
+        if source is None:
+            raise StageError("vocabulary pruning needs a model that came from a GGUF file "
+                             "(its vocabulary is copied from there); this one came from a "
+                             "Hugging Face checkpoint")
+        info = read_vocab(source)
+        assert params.calibration is not None
+        ds = ctx.datasets[params.calibration]
+        texts = load_texts(ds.path, ds.format)
+        # The ids llama.cpp itself produces: the tokenizer that will serve the model.
+        llm = llama_cpp.Llama(str(source), vocab_only=True, verbose=False)
+        used: set[int] = set()
+        try:
+            lines = [ln for t in texts for ln in t.splitlines() if ln.strip()]
+            for i, line in enumerate(lines):
+                if i % 2000 == 0:
+                    ctx.progress(i, len(lines), "tokenizing the calibration text")
+                used.update(llm.tokenize(line.encode(), add_bos=False, special=False))
+        finally:
+            llm.close()
+        keep = keep_ids(info, used)
+        idx = torch.tensor(keep)
+        emb = model.get_input_embeddings()
+        old_rows = emb.weight.shape[0]
+        if old_rows != len(info.tokens):
+            raise StageError(f"the embedding has {old_rows} rows but {source.name} has "
+                             f"{len(info.tokens)} tokens; cannot map them")
+        out_emb = model.get_output_embeddings()
+        tied = out_emb is not None and out_emb.weight is emb.weight
+        emb.weight = torch.nn.Parameter(emb.weight.data[idx].clone())
+        emb.num_embeddings = len(keep)
+        if out_emb is not None:
+            if tied:
+                out_emb.weight = emb.weight
+            else:
+                out_emb.weight = torch.nn.Parameter(out_emb.weight.data[idx].clone())
+            out_emb.out_features = len(keep)
+        model.config.vocab_size = len(keep)
+        return {"vocab_before": len(info.tokens), "vocab_after": len(keep),
+                "calibration_tokens_distinct": len(used), "tokenizer": info.model,
+                "_keep": keep, "_info": info}
+
     def _layers(self, model: Any, rows: list[list[int]], params: PruneParams,
                 ctx: StageContext) -> dict[str, Any]:
         import torch
@@ -233,9 +295,9 @@ class Prune(Stage):
             for h in handles:
                 h.remove()
         influence = (1 - sims / max(count, 1)).tolist()      # BI_l = 1 - E[cos]
-        drop = max(1, round(params.sparsity * n))
+        drop = max(1, round(params.fraction * n))
         if drop >= n:
-            raise ValueError(f"sparsity {params.sparsity} would remove all {n} layers")
+            raise ValueError(f"sparsity {params.fraction} would remove all {n} layers")
         removed = sorted(sorted(range(n), key=lambda i: influence[i])[:drop])
         keep = [i for i in range(n) if i not in removed]
         model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
@@ -276,7 +338,7 @@ class Prune(Stage):
             for h in handles:
                 h.remove()
         mult = min(params.multiple_of, width)
-        keep_n = max(mult, int(width * (1 - params.sparsity)) // mult * mult)
+        keep_n = max(mult, int(width * (1 - params.fraction)) // mult * mult)
         for i, m in enumerate(mlps):
             importance = sq[i].sqrt().float() * m.down_proj.weight.norm(dim=0)
             keep = torch.topk(importance, keep_n).indices.sort().values

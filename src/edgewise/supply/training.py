@@ -50,6 +50,9 @@ def load_causal_lm(path: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from edgewise.supply.vocab import check_not_pruned
+
+    check_not_pruned(path, "this stage")
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     model.eval()
