@@ -190,9 +190,13 @@ def recipe_for(model: str, args: argparse.Namespace) -> dict[str, Any]:
                        "calibration": "vocab"}},
             {"quantize": {"id": "student-vocab-q", "types": ["Q8_0", "Q4_K_M"],
                           "prefix": "student-vocab."}},
-            {"evaluate": {**ev, "id": "evaluate-vocab", "variants": [
+            # The base re-quantised to the other types (for the comparison with llama.cpp's
+            # published deltas).
+            {"quantize": {"id": "base-q2", "input": "base", "types": ["Q8_0", "Q5_K_M"],
+                          "prefix": "base."}},
+            {"evaluate": {**ev, "id": "evaluate-2", "variants": [
                 "vocab.f16", "vocab.q8_0", "vocab.q4_k_m", "student-vocab.q8_0",
-                "student-vocab.q4_k_m"]}},
+                "student-vocab.q4_k_m", "base.q8_0", "base.q5_k_m"]}},
         ],
         "profiles": PROFILES,
     }
@@ -259,13 +263,14 @@ def serve_check(manifest: Manifest, work: Path, n: int, threads: int) -> dict[st
 
 
 # -- tables ---------------------------------------------------------------------------
-ORDER = ["base.f16", "base.q4_k_m", "finetune.lora", "tuned.f16", "tuned.q8_0",
-         "tuned.q5_k_m", "tuned.q4_k_m", "tuned.q4_k_m.emb-q4_0", "wanda30.f16",
+ORDER = ["base.f16", "base.q8_0", "base.q5_k_m", "base.q4_k_m", "finetune.lora", "tuned.f16",
+         "tuned.q8_0", "tuned.q5_k_m", "tuned.q4_k_m", "tuned.q4_k_m.emb-q4_0", "wanda30.f16",
          "wanda50.f16", "student.f16", "student.q4_k_m", "student.q4_k_m.emb-q4_0",
          "vocab.f16", "vocab.q8_0", "vocab.q4_k_m", "student-vocab.q8_0",
          "student-vocab.q4_k_m", "tuned.onnx-int8", "tuned.onnx-int8-wo"]
 LABELS = {
     "base.f16": "base F16 (de-quantised Q4_K_M)", "base.q4_k_m": "base Q4_K_M",
+    "base.q8_0": "base Q8_0", "base.q5_k_m": "base Q5_K_M",
     "finetune.lora": "base Q4_K_M + LoRA adapter", "tuned.f16": "F16 (tuned, merged)",
     "tuned.q8_0": "Q8_0", "tuned.q5_k_m": "Q5_K_M", "tuned.q4_k_m": "Q4_K_M",
     "tuned.q4_k_m.emb-q4_0": "Q4_K_M, embedding Q4_0", "wanda30.f16": "Wanda 30 % (F16)",
@@ -317,6 +322,35 @@ def table(manifest: Manifest) -> tuple[str, list[dict[str, Any]]]:
             f"{_f(m.get('tokens_per_s'), '.1f')} | {_f(m.get('ttft_ms'), '.0f')} | "
             f"{_f(m.get('peak_rss_mb'), '.0f')} | {_f(m.get('load_avg_1m'), '.1f')} |")
     return "\n".join(lines) + "\n", rows
+
+
+# llama.cpp's own perplexity deltas vs F16 (wikitext-2 test, 512-token chunks), from
+# vendor/llama.cpp/tools/perplexity/README.md in the llama-cpp-python 0.3.36 sdist:
+# "LLaMA 2 vs. LLaMA 3 Quantization comparison" (mean PPL ratio) and, for Q5_K_M on
+# Llama-3-8B, the scoreboard (6.288607 / 6.233160 - 1 = +0.89 %) — and the older Llama 2 70B
+# scoreboard ("Delta to fp16").
+PUBLISHED = {
+    "Q8_0": {"Llama-3-8B": 0.000425, "Llama-2-7B": 0.000689},
+    "Q5_K_M": {"Llama-3-8B": 0.008896, "Llama-2-70B": 0.0040},
+    "Q4_K_M": {"Llama-3-8B": 0.028160, "Llama-2-7B": 0.014242, "Llama-2-70B": 0.0120},
+}
+
+
+def delta_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Our PPL deltas (tuned model; re-quantised base) next to llama.cpp's published ones."""
+    by = {r["variant"]: r for r in rows}
+    out: dict[str, Any] = {}
+    lines = ["| type | Δppl, tuned model (PTB) | Δppl, base re-quantised (PTB) | "
+             "llama.cpp published (wikitext-2) |", "|---|---:|---:|---|"]
+    base_f16 = by.get("base.f16", {}).get("perplexity")
+    for q in ("Q8_0", "Q5_K_M", "Q4_K_M"):
+        tuned = by.get(f"tuned.{q.lower()}", {}).get("ppl_delta_vs_f16")
+        base_q = by.get(f"base.{q.lower()}", {}).get("perplexity")
+        base_d = base_q / base_f16 - 1 if base_q and base_f16 else None
+        pub = ", ".join(f"{m} {v:+.2%}" for m, v in PUBLISHED[q].items())
+        out[q] = {"tuned": tuned, "base_requantised": base_d, "published": PUBLISHED[q]}
+        lines.append(f"| {q} | {_f(tuned, '+.2%')} | {_f(base_d, '+.2%')} | {pub} |")
+    return "\n".join(lines) + "\n", out
 
 
 def target_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -460,6 +494,9 @@ def main() -> None:
                       f"{rep['best'] or 'none fits'} | "
                       f"{sum(f['fits'] for f in rep['variants'])}/{len(rep['variants'])} |\n")
         results["models"][model]["profiles"] = manifest.profiles
+        dtext, deltas = delta_table(rows)
+        results["models"][model]["ppl_deltas"] = deltas
+        md += ["\nPerplexity deltas against F16, ours and llama.cpp's:\n\n", dtext]
         print(text, flush=True)
     results["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)
