@@ -284,3 +284,14 @@ def test_duplicate_variant_names_are_refused(workdir: Path) -> None:
     (art / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(StageError, match="produced variant 'c', which an earlier stage"):
         build(make(workdir, [*stages, {"t-write": {"id": "c"}}]))
+
+
+def test_a_stage_whose_files_were_damaged_is_redone(workdir: Path) -> None:
+    build(make(workdir, STAGES))
+    (workdir / "artifacts/fake/stages/b/out.bin").write_text("truncated")
+    CALLS.clear()
+    m = build(make(workdir, STAGES))
+    assert CALLS == ["b"]
+    files = m.stage("b").files  # type: ignore[union-attr]
+    assert files["stages/b/out.bin"]["sha256"] == sha256(
+        workdir / "artifacts/fake/stages/b/out.bin")

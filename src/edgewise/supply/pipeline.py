@@ -168,7 +168,7 @@ def build(recipe: Recipe, *, fresh: bool = False,
             in_state = models[spec.input]
             lineage = [*lineages[spec.input], spec.id]
             old = manifest.stage(spec.id)
-            reused = old is not None and old.fingerprint == fp and (stages_dir / spec.id).is_dir()
+            reused = old is not None and old.fingerprint == fp and _intact(art, old)
             bar.stage_started(i, len(recipe.stages), spec, reused)
             t0 = time.monotonic()
             if reused and old is not None:
@@ -190,6 +190,18 @@ def build(recipe: Recipe, *, fresh: bool = False,
         manifest.complete = True
         manifest.save()
         return manifest
+
+
+def _intact(art: Path, rec: StageRecord) -> bool:
+    """Every file the stage recorded is still there with its size (a cheap check; the
+    sha256s are in the manifest for a full verification)."""
+    for rel, info in rec.files.items():
+        p = art / rel
+        if not p.is_file() or p.stat().st_size != info.get("size_bytes"):
+            log.warning("stage %s: %s is missing or changed; running the stage again",
+                        rec.id, rel)
+            return False
+    return (art / "stages" / rec.id).is_dir()
 
 
 def _model_after(rec: StageRecord, in_state: ModelState, art: Path) -> ModelState:
