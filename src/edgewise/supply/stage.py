@@ -1,0 +1,256 @@
+"""The one shape every pipeline stage has, and the registry stages join by name.
+
+A stage is a class with a ``kind`` (its name in recipes), a ``Params`` dataclass (the
+keys a recipe may set, with defaults; validated by :mod:`edgewise.supply.recipe`) and a
+:meth:`Stage.run` that reads its input from a :class:`StageContext` and writes
+everything it produces under ``ctx.out_dir``::
+
+    @register_stage
+    class Quantize(Stage):
+        kind = "quantize"
+        Params = QuantizeParams
+
+        def run(self, params: QuantizeParams, ctx: StageContext) -> StageResult:
+            ...
+            return StageResult(variants=[Variant(...)], metrics={...})
+
+What flows between stages is a *working model* — a Hugging Face checkpoint folder
+(:class:`ModelState`) that a stage may replace (``finetune`` with ``merge``, ``prune``,
+``distill``) — and *variants*: deployable files (GGUF for llama.cpp, ONNX for
+onnxruntime) that ``quantize``, ``export`` and ``finetune`` add to the artifact and
+``evaluate`` measures. The pipeline owns atomicity: ``ctx.out_dir`` is a temporary
+folder that is renamed into place only when :meth:`Stage.run` returns, and the stage
+counts as done only once its manifest entry is written.
+
+Stage modules import torch & co. inside :meth:`Stage.run`, never at import time, so a
+recipe can be validated (and ``import edgewise`` stays light) without the ``supply`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pydantic
+
+__all__ = [
+    "STRICT",
+    "ModelState",
+    "Stage",
+    "StageContext",
+    "StageResult",
+    "Variant",
+    "get_stage",
+    "register_stage",
+    "registered_stages",
+]
+
+
+#: pydantic config for every ``Params`` dataclass: unknown recipe keys are errors.
+STRICT = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A Hugging Face checkpoint folder plus what converting it back to GGUF needs."""
+
+    #: ``config.json``, ``*.safetensors`` and the tokenizer files.
+    hf_dir: Path
+    #: A GGUF whose ``tokenizer.*`` keys are copied on conversion (the model came from it).
+    vocab_gguf: Path | None = None
+    #: BPE pre-tokenizer name for llama.cpp when its hash is not recognised.
+    pre_tokenizer: str | None = None
+    #: A GGUF holding exactly these weights (the source file), if one exists: a LoRA
+    #: adapter trained on this model can be served on top of it.
+    gguf: Path | None = None
+
+
+Format = Literal["gguf", "onnx"]
+
+
+@dataclass
+class Variant:
+    """A deployable model file in the artifact, and what was measured about it."""
+
+    #: Unique within the artifact, e.g. ``q4_k_m`` or ``wanda50.f16``.
+    name: str
+    format: Format
+    #: Relative to the artifact folder (or absolute, for a file outside it such as the
+    #: source GGUF a LoRA adapter is served on).
+    path: str
+    #: Quantisation: ``F16``, ``Q8_0``, ``Q4_K_M``, ``int8`` …
+    quantization: str
+    #: The stage that produced it.
+    stage: str
+    #: Stage ids from the base to this variant, oldest first.
+    lineage: list[str] = field(default_factory=list)
+    #: GGUF LoRA adapter applied on top of ``path`` (relative to the artifact).
+    adapter: str | None = None
+    #: Bytes on disk: the file plus the adapter (what a device must store).
+    size_bytes: int = 0
+    #: Filled by ``evaluate``: perplexity, task_accuracy, tokens_per_s, ttft_ms, peak_rss_mb …
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "name", "format", "path", "quantization", "stage", "lineage", "adapter",
+            "size_bytes", "metrics")}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Variant:
+        return cls(**{k: data[k] for k in (
+            "name", "format", "path", "quantization", "stage", "lineage", "adapter",
+            "size_bytes", "metrics") if k in data})
+
+
+#: progress(done, total, note): total None while unknown.
+ProgressFn = Callable[[float, float | None, str], None]
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may read, and where it writes."""
+
+    stage_id: str
+    #: Empty temporary folder; renamed to ``stages/<id>/`` when the stage succeeds.
+    out_dir: Path
+    #: The artifact folder (for resolving variant paths).
+    artifact_dir: Path
+    #: The working model this stage starts from.
+    model: ModelState
+    #: The recipe's base model (after conversion to a checkpoint).
+    base: ModelState
+    #: Working models of earlier stages, by stage id (``base`` included).
+    models: Mapping[str, ModelState]
+    #: Variants produced so far, by name.
+    variants: Mapping[str, Variant]
+    #: Stage ids from the base to this stage's input, oldest first.
+    lineage: list[str]
+    #: Resolved dataset files, by recipe name.
+    datasets: Mapping[str, Any]
+    seed: int
+    threads: int
+    progress: ProgressFn
+    log: logging.Logger
+
+    def variant_path(self, variant: Variant) -> Path:
+        """Absolute path of a variant's file."""
+        p = Path(variant.path)
+        return p if p.is_absolute() else self.artifact_dir / p
+
+    def adapter_path(self, variant: Variant) -> Path | None:
+        if variant.adapter is None:
+            return None
+        p = Path(variant.adapter)
+        return p if p.is_absolute() else self.artifact_dir / p
+
+    def rel(self, path: Path) -> str:
+        """Where a file written under ``out_dir`` will live, relative to the artifact."""
+        return str(Path("stages") / self.stage_id / path.relative_to(self.out_dir))
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back to the pipeline."""
+
+    #: A new working model written under ``out_dir`` (HF checkpoint), or None.
+    model: Path | None = None
+    #: Variants written under ``out_dir`` (paths via :meth:`StageContext.rel`).
+    variants: list[Variant] = field(default_factory=list)
+    #: Stage-level measurements (losses, sparsity, timings …).
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: Measurements of existing variants, by variant name (``evaluate``).
+    variant_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Stage(ABC):
+    """One step of the supply chain. Subclasses set ``kind`` and ``Params``."""
+
+    #: The name used in recipes (``- quantize: {...}``).
+    kind: ClassVar[str]
+    #: A dataclass whose fields are the stage's recipe keys (all with defaults or required).
+    Params: ClassVar[type]
+    #: Params fields whose value names a recipe dataset (checked when the recipe loads).
+    dataset_fields: ClassVar[tuple[str, ...]] = ()
+    #: Params fields whose value names another model (``base`` or an earlier stage id).
+    model_fields: ClassVar[tuple[str, ...]] = ()
+    #: Whether the result depends on every earlier stage's variants (``evaluate``): its
+    #: fingerprint then covers all of them, so it is redone when any of them changes.
+    reads_variants: ClassVar[bool] = False
+
+    def produces_model(self, params: Any) -> bool:
+        """Whether, with these params, the stage replaces the working model (so later
+        stages start from it by default). Most stages never do."""
+        return False
+
+    @abstractmethod
+    def run(self, params: Any, ctx: StageContext) -> StageResult:
+        """Do the work, writing only under ``ctx.out_dir``; raise on failure."""
+
+    def models(self, params: Any) -> list[str]:
+        """Stage ids (or ``base``) of the extra models this stage reads (a teacher…)."""
+        return [v for f in self.model_fields if isinstance(v := getattr(params, f, None), str)]
+
+    def datasets(self, params: Any) -> list[str]:
+        """Names of the recipe datasets this stage reads (for digests and validation)."""
+        names = []
+        for f in self.dataset_fields:
+            value = getattr(params, f, None)
+            if isinstance(value, str):
+                names.append(value)
+            elif isinstance(value, list):
+                names.extend(v for v in value if isinstance(v, str))
+        return names
+
+
+_REGISTRY: dict[str, type[Stage]] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage available to recipes under ``cls.kind``.
+
+    Raises:
+        ValueError: another stage already has that name.
+    """
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"{cls.__name__} must set a non-empty `kind`")
+    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+        raise ValueError(f"a stage named {kind!r} is already registered "
+                         f"({_REGISTRY[kind].__module__}.{_REGISTRY[kind].__name__})")
+    _REGISTRY[kind] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers the built-in stages (they import torch lazily).
+    from edgewise.supply import (  # noqa: F401
+        distill,
+        evaluate,
+        export,
+        finetune,
+        prune,
+        quantize,
+    )
+
+
+def registered_stages() -> dict[str, type[Stage]]:
+    """Every registered stage, by name."""
+    _load_builtin()
+    return dict(_REGISTRY)
+
+
+def get_stage(kind: str) -> type[Stage]:
+    """The stage class registered as ``kind``.
+
+    Raises:
+        KeyError: no such stage (the message lists the registered ones).
+    """
+    stages = registered_stages()
+    if kind not in stages:
+        raise KeyError(f"unknown stage {kind!r}; stages: {', '.join(sorted(stages))}")
+    return stages[kind]
