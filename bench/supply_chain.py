@@ -453,12 +453,6 @@ def main() -> None:
                     "python": platform.python_version(), "threads": args.threads},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": data, "prompt": PROMPT, "models": {}}
-    md = ["# Supply chain benchmark\n",
-          f"Machine: {platform.machine()}, {os.cpu_count()} cores; training "
-          f"{args.threads} threads, measuring {args.eval_threads}; "
-          f"task: sarcasm headlines (train {args.n_train}, val {args.n_val}, test "
-          f"{args.n_test}); PTB test perplexity over the first {args.ppl_tokens} tokens "
-          "(512-token chunks, second halves scored).\n"]
     for model in args.models:
         recipe = recipe_for(model, args)
         path = args.work / f"{model}.yaml"
@@ -482,7 +476,7 @@ def main() -> None:
             "curves": {s.id: {k: v for k, v in s.metrics.items() if k.endswith("_curve")}
                        for s in manifest.stages if s.kind in ("finetune", "distill")}}
         by = {r["variant"]: r for r in rows}
-        md += [f"\n## {model}\n", text,
+        md = [f"\n## {model}\n", _settings_line(args), "\n", text,
                f"\nLoRA (r=16, {ft['steps']} steps, best at {ft['best_step']}, "
                f"{ft['seconds'] / 60:.1f} min): validation loss {ft['initial_val_loss']:.3f} → "
                f"{ft['best_val_loss']:.3f}; test accuracy (log-likelihood) base Q4_K_M "
@@ -507,14 +501,39 @@ def main() -> None:
         dtext, deltas = delta_table(rows)
         results["models"][model]["ppl_deltas"] = deltas
         md += ["\nPerplexity deltas against F16, ours and llama.cpp's:\n\n", dtext]
+        results["models"][model]["settings"] = results["settings"]
+        results["models"][model]["markdown"] = "".join(md)
         print(text, flush=True)
     results["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)
+    keep_other_models(results, RESULTS / "supply_chain.json")
     (RESULTS / "supply_chain.json").write_text(json.dumps(results, indent=2, default=str))
+    md = ["# Supply chain benchmark\n"] + [results["models"][m]["markdown"]
+                                         for m in MODELS if m in results["models"]]
     if plot(results, RESULTS / "supply_chain.png"):
         md.append("\n![size vs accuracy](supply_chain.png)\n")
     (RESULTS / "supply_chain.md").write_text("".join(md))
     print("".join(md))
+
+
+def _settings_line(args: argparse.Namespace) -> str:
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} cores; training "
+            f"{args.threads} thread(s), measuring {args.eval_threads}; task: sarcasm "
+            f"headlines (train {args.n_train}, val {args.n_val}, test {args.n_test}); PTB "
+            f"test perplexity over the first {args.ppl_tokens} tokens (512-token chunks, "
+            "second halves scored).\n")
+
+
+def keep_other_models(results: dict[str, Any], path: Path) -> None:
+    """Carry over the models an earlier run measured and this one did not (``--models``
+    builds one at a time), so the results file always holds every model's last run."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for model, res in previous.get("models", {}).items():
+        if model not in results["models"] and "markdown" in res:
+            results["models"][model] = res
 
 
 if __name__ == "__main__":
