@@ -131,6 +131,29 @@ def test_quantized_gguf_files_load_tokenize_and_match_the_checkpoint(
         "int8 weight-only"
 
 
+def test_partial_and_shared_prefix_scoring_equal_full_scoring(built: Manifest) -> None:
+    """`score(first=)` and `score_continuations` skip work, not numbers: they match
+    the plain full scoring (what evaluate used before) token for token."""
+    e = engine(variant_file(built, "f16"))
+    e.n_batch = 8  # several decode batches, so the logits bookkeeping crosses them
+    try:
+        ids = e.tokenize(PROBE)
+        full = [s.logprob for s in e.score(ids)]
+        tail = e.score(ids, first=9)
+        assert [s.token for s in tail] == ids[9:]
+        assert [s.logprob for s in tail] == pytest.approx(full[8:], abs=1e-4)
+        prefix, conts = ids[:11], [ids[11:], ids[11:12], [], ids[3:7]]
+        got = e.score_continuations(prefix, conts)
+        for cont, steps in zip(conts, got, strict=True):
+            ref = [s.logprob for s in e.score(prefix + cont)][len(prefix) - 1:]
+            assert [s.token for s in steps] == cont
+            assert [s.logprob for s in steps] == pytest.approx(ref, abs=1e-4)
+        # the engine is left clean: generation afterwards is unaffected
+        assert [s.logprob for s in e.score(ids)] == pytest.approx(full, abs=1e-6)
+    finally:
+        e.close()
+
+
 def test_onnx_exports_run_in_onnxruntime_close_to_torch(built: Manifest, tiny: Path) -> None:
     import numpy as np
     import onnxruntime as ort
@@ -334,6 +357,30 @@ def test_evaluate_measures_quality_size_speed_and_memory(built: Manifest, tiny: 
     assert by_name["q4_k_m"].metrics["perplexity"] == pytest.approx(ref, rel=0.15)
     assert built.profiles[0]["best"] == "finetune.lora"
     assert built.profiles[1]["best"] is None
+
+
+def test_measurements_are_kept_and_redone_only_when_the_job_changes(
+        built: Manifest, tmp_path: Path) -> None:
+    from edgewise.supply.evaluate import _measured
+
+    evaluated = [v for v in built.variants if v.metrics.get("evaluated_by") == "evaluate"]
+    assert len(list((art(built) / ".measurements").glob("*.json"))) == len(evaluated)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"weights")
+    job = {"format": "gguf", "path": str(model), "adapter": None, "threads": 1}
+    calls: list[int] = []
+
+    def measure() -> dict[str, Any]:
+        calls.append(1)
+        return {"perplexity": 10.0 + len(calls)}
+
+    cache = tmp_path / "cache"
+    assert _measured(cache, job, measure) == {"perplexity": 11.0}
+    assert _measured(cache, job, measure) == {"perplexity": 11.0, "reused_measurement": True}
+    assert _measured(cache, {**job, "threads": 2}, measure)["perplexity"] == 12.0
+    model.write_bytes(b"other weights")  # a rebuilt variant is measured again
+    assert _measured(cache, job, measure)["perplexity"] == 13.0
+    assert not list(cache.glob("*.tmp-*"))
 
 
 def test_perplexity_chunks_follow_llama_perplexity() -> None:

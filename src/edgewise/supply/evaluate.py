@@ -21,7 +21,14 @@ edgewise.supply.measure JOB``), so its memory is its own:
 4. **task accuracy** on a labelled chat/completion set, by log-likelihood: every distinct
    answer in the set (or ``choices``) is scored as a continuation of the prompt (sum of
    its tokens' log-probabilities, lm-evaluation-harness's ``acc``) and the most likely
-   one is the prediction. No sampling, no answer parsing.
+   one is the prediction. No sampling, no answer parsing. With llama.cpp the prompt is
+   evaluated once and each answer scored from its KV cache; perplexity asks for logits
+   only where tokens are scored — the same numbers for less work.
+
+A measurement is kept in ``<artifact>/.measurements/`` under a key of the job (variant
+files with their sizes and modification times, every parameter, the method version): an
+interrupted ``evaluate``, or a later one over more variants, measures only what it has
+not measured yet.
 
 The ONNX graphs have no KV cache (see :mod:`edgewise.supply.export`): their generation
 recomputes the whole sequence each token, and that is what is measured.
@@ -29,6 +36,9 @@ recomputes the whole sequence each token, and that is what is measured.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -131,7 +141,8 @@ class Evaluate(Stage):
                            task_limit=params.task_limit,
                            choices=[" " + c if ds.format == "chat" else c
                                     for c in params.choices] if params.choices else None)
-            metrics = run_child(job, what=f"evaluating {name}")
+            metrics = _measured(ctx.artifact_dir / ".measurements", job, functools.partial(
+                run_child, job, what=f"evaluating {name}"))
             metrics["size_bytes"] = v.size_bytes
             results[name] = metrics
             ctx.log.info("%s: %s", name, {k: metrics.get(k) for k in (
@@ -140,6 +151,35 @@ class Evaluate(Stage):
         (ctx.out_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
         return StageResult(variant_metrics=results,
                            metrics={"params": asdict(params), "variants": names})
+
+
+#: Bump when the measurement method changes: earlier measurements are then redone.
+MEASURE_VERSION = 2
+
+
+def _measured(cache: Path, job: dict[str, Any],
+              measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of ``job``: from the cache if this exact job was measured before."""
+    files = []
+    for key in ("path", "adapter"):
+        if job.get(key):
+            f = Path(job[key])
+            group = sorted(f.parent.iterdir()) if job["format"] == "onnx" and key == "path" \
+                else [f]
+            files += [(str(g), g.stat().st_size, g.stat().st_mtime_ns) for g in group]
+    digest = hashlib.sha256(json.dumps(
+        {"job": job, "files": files, "method": MEASURE_VERSION},
+        sort_keys=True, default=str).encode()).hexdigest()[:32]
+    path = cache / f"{digest}.json"
+    with contextlib.suppress(OSError, ValueError):
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return {**data, "reused_measurement": True}
+    result = measure()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, default=float), encoding="utf-8")
+    os.replace(tmp, path)
+    return result
 
 
 def run_child(job: dict[str, Any], *, what: str,

@@ -35,6 +35,13 @@ def perplexity_chunks(tokens: Sequence[int], ctx: int, bos: int | None,
     return chunks
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
+
+
 def _ppl_from(nll_sum: float, n: int) -> float:
     return math.exp(nll_sum / n) if n else float("nan")
 
@@ -48,9 +55,15 @@ class _Runtime:
     def tokenize(self, text: str, bos: bool) -> list[int]:
         raise NotImplementedError
 
-    def score(self, tokens: list[int]) -> list[float]:
-        """log p(tokens[i+1] | tokens[:i+1]) for every i."""
+    def score(self, tokens: list[int], first: int = 1) -> list[float]:
+        """log p(tokens[t] | tokens[:t]) for t = first … len(tokens) − 1."""
         raise NotImplementedError
+
+    def score_continuations(self, prefix: list[int],
+                            continuations: list[list[int]]) -> list[list[float]]:
+        """log p of each continuation's tokens after ``prefix`` (by default: one
+        :meth:`score` per continuation; runtimes with a KV cache share the prefix)."""
+        return [self.score(prefix + c, len(prefix)) for c in continuations]
 
     def generate(self, prompt: list[int], n: int) -> list[float]:
         """Greedy generation of up to n tokens; the arrival time of each token."""
@@ -73,8 +86,13 @@ class _LlamaCpp(_Runtime):
     def tokenize(self, text: str, bos: bool) -> list[int]:
         return self.engine.tokenize(text, add_bos=bos)
 
-    def score(self, tokens: list[int]) -> list[float]:
-        return [s.logprob for s in self.engine.score(tokens)]
+    def score(self, tokens: list[int], first: int = 1) -> list[float]:
+        return [s.logprob for s in self.engine.score(tokens, first)]
+
+    def score_continuations(self, prefix: list[int],
+                            continuations: list[list[int]]) -> list[list[float]]:
+        return [[s.logprob for s in steps]
+                for steps in self.engine.score_continuations(prefix, continuations)]
 
     def generate(self, prompt: list[int], n: int) -> list[float]:
         from edgewise.engines.base import SamplingParams
@@ -114,12 +132,13 @@ class _Onnx(_Runtime):
         out = self.session.run(None, {"input_ids": self.np.array([tokens], dtype=self.np.int64)})
         return out[0][0]
 
-    def score(self, tokens: list[int]) -> list[float]:
+    def score(self, tokens: list[int], first: int = 1) -> list[float]:
         np = self.np
-        logits = self._logits(tokens)[:-1].astype(np.float64)
+        first = max(first, 1)
+        logits = self._logits(tokens)[first - 1:-1].astype(np.float64)
         m = logits.max(axis=-1, keepdims=True)
         logz = (m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)))[:, 0]
-        nxt = np.array(tokens[1:])
+        nxt = np.array(tokens[first:])
         return list(logits[np.arange(len(nxt)), nxt] - logz)
 
     def generate(self, prompt: list[int], n: int) -> list[float]:
@@ -182,7 +201,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         nll, n = 0.0, 0
         first = ctx // 2
         for chunk in chunks:
-            lp = rt.score(chunk)[first:]
+            lp = rt.score(chunk, first + 1)  # the second half of the chunk
             nll -= sum(lp)
             n += len(lp)
         out.update(perplexity=_ppl_from(nll, n), ppl_tokens=n, ppl_chunks=len(chunks),
@@ -197,15 +216,18 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         correct = 0
         confusion: dict[str, dict[str, int]] = {}
         for e in examples:
+            # Score each answer after the prompt, the prompt evaluated once. Tokenizing
+            # prompt + answer may merge across the boundary: score from where the
+            # tokenizations first differ (at least one token in).
             p = rt.tokenize(e.prompt, True)
-            scores = []
-            for c in choices:
-                full = rt.tokenize(e.prompt + c, True)
-                k = 0
-                while k < min(len(p), len(full)) and p[k] == full[k]:
-                    k += 1
-                k = max(k, 1)
-                scores.append(sum(rt.score(full)[k - 1:]))
+            fulls = [rt.tokenize(e.prompt + c, True) for c in choices]
+            starts = [max(_common_prefix(p, full), 1) for full in fulls]
+            shared = min(starts)
+            if all(f[:shared] == fulls[0][:shared] for f in fulls):
+                conts = rt.score_continuations(fulls[0][:shared], [f[shared:] for f in fulls])
+            else:  # no BOS and the first token already differs: score each in full
+                conts = [rt.score(f, shared) for f in fulls]
+            scores = [sum(lp[k - shared:]) for lp, k in zip(conts, starts, strict=True)]
             pred = choices[max(range(len(choices)), key=scores.__getitem__)]
             correct += pred == e.completion
             row = confusion.setdefault(e.completion.strip(), {})
