@@ -67,7 +67,7 @@ def test_only_the_conversion_files_are_unpacked(tmp_path: Path,
     def digest(path: Path) -> None:
         return None
 
-    monkeypatch.setattr(tools, "_sha256", digest)
+    monkeypatch.setattr(tools, "file_sha256", digest)
     out = tools.fetch_convert_tools(runner=runner)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["conversion/base.py", "convert_hf_to_gguf.py", "edgewise-tools.json",

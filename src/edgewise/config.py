@@ -423,16 +423,17 @@ def _format_error(err: Any) -> str:
         return f"{path}: {str(err['msg']).removeprefix('Value error, ')}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         parent = err["loc"][:-1]
-        allowed = _allowed_keys(parent)
+        allowed = allowed_keys(EdgewiseConfig, parent)
         return f"{path}: unknown key; allowed keys here: {', '.join(allowed)}"
     msg = err["msg"]
     got = err.get("input")
     return f"{path}: {msg} (got {got!r})"
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the dataclass at ``loc`` (walking lists and optionals)."""
-    tp: Any = EdgewiseConfig
+def allowed_keys(root: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the dataclass at ``loc`` below ``root`` (walking lists and
+    optionals): what an "unknown key" error lists. Shared with the supply recipe."""
+    tp: Any = root
     for part in loc:
         tp = _dataclass_in(tp)
         if isinstance(part, int) or tp is None:
@@ -481,14 +482,20 @@ def load_config(path: str | Path | None) -> EdgewiseConfig:
     if path is None:
         return parse_config({})
     p = Path(path)
+    _, data = read_yaml(p, ConfigError, "config file")
+    return parse_config(data, source=str(p))
+
+
+def read_yaml(p: Path, error: type[Exception], what: str) -> tuple[str, Any]:
+    """The text of a YAML file and what it parses to; ``error`` with one clear line
+    (missing, unreadable, not YAML) otherwise. Shared with the supply recipe."""
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {p} does not exist") from exc
+        raise error(f"{what} {p} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
+        raise error(f"{what} {p} cannot be read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        return text, yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_config(data, source=str(p))
+        raise error(f"{p}: not valid YAML: {exc}") from exc

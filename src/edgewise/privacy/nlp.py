@@ -14,13 +14,13 @@ is about a third of spaCy's time per text.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
 
 from edgewise.errors import ModelIntegrityError, ModelNotFoundError
+from edgewise.models import file_sha256
 
 __all__ = ["MODEL_FILES", "MODEL_PACKAGE", "MODEL_PIP", "build_nlp_engine",
            "model_dir", "quiet_presidio", "verify_model"]
@@ -88,7 +88,7 @@ def verify_model(root: Path | None = None) -> Path:
     for rel, want in MODEL_FILES.items():
         path = root / rel
         try:
-            got = _sha256(path)
+            got = file_sha256(path)
         except FileNotFoundError:
             raise ModelNotFoundError(
                 f"the privacy guard's spaCy model is incomplete ({rel} is missing under "
@@ -99,14 +99,6 @@ def verify_model(root: Path | None = None) -> Path:
                 f"expected {want[:16]}…; reinstall it: "
                 f"pip install --force-reinstall {MODEL_PIP}")
     return root
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def quiet_presidio() -> None:

@@ -13,7 +13,6 @@ in the format it was trained on. A test checks the two renderings agree.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.errors import DatasetError
+from edgewise.models import file_sha256
 
 __all__ = [
     "Example",
@@ -47,11 +47,7 @@ def render_chat_prompt(messages: Sequence[dict[str, str]]) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(Path(path))
 
 
 def _lines(path: Path) -> list[tuple[int, Any]]:

@@ -29,7 +29,6 @@ the model and its optimiser state would triple the memory; the transformer block
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -40,12 +39,16 @@ from edgewise.errors import StageError
 from edgewise.supply.data import load_texts
 from edgewise.supply.deps import require
 from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
-from edgewise.supply.training import load_causal_lm, lr_lambda, pack_texts, setup_torch
+from edgewise.supply.training import (
+    load_causal_lm,
+    lr_lambda,
+    optimizer_step,
+    pack_texts,
+    save_model,
+    setup_torch,
+)
 
 __all__ = ["Distill", "DistillParams", "kd_loss"]
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "tokenizer.model", "generation_config.json")
 
 
 @with_config(STRICT)
@@ -174,10 +177,7 @@ class Distill(Stage):
                 loss, kl = kd_loss(s_logits, t_logits, ids[:, 1:],
                                    temperature=params.temperature, alpha=params.alpha)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
+                optimizer_step(trainable, opt, sched)
                 step += 1
                 loss_value = float(loss.detach())
                 losses.append((step, loss_value))
@@ -201,11 +201,7 @@ class Distill(Stage):
         student.load_state_dict(best_state)
         kl_train_after = mean_kl(probe)
         seconds = time.monotonic() - t0
-        out = ctx.out_dir / "model"
-        student.save_pretrained(str(out))
-        for name in _TOKENIZER_FILES:
-            if (ctx.model.hf_dir / name).is_file():
-                shutil.copy2(ctx.model.hf_dir / name, out / name)
+        out = save_model(student, ctx.model.hf_dir, ctx.out_dir / "model")
         return StageResult(model=out, metrics={
             "teacher": params.teacher, "loss": "forward KL(teacher||student) at temperature "
             f"{params.temperature}, x tau^2, alpha {params.alpha}",

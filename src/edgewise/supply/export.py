@@ -15,7 +15,6 @@ Only the export plumbing is written here; the conversions are llama.cpp's and Py
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,9 @@ from edgewise.supply.stage import (
     Variant,
     register_stage,
 )
+from edgewise.supply.training import copy_tokenizer
 
 __all__ = ["Export", "ExportParams", "export_onnx", "variant_prefix"]
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "tokenizer.model", "config.json", "generation_config.json")
 
 
 @with_config(STRICT)
@@ -96,9 +93,7 @@ def export_onnx(state: ModelState, out_dir: Path, *, threads: int) -> Path:
                           input_names=["input_ids"], output_names=["logits"],
                           dynamic_shapes={"input_ids": {0: batch, 1: seq}},
                           external_data=True, verbose=False)
-    for name in _TOKENIZER_FILES:
-        if (state.hf_dir / name).is_file():
-            shutil.copy2(state.hf_dir / name, out_dir / name)
+    copy_tokenizer(state.hf_dir, out_dir, extra=("config.json",))
     return dest
 
 

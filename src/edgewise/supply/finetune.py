@@ -28,7 +28,6 @@ supported yet; for the base models this chain targets there is none.)
 from __future__ import annotations
 
 import math
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -53,15 +52,14 @@ from edgewise.supply.training import (
     completion_nll,
     load_causal_lm,
     lr_lambda,
+    optimizer_step,
+    save_model,
     setup_torch,
     steps_for,
     tokenize_examples,
 )
 
 __all__ = ["Finetune", "FinetuneParams", "LoraParams"]
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "tokenizer.model", "generation_config.json")
 
 
 @with_config(STRICT)
@@ -208,10 +206,7 @@ class Finetune(Stage):
                 micro += 1
                 if micro % params.grad_accum:
                     continue
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
+                optimizer_step(trainable, opt, sched)
                 step += 1
                 loss_value = float(loss.detach())
                 train_curve.append((step, loss_value))
@@ -261,10 +256,6 @@ class Finetune(Stage):
             size_bytes=base_gguf.stat().st_size + adapter.stat().st_size))
         if params.merge:
             merged = model.merge_and_unload()
-            out = ctx.out_dir / "model"
-            merged.save_pretrained(str(out))
-            for name in _TOKENIZER_FILES:
-                if (ctx.model.hf_dir / name).is_file():
-                    shutil.copy2(ctx.model.hf_dir / name, out / name)
+            out = save_model(merged, ctx.model.hf_dir, ctx.out_dir / "model")
             result.model = out
         return result

@@ -25,7 +25,6 @@ Schema (``"schema": "edgewise.artifact/1"``)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.errors import SupplyError
+from edgewise.models import file_sha256
 from edgewise.supply.stage import Variant
 
 __all__ = [
@@ -67,20 +67,12 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def digest_tree(root: Path, rel_to: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under ``root``, keyed by path relative to ``rel_to``."""
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            out[str(p.relative_to(rel_to))] = {"sha256": _sha256(p),
+            out[str(p.relative_to(rel_to))] = {"sha256": file_sha256(p),
                                                "size_bytes": p.stat().st_size}
     return out
 

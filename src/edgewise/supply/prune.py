@@ -39,7 +39,6 @@ with ``distill`` (teacher: the unpruned model) to recover — that is Minitron's
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -49,13 +48,10 @@ from edgewise.errors import StageError
 from edgewise.supply.data import load_texts
 from edgewise.supply.deps import require
 from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
-from edgewise.supply.training import load_causal_lm, pack_texts, setup_torch
+from edgewise.supply.training import load_causal_lm, pack_texts, save_model, setup_torch
 from edgewise.supply.vocab import keep_ids, read_vocab, write_keep
 
 __all__ = ["Prune", "PruneParams", "decoder_layers", "wanda_mask"]
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "tokenizer.model", "generation_config.json")
 
 
 @with_config(STRICT)
@@ -157,11 +153,7 @@ class Prune(Stage):
         metrics.update(parameters_before=before,
                        parameters_after=sum(p.numel() for p in model.parameters()),
                        calibration_sequences=len(rows), seq_len=params.seq_len)
-        out = ctx.out_dir / "model"
-        model.save_pretrained(str(out))
-        for name in _TOKENIZER_FILES:
-            if (ctx.model.hf_dir / name).is_file():
-                shutil.copy2(ctx.model.hf_dir / name, out / name)
+        out = save_model(model, ctx.model.hf_dir, ctx.out_dir / "model")
         if params.method == "vocab":
             write_keep(out, metrics.pop("_keep"), metrics.pop("_info"))
         return StageResult(model=out, metrics=metrics)

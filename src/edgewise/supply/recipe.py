@@ -28,17 +28,15 @@ name the key path and what is allowed, e.g.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from pydantic import Field, TypeAdapter, with_config
 
+from edgewise.config import allowed_keys, read_yaml
 from edgewise.errors import RecipeError
 from edgewise.supply.profiles import HardwareProfile, load_profile, parse_profile
 from edgewise.supply.stage import STRICT, Stage, get_stage
@@ -125,37 +123,13 @@ def validation_messages(exc: pydantic.ValidationError, root: Any, prefix: str = 
         if kind == "value_error":
             lines.append(f"{path}: {str(err['msg']).removeprefix('Value error, ')}")
         elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _allowed_keys(root, loc[:-1])
+            allowed = allowed_keys(root, loc[:-1])
             lines.append(f"{path}: unknown key; allowed keys here: {', '.join(allowed)}")
         elif kind == "missing" or kind == "missing_argument":
             lines.append(f"{path}: required key is missing")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines
-
-
-def _allowed_keys(root: Any, loc: tuple[Any, ...]) -> list[str]:
-    tp: Any = root
-    for part in loc:
-        tp = _dataclass_in(tp)
-        if isinstance(part, int) or tp is None:
-            continue
-        hints = typing.get_type_hints(tp, include_extras=True)
-        if str(part) not in hints:
-            return []
-        tp = hints[str(part)]
-    tp = _dataclass_in(tp)
-    return [f.name for f in dataclasses.fields(tp)] if tp is not None else []
-
-
-def _dataclass_in(tp: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        found = _dataclass_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _stage_specs(raw: list[Any], datasets: dict[str, DatasetSpec]) -> list[StageSpec]:
@@ -276,16 +250,7 @@ def _resolve(root: Path, path: str | Path) -> Path:
 def load_recipe(path: str | Path) -> Recipe:
     """Load and validate a recipe YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise RecipeError(f"recipe {p} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"recipe {p} cannot be read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{p}: not valid YAML: {exc}") from exc
+    text, data = read_yaml(p, RecipeError, "recipe")
     recipe = parse_recipe(data, source=str(p), root=p.resolve().parent,
                           sha256=hashlib.sha256(text.encode()).hexdigest())
     recipe.path = p.resolve()

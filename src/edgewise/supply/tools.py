@@ -19,7 +19,6 @@ loader uses that one), and llama.cpp's quantizer aborts the process on some erro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.errors import MissingDependencyError, StageError
+from edgewise.models import file_sha256
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
@@ -117,7 +117,7 @@ def fetch_convert_tools(*, runner: Runner = _pip) -> Path:
         tarballs = list((tmp / "sdist").glob("llama_cpp_python-*.tar.gz"))
         if len(tarballs) != 1:
             raise MissingDependencyError(f"pip did not leave one sdist in {tmp / 'sdist'}")
-        digest = _sha256(tarballs[0])
+        digest = file_sha256(tarballs[0])
         if digest != SDIST_SHA256:
             raise MissingDependencyError(
                 f"{tarballs[0].name} has sha256 {digest[:16]}…, expected {SDIST_SHA256[:16]}…;"
@@ -137,14 +137,6 @@ def fetch_convert_tools(*, runner: Runner = _pip) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_worker(job: dict[str, Any], *, what: str, tools: Path | None = None,

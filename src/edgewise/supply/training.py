@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,35 @@ class Tokenized:
 
     ids: list[int]
     labels: list[int]
+
+
+#: What a checkpoint folder needs besides the weights and config.json.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "generation_config.json")
+
+
+def save_model(model: Any, source: Path, out: Path) -> Path:
+    """Save ``model`` to ``out`` as a checkpoint, with the tokenizer files of the folder
+    it was loaded from (``source``)."""
+    model.save_pretrained(str(out))
+    copy_tokenizer(source, out)
+    return out
+
+
+def copy_tokenizer(source: Path, out: Path, extra: Sequence[str] = ()) -> None:
+    for name in (*TOKENIZER_FILES, *extra):
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
+
+
+def optimizer_step(params: Any, opt: Any, sched: Any, max_norm: float = 1.0) -> None:
+    """Clip the gradient norm, step the optimiser and the schedule, clear the gradients."""
+    import torch
+
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad()
 
 
 def setup_torch(threads: int, seed: int) -> None:
