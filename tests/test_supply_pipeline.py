@@ -221,6 +221,17 @@ def test_a_changed_stage_reruns_with_what_depends_on_it(workdir: Path) -> None:
     assert CALLS == ["a", "b", "c", "d"]
 
 
+def test_a_new_method_version_reruns_the_stage(workdir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    build(make(workdir, STAGES))
+    CALLS.clear()
+    build(make(workdir, STAGES))
+    assert CALLS == []  # version 1 is the fingerprint it always was
+    monkeypatch.setattr(WriteStage, "version", 2)
+    build(make(workdir, STAGES))
+    assert CALLS == ["a", "b", "c", "d"]
+
+
 def test_a_changed_dataset_reruns_the_stages_that_read_it(workdir: Path) -> None:
     build(make(workdir, STAGES))
     (workdir / "d.txt").write_text("other text\n")

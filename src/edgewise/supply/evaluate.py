@@ -7,8 +7,9 @@ edgewise.supply.measure JOB``), so its memory is its own:
 1. **load** the model (llama.cpp with the node's own engine class, ``n_ctx`` 2048,
    ``n_batch`` 512, like a default node; or an onnxruntime session);
 2. **speed**: greedy generation of ``speed_tokens`` tokens from a fixed prompt,
-   ``speed_repeats`` times; TTFT is the time to the first token (prompt processing),
-   tokens/s is ``(n - 1) / (t_last - t_first)``, the median is kept. The **peak RSS**
+   ``speed_repeats`` times, each from a cold cache (no prompt reuse) and through an
+   end-of-sequence token if the model emits one; TTFT is the time to the first token
+   (prompt processing), tokens/s is ``(n - 1) / (t_last - t_first)``, the median is kept. The **peak RSS**
    (``VmHWM``) is read right after, so it is the serving footprint — weights, KV cache,
    compute buffers and the Python process — before the scoring below allocates
    full-vocabulary logits for whole batches;
@@ -56,6 +57,12 @@ from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, regi
 
 __all__ = ["SPEED_PROMPT", "Evaluate", "EvaluateParams", "run_child"]
 
+#: Bump when the measurement method changes: evaluate stages and the measurements kept
+#: in ``.measurements/`` are then redone. 3: cold TTFT (no prompt reuse between repeats),
+#: tokens/s over the full ``speed_tokens`` even past an end-of-sequence token.
+MEASURE_VERSION = 3
+
+
 SPEED_PROMPT = (
     "The history of the printing press begins in the fifteenth century, when Johannes "
     "Gutenberg combined movable metal type, oil-based ink and a wooden screw press. Within "
@@ -101,6 +108,7 @@ class Evaluate(Stage):
     Params = EvaluateParams
     dataset_fields = ("perplexity", "task")
     reads_variants = True
+    version = MEASURE_VERSION
 
     def run(self, params: EvaluateParams, ctx: StageContext) -> StageResult:
         names = params.variants if params.variants is not None else list(ctx.variants)
@@ -151,10 +159,6 @@ class Evaluate(Stage):
         (ctx.out_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
         return StageResult(variant_metrics=results,
                            metrics={"params": asdict(params), "variants": names})
-
-
-#: Bump when the measurement method changes: earlier measurements are then redone.
-MEASURE_VERSION = 2
 
 
 def _measured(cache: Path, job: dict[str, Any],

@@ -95,14 +95,18 @@ class _LlamaCpp(_Runtime):
                 for steps in self.engine.score_continuations(prefix, continuations)]
 
     def generate(self, prompt: list[int], n: int) -> list[float]:
-        from edgewise.engines.base import SamplingParams
-
-        params = SamplingParams(max_tokens=n, temperature=0.0, top_k=1, seed=0)
+        # llama.cpp's own greedy loop (what the node's engine drives), not engine.steps:
+        # that one stops at an end-of-sequence token, and a speed measurement must run
+        # all n tokens. reset() first: otherwise the repeat reuses the previous repeat's
+        # prompt from the KV cache and TTFT would not include prompt processing.
+        llm = self.engine.llm
+        llm.reset()
         times = []
-        for _ in self.engine.steps(prompt, params, lambda: False):
+        for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
             times.append(time.perf_counter())
             if len(times) >= n:
                 break
+        llm.reset()
         return times
 
 
@@ -144,11 +148,9 @@ class _Onnx(_Runtime):
     def generate(self, prompt: list[int], n: int) -> list[float]:
         seq = list(prompt)
         times = []
-        for _ in range(n):
+        for _ in range(n):  # all n tokens, past an end-of-sequence one (a speed test)
             token = int(self._logits(seq)[-1].argmax())
             times.append(time.perf_counter())
-            if token in self.eos:
-                break
             seq.append(token)
         return times
 

@@ -41,7 +41,7 @@ from edgewise.supply.data import file_digest
 from edgewise.supply.manifest import Manifest, StageRecord, digest_tree, tool_versions
 from edgewise.supply.profiles import evaluate_profile
 from edgewise.supply.recipe import Recipe, StageSpec
-from edgewise.supply.stage import ModelState, StageContext, Variant
+from edgewise.supply.stage import ModelState, StageContext, Variant, get_stage
 
 __all__ = ["BuildProgress", "build", "fingerprint"]
 
@@ -86,6 +86,9 @@ def fingerprint(spec: StageSpec, *, seed: int, input_fp: str, dataset_digests: l
     """sha256 of everything that determines a stage's output (see the module docstring)."""
     payload = {"kind": spec.kind, "params": _params_json(spec.params), "seed": seed,
                "input": input_fp, "datasets": dataset_digests, "earlier": earlier}
+    version = get_stage(spec.kind).version
+    if version > 1:  # absent at 1, so fingerprints from before versions existed still hold
+        payload["version"] = version
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -181,6 +181,9 @@ class Stage(ABC):
     #: Whether the result depends on every earlier stage's variants (``evaluate``): its
     #: fingerprint then covers all of them, so it is redone when any of them changes.
     reads_variants: ClassVar[bool] = False
+    #: The version of the stage's method. Raising it above 1 makes a rebuild redo the
+    #: stage (and what depends on it) even with unchanged parameters.
+    version: ClassVar[int] = 1
 
     def produces_model(self, params: Any) -> bool:
         """Whether, with these params, the stage replaces the working model (so later
