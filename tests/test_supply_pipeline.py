@@ -248,6 +248,12 @@ def test_a_stage_reading_variants_follows_them(workdir: Path) -> None:
     CALLS.clear()
     build(make(workdir, [{"t-write": {"id": "a", "text": "2"}}, stages[1]]))
     assert CALLS == ["a", "m"]
+    # a stage added after it leaves it alone; redone, it still sees only earlier variants
+    grown = [*stages, {"t-write": {"id": "b"}}]
+    build(make(workdir, grown))
+    m = build(make(workdir, [grown[0], {"t-measure": {"id": "m", "scores": {"a": 0.8}}},
+                             grown[2]]))
+    assert {v.name: v.metrics.get("evaluated_by") for v in m.variants} == {"a": "m", "b": None}
 
 
 def test_removed_stages_are_dropped_with_their_variants(workdir: Path) -> None:

@@ -9,10 +9,10 @@ edgewise.supply.measure JOB``), so its memory is its own:
 2. **speed**: greedy generation of ``speed_tokens`` tokens from a fixed prompt,
    ``speed_repeats`` times, each from a cold cache (no prompt reuse) and through an
    end-of-sequence token if the model emits one; TTFT is the time to the first token
-   (prompt processing), tokens/s is ``(n - 1) / (t_last - t_first)``, the median is kept. The **peak RSS**
-   (``VmHWM``) is read right after, so it is the serving footprint — weights, KV cache,
-   compute buffers and the Python process — before the scoring below allocates
-   full-vocabulary logits for whole batches;
+   (prompt processing), tokens/s is ``(n - 1) / (t_last - t_first)``, the median is
+   kept. The **peak RSS** (``VmHWM``) is read right after, so it is the serving
+   footprint — weights, KV cache, compute buffers and the Python process — before
+   the scoring below allocates full-vocabulary logits for whole batches;
 3. **perplexity** as llama.cpp's ``llama-perplexity`` computes it, so deltas are
    comparable with llama.cpp's published ones: the text is tokenized once, cut into
    chunks of ``ppl_ctx`` tokens whose first token is replaced by BOS, and only the second

@@ -181,7 +181,7 @@ def build(recipe: Recipe, *, fresh: bool = False,
                     _drop(manifest, stages_dir, spec.id)
                     manifest.save()
                 rec = _run_stage(recipe, manifest, spec, fp, in_state, models, lineage,
-                                 threads, bar)
+                                 threads, bar, earlier={s.id for s in recipe.stages[:i]})
             models[spec.id] = _model_after(rec, in_state, art)
             lineages[spec.id] = lineage if rec.model else lineages[spec.input]
             bar.stage_finished(spec, time.monotonic() - t0, reused)
@@ -224,7 +224,7 @@ def _drop(manifest: Manifest, stages_dir: Path, sid: str) -> None:
 
 def _run_stage(recipe: Recipe, manifest: Manifest, spec: StageSpec, fp: str,
                in_state: ModelState, models: dict[str, ModelState], lineage: list[str],
-               threads: int, bar: BuildProgress) -> StageRecord:
+               threads: int, bar: BuildProgress, earlier: set[str]) -> StageRecord:
     art = recipe.output
     final = art / "stages" / spec.id
     tmp = art / "stages" / f".{spec.id}.tmp-{os.getpid()}"
@@ -233,7 +233,10 @@ def _run_stage(recipe: Recipe, manifest: Manifest, spec: StageSpec, fp: str,
     ctx = StageContext(
         stage_id=spec.id, out_dir=tmp, artifact_dir=art, model=in_state,
         base=models["base"], models=dict(models),
-        variants={v.name: v for v in manifest.variants}, lineage=lineage,
+        # only what the stages before this one produced: a stage rerun after the recipe
+        # grew must not see (or measure) the variants of stages after it
+        variants={v.name: v for v in manifest.variants if v.stage in earlier},
+        lineage=lineage,
         datasets=recipe.datasets, seed=recipe.seed, threads=threads,
         progress=bar.update, log=log.getChild(spec.id))
     started = time.time()
