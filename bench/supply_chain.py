@@ -279,9 +279,9 @@ ORDER = ["base.f16", "base.q8_0", "base.q5_k_m", "base.q4_k_m", "finetune.lora",
          "vocab.f16", "vocab.q8_0", "vocab.q4_k_m", "student-vocab.q8_0",
          "student-vocab.q4_k_m", "tuned.onnx-int8", "tuned.onnx-int8-wo"]
 LABELS = {
-    "base.f16": "base F16 (de-quantised Q4_K_M)", "base.q4_k_m": "base Q4_K_M",
+    "base.f16": "base F16 (de-quantised PyPI GGUF)", "base.q4_k_m": "base Q4_K_M",
     "base.q8_0": "base Q8_0", "base.q5_k_m": "base Q5_K_M",
-    "finetune.lora": "base Q4_K_M + LoRA adapter", "tuned.f16": "F16 (tuned, merged)",
+    "tuned.f16": "F16 (tuned, merged)",
     "tuned.q8_0": "Q8_0", "tuned.q5_k_m": "Q5_K_M", "tuned.q4_k_m": "Q4_K_M",
     "tuned.q4_k_m.emb-q4_0": "Q4_K_M, embedding Q4_0", "wanda30.f16": "Wanda 30 % (F16)",
     "wanda50.f16": "Wanda 50 % (F16)", "student.f16": "distilled student (F16)",
@@ -317,7 +317,10 @@ def table(manifest: Manifest) -> tuple[str, list[dict[str, Any]]]:
             and "perplexity" in rm else None
         acc_ratio = (m["task_accuracy"] / rm["task_accuracy"]) if ref and \
             "task_accuracy" in m and rm.get("task_accuracy") else None
-        row = {"variant": name, "label": LABELS.get(name, name), "size_bytes": v.size_bytes,
+        label = LABELS.get(name, name)
+        if v.adapter:  # the base it is served on: the source GGUF, or an F16 conversion
+            label = f"base {v.quantization.removesuffix('+LoRA')} + LoRA adapter"
+        row = {"variant": name, "label": label, "size_bytes": v.size_bytes,
                "size_vs_f16": size_ratio, "perplexity": m.get("perplexity"),
                "ppl_delta_vs_f16": dppl, "task_accuracy": m.get("task_accuracy"),
                "accuracy_vs_f16": acc_ratio, "tokens_per_s": m.get("tokens_per_s"),
@@ -476,11 +479,14 @@ def main() -> None:
             "curves": {s.id: {k: v for k, v in s.metrics.items() if k.endswith("_curve")}
                        for s in manifest.stages if s.kind in ("finetune", "distill")}}
         by = {r["variant"]: r for r in rows}
+        served_on = by.get("finetune.lora", {}).get("quantization", "Q4_K_M+LoRA")
+        served_on = served_on.removesuffix("+LoRA")  # the base the adapter is applied to
         md = [f"\n## {model}\n", _settings_line(args), "\n", text,
                f"\nLoRA (r=16, {ft['steps']} steps, best at {ft['best_step']}, "
                f"{ft['seconds'] / 60:.1f} min): validation loss {ft['initial_val_loss']:.3f} → "
-               f"{ft['best_val_loss']:.3f}; test accuracy (log-likelihood) base Q4_K_M "
-               f"{_f(by.get('base.q4_k_m', {}).get('task_accuracy'), '.1%')} → base + adapter "
+               f"{ft['best_val_loss']:.3f}; test accuracy (log-likelihood) base {served_on} "
+               f"{_f(by.get(f'base.{served_on.lower()}', {}).get('task_accuracy'), '.1%')} → "
+               "base + adapter "
                f"{_f(by.get('finetune.lora', {}).get('task_accuracy'), '.1%')}.\n",
                f"\nServed by a node (generated answers, greedy, {serving['n']} test "
                f"examples): base {serving['base']['accuracy']:.1%}, base + adapter "
