@@ -120,6 +120,21 @@ def test_canonical_json_is_deterministic_ascii_and_float_free() -> None:
     assert list(parsed) == sorted(parsed)
 
 
+def test_a_newer_schema_is_refused_and_nothing_is_changed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AuditError, match="schema version 99, newer than this edgewise"):
+        AuditLog(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 99  # rolled back
+    conn.close()
+
+
 def test_reopen_continues_the_chain(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
     first = filled(path, 2)

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-__all__ = ["immediate"]
+__all__ = ["immediate", "schema_transaction"]
 
 
 @contextmanager
@@ -31,4 +31,25 @@ def immediate(conn: sqlite3.Connection, error: Callable[[sqlite3.Error], Excepti
                 conn.execute("ROLLBACK")
         if isinstance(exc, sqlite3.Error):
             raise error(exc) from exc
+        raise
+
+
+@contextmanager
+def schema_transaction(conn: sqlite3.Connection, version: int,
+                       too_new: Callable[[int], Exception]) -> Iterator[sqlite3.Connection]:
+    """Create or check a store's schema in one ``BEGIN IMMEDIATE`` transaction (two
+    processes opening a new file: one creates): raise ``too_new(found)`` for a file
+    written by a newer edgewise, let the caller run its ``CREATE … IF NOT EXISTS``, then
+    stamp ``PRAGMA user_version`` and commit. Anything raised rolls back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > version:
+            raise too_new(found)
+        yield conn
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
         raise

@@ -55,7 +55,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -63,7 +63,7 @@ from types import TracebackType
 from typing import Any
 
 from edgewise.errors import JobStateError, JobStoreError
-from edgewise.sqlite_tx import immediate
+from edgewise.sqlite_tx import immediate, schema_transaction
 
 __all__ = ["Job", "JobState", "JobStore"]
 
@@ -311,23 +311,16 @@ class JobStore:
     # -- internals ------------------------------------------------------------------
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file: one creates
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise JobStoreError(
-                    f"job store {self._path} has schema version {version}, newer than "
-                    f"this edgewise supports ({SCHEMA_VERSION}); upgrade edgewise or "
-                    "point the jobs path at a new file"
-                )
+        def too_new(version: int) -> JobStoreError:
+            return JobStoreError(
+                f"job store {self._path} has schema version {version}, newer than "
+                f"this edgewise supports ({SCHEMA_VERSION}); upgrade edgewise or "
+                "point the jobs path at a new file"
+            )
+
+        with schema_transaction(conn, SCHEMA_VERSION, too_new):
             for statement in _SCHEMA:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
     def _transition(
         self,

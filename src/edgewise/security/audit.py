@@ -89,7 +89,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -110,7 +110,7 @@ from edgewise.security.audit_chain import (
     key_trouble,
 )
 from edgewise.security.audit_record import AuditRecord, Redaction, canonical_json, format_ts
-from edgewise.sqlite_tx import immediate
+from edgewise.sqlite_tx import immediate, schema_transaction
 
 if TYPE_CHECKING:
     from edgewise.config import AuditConfig
@@ -522,13 +522,12 @@ class AuditLog:
     # -- sqlite ---------------------------------------------------------------------
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file: one creates
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise AuditError(
-                    f"audit log {self._path} has schema version {version}, newer than this "
-                    f"edgewise supports ({SCHEMA_VERSION}); upgrade edgewise")
+        def too_new(version: int) -> AuditError:
+            return AuditError(f"audit log {self._path} has schema version {version}, newer "
+                              f"than this edgewise supports ({SCHEMA_VERSION}); upgrade "
+                              "edgewise")
+
+        with schema_transaction(conn, SCHEMA_VERSION, too_new):
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "records" not in tables:
@@ -542,12 +541,6 @@ class AuditLog:
                     ("mode", "sha256" if self._key is None else "hmac-sha256"),
                     ("key_check", self._key_check or ""),
                 ])
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
     def _read_meta(self, conn: sqlite3.Connection) -> dict[str, str]:
         try:
