@@ -413,6 +413,29 @@ def test_build_cli_reports_and_explains_errors(tiny: Path, tmp_path: Path) -> No
     assert "stages[0]: unknown stage 'quantise'" in bad.stderr
 
 
+def test_requantising_a_derived_model_to_its_source_grid_warns(
+        built: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("EDGEWISE_MODEL_DIR", str(tmp_path / "models"))  # the GGUF → HF cache
+    (tmp_path / "recipe.yaml").write_text(f"""
+name: regrid
+base: {variant_file(built, "q8_0")}
+threads: 2
+stages:
+  - quantize: {{id: as-is, types: [Q8_0]}}
+  - prune: {{id: pruned, input: base, method: magnitude, sparsity: 0.1}}
+  - quantize: {{id: same-grid, types: [Q8_0, Q4_K_M]}}
+  - quantize: {{id: other-grid, types: [Q4_K_M], prefix: other.}}
+""")
+    with caplog.at_level("WARNING"):
+        m = build(load_recipe(tmp_path / "recipe.yaml"))
+    warned = {s.id: s.metrics.get("warnings") for s in m.stages}
+    assert warned["as-is"] is None and warned["other-grid"] is None  # the source itself
+    (msg,) = warned["same-grid"]
+    assert "derived from" in msg and "(Q8_0)" in msg and "base GGUF + adapter" in msg
+    assert msg in caplog.text
+
+
 def test_vocabulary_pruning_keeps_what_the_text_needs(built: Manifest, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A GGUF-born model (the tiny F16 GGUF above) trimmed to the colour-chat vocabulary."""

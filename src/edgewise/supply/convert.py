@@ -36,6 +36,7 @@ from edgewise.supply.tools import convert_tools, run_worker
 __all__ = [
     "QUANT_TYPES",
     "SourceModel",
+    "gguf_quantization",
     "gguf_to_hf",
     "hf_to_gguf",
     "lora_to_gguf",
@@ -200,3 +201,16 @@ def quantize_gguf(src: Path, dest: Path, qtype: str, *, threads: int = 0,
         job["dst"] = str(tmp)
         run_worker(job, what=f"quantizing {src.name} to {qtype}")
     return dest
+
+
+def gguf_quantization(path: Path) -> str:
+    """The ``general.file_type`` of a GGUF file as a name (``Q4_K_M``…), ``?`` if unknown."""
+    try:
+        import gguf
+
+        field_ = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+        code = int(field_.contents()) if field_ is not None else None
+    except (ImportError, OSError, ValueError):
+        return "?"
+    names = {v: k for k, v in QUANT_TYPES.items()}
+    return names.get(code, f"ftype {code}") if code is not None else "?"

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, with_config
 
-from edgewise.supply.convert import QUANT_TYPES, hf_to_gguf, lora_to_gguf
+from edgewise.supply.convert import gguf_quantization, hf_to_gguf, lora_to_gguf
 from edgewise.supply.data import load_examples, split_examples
 from edgewise.supply.deps import require
 from edgewise.supply.stage import (
@@ -109,19 +109,6 @@ def _has_chat_template(path: Path) -> bool:
         return "tokenizer.chat_template" in gguf.GGUFReader(str(path)).fields
     except (ImportError, OSError, ValueError):
         return True  # unknown: be safe, write a base without one
-
-
-def _gguf_quantization(path: Path) -> str:
-    """The ``general.file_type`` of a GGUF file as a name (``Q4_K_M``…)."""
-    try:
-        import gguf
-
-        field_ = gguf.GGUFReader(str(path)).fields.get("general.file_type")
-        code = int(field_.contents()) if field_ is not None else None
-    except (ImportError, OSError, ValueError):
-        return "?"
-    names = {v: k for k, v in QUANT_TYPES.items()}
-    return names.get(code, f"ftype {code}") if code is not None else "?"
 
 
 @register_stage
@@ -249,7 +236,7 @@ class Finetune(Stage):
             base_gguf = hf_to_gguf(ctx.model, ctx.out_dir / "base.f16.gguf")
             base_ref, base_q = ctx.rel(base_gguf), "F16"
         else:
-            base_ref, base_q = str(base_gguf), _gguf_quantization(base_gguf)
+            base_ref, base_q = str(base_gguf), gguf_quantization(base_gguf)
         result.variants.append(Variant(
             name=f"{ctx.stage_id}.lora", format="gguf", path=base_ref,
             quantization=f"{base_q}+LoRA", stage=ctx.stage_id, adapter=ctx.rel(adapter),
