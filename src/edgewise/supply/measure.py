@@ -106,7 +106,6 @@ class _LlamaCpp(_Runtime):
             times.append(time.perf_counter())
             if len(times) >= n:
                 break
-        llm.reset()
         return times
 
 
@@ -125,8 +124,6 @@ class _Onnx(_Runtime):
         self.tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         cfg = json.loads((folder / "config.json").read_text())
         self.bos = cfg.get("bos_token_id")
-        eos = cfg.get("eos_token_id")
-        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
     def tokenize(self, text: str, bos: bool) -> list[int]:
         ids = list(self.tok.encode(text, add_special_tokens=False).ids)
