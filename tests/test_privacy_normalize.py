@@ -134,6 +134,13 @@ def test_any_span_maps_to_the_source_that_produced_it(source: str, data: st.Data
         assert a <= norm.starts[k] and norm.ends[k] <= b
 
 
+def test_only_bracketed_groups_swallow_the_spaces_before_them() -> None:
+    # found by the property below: an escaped "@" is not an "[at]" group
+    assert normalize("aa0 \\u0040[at]").text == "aa0 @@"
+    assert normalize("aa0 \\u0040").text == "aa0 @"
+    assert normalize("john [at] example [dot] com").text == "john@example.com"
+
+
 @given(texts, st.data())
 @settings(max_examples=400, deadline=None)
 def test_group_aligned_spans_renormalize_to_the_same_text(source: str,

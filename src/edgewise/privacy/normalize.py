@@ -187,7 +187,7 @@ def normalize(text: str) -> NormalizedText:
 
     n = len(text)
     i = 0
-    obfuscated = False  # an "[at]"-style group was seen (spaces before it to remove)
+    groups: set[int] = set()  # where "[at]"-style groups start (spaces before them go)
     for m in _SPECIAL.finditer(text):
         j = m.start()
         if j < i:  # inside a group already consumed
@@ -222,7 +222,7 @@ def normalize(text: str) -> NormalizedText:
             if ob is not None:
                 word = (ob["a1"] or ob["a2"] or ob["a3"]).lower()
                 emit("@" if word == "at" else ".", j, ob.end())
-                obfuscated = True
+                groups.add(j)
                 i = ob.end()
                 continue
             emit(ch, j, j + 1)
@@ -238,8 +238,8 @@ def normalize(text: str) -> NormalizedText:
         starts.extend(range(i, n))
         ends.extend(range(i + 1, n + 1))
     out = "".join(chars)
-    if obfuscated:
-        out = _strip_obfuscation_spaces(out, starts, ends)
+    if groups:
+        out = _strip_obfuscation_spaces(out, starts, ends, groups)
     return NormalizedText(out, starts, ends, n)
 
 
@@ -250,8 +250,11 @@ def _invisible_mark(ch: str) -> bool:
     return 0xFE00 <= cp <= 0xFE0F or cp == 0x34F or 0xE0100 <= cp <= 0xE01EF
 
 
-def _strip_obfuscation_spaces(out: str, starts: array[int], ends: array[int]) -> str:
-    """Drop the spaces before an ``[at]``-style group (copied before it was seen).
+def _strip_obfuscation_spaces(out: str, starts: array[int], ends: array[int],
+                              groups: set[int]) -> str:
+    """Drop the spaces before an ``[at]``-style group (copied before it was seen);
+    ``groups``: the source offsets where such groups start (an ``@`` that is an escape,
+    ``\\u0040``, is not one).
 
     ``john [at] example [dot] com`` → ``john@example.com``: the group itself swallowed
     the spaces after it; here the spaces before ``@``/``.`` that came from such a group
@@ -259,7 +262,7 @@ def _strip_obfuscation_spaces(out: str, starts: array[int], ends: array[int]) ->
     """
     keep = [True] * len(out)
     for idx, c in enumerate(out):
-        if c not in "@." or ends[idx] - starts[idx] < 3:
+        if c not in "@." or starts[idx] not in groups:
             continue
         k = idx - 1
         while k >= 0 and keep[k] and out[k] in " \t" and ends[k] - starts[k] == 1:
