@@ -1,12 +1,19 @@
-"""Shared fixtures: nodes on the fake engine (fast, in-process) and on the real model."""
+"""Shared fixtures: nodes on the fake engine (fast, in-process) and on the real model.
+
+Every test runs in its own temporary directory (so a node's default ``.edgewise/``
+audit log and job queue, or any relative path a test writes, land there), and the
+session fails if the working tree gained a file: tests write only under tmp paths.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +24,42 @@ from edgewise.api.app import create_app
 from edgewise.config import EdgewiseConfig, parse_config
 from edgewise.engines.fake import FakeEngine
 from edgewise.node import Node, build_engine
+
+REPO = Path(__file__).resolve().parent.parent
+#: Folders tests and tools may write inside the repository (caches, the venv).
+_ALLOWED = {".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+            "__pycache__"}
+_BEFORE = pytest.StashKey[set[str]]()
+
+
+def _tree() -> set[str]:
+    """Every file under the repository, but the allowed caches."""
+    out = set()
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _ALLOWED and not d.endswith(".egg-info")]
+        out.update(os.path.relpath(os.path.join(root, f), REPO) for f in files)
+    return out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _tree()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(_tree() - before)
+    if new:
+        session.config.get_terminal_writer().line(
+            "\ntests left files in the working tree (write under tmp_path instead): "
+            + ", ".join(new[:20]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
 
 
 def make_config(**sections: Any) -> EdgewiseConfig:
@@ -89,9 +132,12 @@ def live_fake() -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def real_node_server() -> Iterator[LiveServer]:
+def real_node_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The real default model behind a live server (loaded once per session)."""
-    cfg = parse_config({"node": {"name": "real-node"}, "engine": {"n_ctx": 2048}})
+    state = tmp_path_factory.mktemp("real-node")
+    cfg = parse_config({"node": {"name": "real-node"}, "engine": {"n_ctx": 2048},
+                        "audit": {"path": str(state / "audit.sqlite")},
+                        "routing": {"jobs_path": str(state / "jobs.sqlite")}})
     node = Node(cfg, build_engine(cfg))
     with LiveServer(node) as server:
         yield server
