@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from edgewise.levels import Level
 from edgewise.privacy import Detection, Finding
-from edgewise.privacy.levels import LEVELS
 
 _RULES = [
     ("EMAIL_ADDRESS", "pii", re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")),
@@ -29,14 +29,14 @@ class FakeDetector:
         findings = [Finding(entity, lvl, 1.0, i, m.start(), m.end())
                     for i, text in enumerate(segments)
                     for entity, lvl, rx in _RULES for m in rx.finditer(text)]
-        top = max((LEVELS.index(f.level) for f in findings), default=0)
-        phi = top >= LEVELS.index("pii") and any(_PHI_CONTEXT.search(t) for t in segments)
+        top = Level.highest(f.level for f in findings)
+        phi = top >= Level.PII and any(_PHI_CONTEXT.search(t) for t in segments)
         if phi:  # the PHI rule: identifiers next to health information become phi
-            top = LEVELS.index("phi")
+            top = Level.PHI
             findings = [Finding(f.entity, "phi", f.score, f.segment, f.start, f.end)
                         if f.level == "pii" else f for f in findings]
-        detected = LEVELS[top]
-        level = LEVELS[max(top, LEVELS.index(declared))] if declared else detected
+        detected = str(top)
+        level = str(max(top, Level.parse(declared))) if declared else detected
         return Detection.build(level=level, detected=detected, declared=declared,
                                findings=tuple(findings), phi_rule=phi,
                                segments=len(segments))

@@ -139,7 +139,8 @@ def test_graders(grader: str, reply: str, gold: str, ok: bool) -> None:
 @pytest.mark.parametrize("line, message", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
-    ('{"prompt": "a", "answer": "1"}', "grader must be one of exact, number, choice"),
+    ('{"prompt": "a", "answer": "1"}', "grader: unknown grader 'None'; registered: choice, "
+                                       "exact, number"),
     ('{"prompt": "a", "messages": [], "answer": "1", "grader": "exact"}', "exactly one of"),
     ('{"messages": [{"role": "user"}], "answer": "1", "grader": "exact"}', "messages[0]"),
     ('{"prompt": "a", "answer": "", "grader": "exact"}', "answer must be"),
@@ -261,7 +262,7 @@ def test_calibrate_command_names_the_bad_line(tmp_path: Path) -> None:
                                       "--data", str(data)])
     assert result.exit_code == 2
     assert f"{data}:2" in result.stderr.replace("\n", "")
-    assert "exact, number, choice" in result.stderr.replace("\n", "")
+    assert "registered: choice, exact, number" in result.stderr.replace("\n", "")
 
 
 def test_calibrate_command_with_a_sampling_scorer(

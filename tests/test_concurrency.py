@@ -99,7 +99,9 @@ def test_engine_failure_is_one_clear_error_and_node_keeps_serving() -> None:
         status, text = stream_all(server.url, max_tokens=20)
         assert status == 200
         assert '"code": "engine_error"' in text or '"code":"engine_error"' in text
-        assert "[DONE]" not in text
+        # the error event, then the end of the stream (clients stop reading at [DONE])
+        assert text.endswith("data: [DONE]\n\n") and text.count("[DONE]") == 1
+        assert text.rindex('"engine_error"') < text.rindex("[DONE]")
         engine.fail_after = None
         assert httpx.post(server.url + CHAT, json=body(max_tokens=3)).status_code == 200
         metrics = httpx.get(server.url + "/metrics").text

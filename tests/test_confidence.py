@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from edgewise.chat import ChatAnswer, ChatRequest
 from edgewise.config import parse_config
 from edgewise.errors import ConfigError
 from edgewise.routing.confidence import (
@@ -23,7 +24,6 @@ from edgewise.routing.confidence import (
     score,
     span_items,
 )
-from edgewise.tiers.base import ChatAnswer, ChatRequest
 
 
 def item(token: str, logprob: float, top: list[tuple[str, float]] | None = None,
@@ -194,7 +194,7 @@ def test_sample_requests() -> None:
 def test_registry_rejects_duplicates_and_lists_the_names() -> None:
     assert list(SCORERS)[:6] == ["mean_prob", "min_prob", "tail_mean_prob", "answer_prob",
                                  "margin", "agreement"]
-    with pytest.raises(ValueError, match="'margin' is already registered"):
+    with pytest.raises(ValueError, match="scorer 'margin' is already registered"):
         @register_scorer
         class Again(Scorer):
             name = "margin"
@@ -203,8 +203,9 @@ def test_registry_rejects_duplicates_and_lists_the_names() -> None:
                 return 1.0
     with pytest.raises(ValueError, match="already registered"):
         register_scorer("mean_prob", lambda lps: 1.0)
-    with pytest.raises(ConfigError, match="unknown scorer 'vibes'; available: mean_prob, "
-                                          "min_prob"):
+    with pytest.raises(ConfigError, match=r"routing.cascade.scorer: unknown scorer 'vibes'; "
+                                          r"registered: agreement, answer_prob, margin, "
+                                          r"mean_prob, min_prob, tail_mean_prob"):
         build_scorer("vibes")
 
 
@@ -225,7 +226,8 @@ def test_plugin_scorers_and_the_logprob_function_form() -> None:
         cfg = parse_config({"routing": {"cascade": {"scorer": "test_length"}}})
         assert cfg.routing.cascade.scorer == "test_length"
     finally:
-        del SCORERS["test_length"], SCORERS["test_first"]
+        SCORERS.unregister("test_length")
+        SCORERS.unregister("test_first")
 
 
 # -- config -----------------------------------------------------------------------------
@@ -241,10 +243,21 @@ def test_cascade_config_defaults_and_keys() -> None:
     assert (opts.samples, opts.answer_pattern) == (3, r"answer: (\w+)")
 
 
+def test_an_unknown_scorer_stops_the_node_at_start_up() -> None:
+    """The scorer registry is open to plug-ins, so a name is checked when the node's
+    router is built (``edgewise serve`` fails then, in one line), not when YAML parses."""
+    from edgewise.api.app import create_app
+    from edgewise.engines.fake import FakeEngine
+    from edgewise.node import Node
+
+    cfg = parse_config({"engine": {"kind": "fake"}, "audit": {"enabled": False},
+                        "routing": {"cascade": {"scorer": "vibes"}}})
+    with pytest.raises(ConfigError, match=r"routing.cascade.scorer: unknown scorer 'vibes'; "
+                                          r"registered: agreement"):
+        create_app(Node(cfg, FakeEngine()))
+
+
 @pytest.mark.parametrize(("cascade", "fragment"), [
-    ({"scorer": "vibes"}, "routing.cascade: scorer: unknown scorer 'vibes'; available: "
-                          "mean_prob, min_prob, tail_mean_prob, answer_prob, margin, "
-                          "agreement"),
     ({"answer_pattern": "answer: ("}, "routing.cascade: answer_pattern is not a valid "
                                       "regular expression"),
     ({"answer_pattern": r"(\d*)"}, "matches the empty string"),

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_unknown_section_is_rejected() -> None:
         ({"serving": {"max_queue": -1}},
          "serving.max_queue: Input should be greater than or equal to 0"),
         ({"node": {"port": 70000}}, "node.port: Input should be less than or equal to 65535"),
-        ({"engine": {"kind": "vllm"}}, "engine.kind: Input should be 'llamacpp' or 'fake'"),
+        ({"engine": {"kind": "has space"}}, "engine.kind: String should match pattern"),
         ({"sampling": {"temperature": "hot"}}, "sampling.temperature"),
         ({"node": {"name": "has space"}}, "node.name: String should match pattern"),
     ],
@@ -52,6 +53,32 @@ def test_bad_values_name_the_key_and_the_rule(data: dict, fragment: str) -> None
     with pytest.raises(ConfigError) as exc:
         parse_config(data)
     assert fragment in str(exc.value)
+
+
+def test_engine_kind_is_any_registered_engine() -> None:
+    """engine.kind names a registered engine (plug-ins register their own); an unknown
+    one fails when the node is built, with the key and the registered names."""
+    from edgewise.engines import ENGINES, register_engine
+    from edgewise.engines.fake import FakeEngine
+    from edgewise.node import build_engine
+
+    with pytest.raises(ConfigError, match=r"engine.kind: unknown engine 'vllm'; "
+                                          r"registered: fake, llamacpp"):
+        build_engine(parse_config({"engine": {"kind": "vllm"}}))
+    made: list[int] = []
+
+    def plugin(config: Any, resolve: Any) -> FakeEngine:
+        made.append(config.n_ctx)
+        return FakeEngine(n_ctx=config.n_ctx, model="plugin-model")
+
+    register_engine("test-plugin", plugin)
+    try:
+        engine = build_engine(parse_config({"engine": {"kind": "test-plugin", "n_ctx": 256}}))
+        assert isinstance(engine, FakeEngine) and made == [256]
+        with pytest.raises(ValueError, match="'test-plugin' is already registered"):
+            register_engine("test-plugin", FakeEngine.from_config)
+    finally:
+        ENGINES.unregister("test-plugin")
 
 
 def test_several_errors_are_all_reported() -> None:

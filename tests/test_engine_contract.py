@@ -8,7 +8,8 @@ from itertools import islice
 
 import pytest
 
-from edgewise.engines import ChatMessage, Engine, Generation, SamplingParams
+from edgewise.chat import Message
+from edgewise.engines import Engine, Generation, SamplingParams
 from edgewise.engines.fake import FakeEngine
 
 
@@ -28,12 +29,12 @@ class EngineContract:
         assert b"".join(engine.token_bytes(t) for t in ids).decode() == text
 
     def test_chat_prompt_depends_on_messages(self, engine: Engine) -> None:
-        a = engine.chat_prompt([ChatMessage("user", "Hello")])
-        b = engine.chat_prompt([ChatMessage("system", "Be brief."), ChatMessage("user", "Hello")])
+        a = engine.chat_prompt([Message("user", "Hello")])
+        b = engine.chat_prompt([Message("system", "Be brief."), Message("user", "Hello")])
         assert a and b and a != b
 
     def test_greedy_is_deterministic_and_picks_the_top_token(self, engine: Engine) -> None:
-        prompt = engine.chat_prompt([ChatMessage("user", "Count to five.")])
+        prompt = engine.chat_prompt([Message("user", "Count to five.")])
         params = SamplingParams(max_tokens=12, temperature=0.0, top_logprobs=3)
         first = list(islice(engine.steps(prompt, params, lambda: False), 12))
         second = list(islice(engine.steps(prompt, params, lambda: False), 12))
@@ -47,7 +48,7 @@ class EngineContract:
             assert sum(math.exp(lp) for lp in lps) <= 1.0 + 1e-6
 
     def test_seeded_sampling_is_reproducible(self, engine: Engine) -> None:
-        prompt = engine.chat_prompt([ChatMessage("user", "Tell me a story.")])
+        prompt = engine.chat_prompt([Message("user", "Tell me a story.")])
 
         def sample(seed: int) -> list[int]:
             p = SamplingParams(max_tokens=16, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0,
@@ -58,7 +59,7 @@ class EngineContract:
         assert len({tuple(sample(s)) for s in range(4)}) > 1
 
     def test_score_agrees_with_generation_logprobs(self, engine: Engine) -> None:
-        prompt = engine.chat_prompt([ChatMessage("user", "Name a colour.")])
+        prompt = engine.chat_prompt([Message("user", "Name a colour.")])
         params = SamplingParams(max_tokens=6, temperature=0.0)
         steps = list(islice(engine.steps(prompt, params, lambda: False), 6))
         steps = [s for s in steps if not s.end_of_generation]
@@ -72,7 +73,7 @@ class EngineContract:
             assert got.logprob == pytest.approx(want.logprob, abs=0.05)
 
     def test_should_stop_ends_the_stream(self, engine: Engine) -> None:
-        prompt = engine.chat_prompt([ChatMessage("user", "Write a long essay.")])
+        prompt = engine.chat_prompt([Message("user", "Write a long essay.")])
         count = 0
 
         def stop() -> bool:
@@ -83,7 +84,7 @@ class EngineContract:
             assert count <= 4
 
     def test_generation_runs_to_a_clean_end(self, engine: Engine) -> None:
-        prompt = engine.chat_prompt([ChatMessage("user", "Say hello.")])
+        prompt = engine.chat_prompt([Message("user", "Say hello.")])
         gen = Generation(engine, prompt, SamplingParams(max_tokens=400, temperature=0.0),
                          n_ctx=engine.info().n_ctx)
         text = "".join(c.text for c in gen)
@@ -123,7 +124,7 @@ class TestLlamaCppEngine(EngineContract):
         import llama_cpp
 
         info = engine.info()
-        prompt = engine.chat_prompt([ChatMessage("user", "What is the capital of France?")])
+        prompt = engine.chat_prompt([Message("user", "What is the capital of France?")])
         ref = llama_cpp.Llama(model_path=info.path, n_ctx=1024, logits_all=True, verbose=False)
         try:
             out = ref.create_completion(prompt, max_tokens=8, temperature=0.0, logprobs=1)

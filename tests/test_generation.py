@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from edgewise.engines import ChatMessage, EngineInfo, Generation, SamplingParams, Step
+from edgewise.chat import Message
+from edgewise.engines import EngineInfo, Generation, SamplingParams, Step
 from edgewise.engines.fake import FakeEngine
 
 
@@ -30,7 +31,7 @@ class ScriptedEngine:
     def token_bytes(self, token: int) -> bytes:
         return self.pieces[token] if token < len(self.pieces) else b""
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
         return [0]
 
     def steps(self, prompt: Sequence[int], params: SamplingParams,

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgewise.errors import ModelIntegrityError, ModelNotFoundError, PrivacyError
-from edgewise.privacy import Detection, Detector, Finding, level_rank, max_level
+from edgewise.levels import Level
+from edgewise.privacy import Detection, Detector, Finding
 from edgewise.privacy import detector as detector_module
 from edgewise.privacy import nlp as nlp_module
 from edgewise.privacy.segments import chat_segments
@@ -86,7 +87,7 @@ def test_declared_label_only_raises(text: str, declared: str, level: str) -> Non
     d = detect([text], declared)
     assert d.level == level
     assert d.declared == declared
-    assert d.detected == max_level(f.level for f in d.findings) or d.phi_rule
+    assert d.detected == Level.highest(f.level for f in d.findings) or d.phi_rule
 
 
 def test_unknown_declared_label_is_refused() -> None:
@@ -94,11 +95,16 @@ def test_unknown_declared_label_is_refused() -> None:
         detect(["hi"], "secret")
 
 
-def test_level_helpers() -> None:
-    assert level_rank("public") < level_rank("internal") < level_rank("pii") < level_rank("phi")
-    assert max_level([None, "internal", "pii"]) == "pii" and max_level([]) == "public"
+def test_levels_are_one_ordered_type() -> None:
+    assert Level("public") < Level("internal") < Level("pii") < Level("phi")
+    assert sorted(["phi", "public", "pii", "internal"], key=Level) == [
+        "public", "internal", "pii", "phi"]  # by rank, not alphabetically
+    assert Level.PII > "internal" and Level.PII > "internal"  # and against plain words
+    assert Level.highest([None, "internal", "pii"]) == "pii"
+    assert Level.highest([]) == "public" and max(Level.PHI, Level.PUBLIC) is Level.PHI
+    assert str(Level.PII) == "pii" and f"{Level.PHI}" == "phi"  # writes as the word
     with pytest.raises(ValueError, match="valid levels"):
-        level_rank("top-secret")
+        Level.parse("top-secret")
 
 
 # -- adversarial input --------------------------------------------------------------------

@@ -387,8 +387,8 @@ async def test_tool_requests_need_a_tier_that_calls_functions(tmp_path: Any) -> 
 
 
 def test_redaction_that_would_break_tool_json_is_refused() -> None:
+    from edgewise.chat import ChatRequest, Message, ToolCall
     from edgewise.privacy.enforce import segments_of, with_segments
-    from edgewise.tiers.base import ChatRequest, Message, ToolCall
 
     req = ChatRequest((Message("user", "hi", name="jane_doe"),
                        Message("assistant", "", tool_calls=(
@@ -453,7 +453,7 @@ async def test_every_routing_decision_is_audited_without_values(tmp_path: Any) -
         rows = audit_rows(f)
         # the stream's record lands when its background append runs: order aside, these
         assert sorted(r.outcome for r in rows) == [
-            "answered", "answered", "answered", "queued", "refused:unknown_model"]
+            "answered", "answered", "answered", "queued", "refused:model_not_found"]
         answered = rows[0]
         assert answered.requester == "app-a"
         assert (answered.declared_level, answered.detected_level) == ("public", "phi")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.supply
 torch = pytest.importorskip("torch", reason="the supply extra is not installed")
 transformers = pytest.importorskip("transformers")
 
-from edgewise.engines.base import ChatMessage  # noqa: E402
+from edgewise.chat import Message  # noqa: E402
 from edgewise.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from edgewise.models import ResolvedModel  # noqa: E402
 from edgewise.supply import build, load_recipe  # noqa: E402
@@ -219,7 +219,7 @@ def test_the_node_renders_chat_like_the_training_data(built: Manifest) -> None:
     e = engine(variant_file(built, "f16"))
     try:
         msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-        assert e.chat_prompt([ChatMessage(**m) for m in msgs]) == e.tokenize(
+        assert e.chat_prompt([Message(**m) for m in msgs]) == e.tokenize(
             render_chat_prompt(msgs))
     finally:
         e.close()

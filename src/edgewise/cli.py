@@ -120,8 +120,9 @@ def models(
         typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
         return
     table = Table(title="edgewise models")
+    # Names and digests never wrap mid-word; the path (or install command) takes the rest.
     for col in ("name", "installed", "size", "sha256", "path / install"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col != "path / install")
     for r in rows:
         state = ("[green]yes[/]" if r.verified else "[red]digest mismatch[/]"
                  if r.verified is False else "yes") if r.installed else "[yellow]no[/]"
@@ -194,6 +195,8 @@ def chat(
             return
         if line.strip() == "/reset":
             history = history[:1] if system else []
+            out.print("[dim]conversation reset" + (" (system prompt kept)" if system else "")
+                      + "[/]")
             continue
         if not line.strip():
             continue
@@ -490,11 +493,11 @@ def audit_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Show audit records, oldest first, filtered. Does not verify: run `audit verify`."""
-    from edgewise.config import CLEARANCE_LEVELS
+    from edgewise.levels import LEVEL_NAMES
     from edgewise.security.audit import AuditLog
 
-    if level is not None and level not in CLEARANCE_LEVELS:
-        raise typer.BadParameter(f"--level must be one of {', '.join(CLEARANCE_LEVELS)}, "
+    if level is not None and level not in LEVEL_NAMES:
+        raise typer.BadParameter(f"--level must be one of {', '.join(LEVEL_NAMES)}, "
                                  f"got {level!r}")
     if limit < 0:
         raise typer.BadParameter(f"--limit must be 0 (all) or more, got {limit}")
@@ -513,10 +516,11 @@ def audit_show(
             typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
         return
     table = Table(title=f"edgewise audit log {cfg.path}")
+    # Identifiers never wrap mid-word; the free text (entities, reason) takes the rest.
     for col in ("seq", "time (UTC)", "requester", "level", "entities", "tier", "outcome",
                 "esc/fail", "redacted", "reason"):
-        table.add_column(col, overflow="fold",
-                         no_wrap=col in ("seq", "time (UTC)"))
+        table.add_column(col, overflow="fold", no_wrap=col not in ("entities", "redacted",
+                                                                   "reason"))
     for e in entries:
         r = e.record
         ents = ", ".join(f"{k}×{n}" for k, n in r.entities.items()) or "-"
@@ -568,12 +572,12 @@ def scan(
     Exit status 0, or 1 with --fail-at LEVEL when the level reaches LEVEL; 2 on errors.
     """
     from edgewise.config import load_config
-    from edgewise.privacy import LEVELS
+    from edgewise.levels import LEVEL_NAMES, Level
     from edgewise.privacy.segments import chat_segments
 
     for flag, value in (("--label", label), ("--fail-at", fail_at)):
-        if value is not None and value not in LEVELS:
-            raise typer.BadParameter(f"{flag} must be one of {', '.join(LEVELS)}, "
+        if value is not None and value not in LEVEL_NAMES:
+            raise typer.BadParameter(f"{flag} must be one of {', '.join(LEVEL_NAMES)}, "
                                      f"not {value!r}")
     try:
         raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -608,16 +612,16 @@ def scan(
         typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         _scan_table(detection, labelled, tiers, show_values)
-    if fail_at is not None and LEVELS.index(detection.level) >= LEVELS.index(fail_at):
+    if fail_at is not None and Level.parse(detection.level) >= Level.parse(fail_at):
         raise typer.Exit(1)
 
 
 def _tier_verdicts(cfg: Any, detection: Any) -> list[dict[str, Any]]:
-    from edgewise.privacy import level_rank
+    from edgewise.levels import Level
 
     rows = []
     for tier in cfg.ladder():
-        if level_rank(tier.clearance) >= level_rank(detection.level):
+        if tier.clearance >= Level.parse(detection.level):
             verdict, note = "send", f"clearance {tier.clearance} ≥ {detection.level}"
         elif tier.escalation == "redact":
             hidden = sum(len(detection.spans_above(i, tier.clearance))
@@ -627,7 +631,7 @@ def _tier_verdicts(cfg: Any, detection: Any) -> list[dict[str, Any]]:
             verdict, note = "send as is", "escalation: allow (operator accepts, audited)"
         else:
             verdict, note = "refuse", f"clearance {tier.clearance} < {detection.level}"
-        rows.append({"tier": tier.name, "clearance": tier.clearance,
+        rows.append({"tier": tier.name, "clearance": str(tier.clearance),
                      "escalation": tier.escalation, "verdict": verdict, "why": note})
     return rows
 
@@ -701,6 +705,75 @@ def build(
         print_report(manifest, Console())
 
 
+@app.command()
+def doctor(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")
+                      ] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Catalogue name or .gguf path (default: the config's engine.model).")] = None,
+    verify: Annotated[bool, typer.Option(help="Check the model file's sha256.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")
+                       ] = False,
+) -> None:
+    """Show what the engine will use on this machine: CPU features, llama.cpp's CPU
+    variant (and why not the others), threads, model file and digest, optional extras.
+
+    Exit status 0, or 1 when a problem is found (each is printed in one line).
+    """
+    from edgewise.config import load_config
+    from edgewise.doctor import diagnose
+
+    try:
+        cfg = load_config(config)
+        if model:
+            cfg = cfg.replace(engine={"model": model})
+        with console.status("checking the engine (an AMX probe runs once per machine)…"):
+            report = diagnose(cfg, verify=verify)
+    except EdgewiseError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_doctor(report)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+def _print_doctor(r: Any) -> None:
+    out = Console()
+    c, e, m = r.cpu, r.engine, r.model
+    out.print(f"[bold]cpu[/]      {c['name']} ({c['machine']}, {c['usable_cores']} usable "
+              f"core(s), kernel {c['kernel']})", highlight=False)
+    out.print(f"         features: {' '.join(c['features']) or '(none reported)'}",
+              highlight=False)
+    variant = e.get("variant", "-")
+    how = ("runtime-dispatched" if e.get("dispatched") else
+           "NOT runtime-dispatched") if "dispatched" in e else ""
+    out.print(f"[bold]engine[/]   {e['kind']} (llama-cpp-python {e['llama_cpp_python']}), "
+              f"CPU variant [green]{variant}[/] {how}", highlight=False)
+    if e.get("amx_probe"):
+        out.print(f"         AMX probe: {e['amx_probe']}", highlight=False)
+    for name, why in sorted((e.get("rejected") or {}).items()):
+        if not why.startswith("lower score"):
+            out.print(f"         not {name}: {why}", highlight=False)
+    default = " (default: cores − 1 / cores)" if e.get("threads_default") else ""
+    out.print(f"[bold]threads[/]  {e['threads']} generation, {e['batch_threads']} prompt"
+              f"{default}; n_ctx {e['n_ctx']}", highlight=False)
+    if m.get("error"):
+        out.print(f"[bold]model[/]    [red]{m['error']}[/]", highlight=False)
+    elif m:
+        state = "sha256 verified" if m["verified"] else "sha256 not checked"
+        out.print(f"[bold]model[/]    {m['name']}: {m['path']} ({m['size_bytes'] / 1e6:.1f} "
+                  f"MB, {state} {m['sha256'][:16]}…)", highlight=False)
+    for name, x in r.extras.items():
+        state = "[green]installed[/]" if x["installed"] else (
+            f"[yellow]missing[/] {', '.join(x['missing'])}: {x['install']}")
+        out.print(f"[bold]extra[/]    {name}: {state}", highlight=False)
+    for p in r.problems:
+        out.print(f"[bold red]problem:[/] {p}", highlight=False)
+
+
 def _setup_logging(level: str) -> None:
     from rich.logging import RichHandler
 
@@ -710,8 +783,9 @@ def _setup_logging(level: str) -> None:
             f"--log-level must be debug, info, warning or error, not {level!r}")
     handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=lvl, format="%(name)s: %(message)s", handlers=[handler], force=True)
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # httpx logs every request at INFO: a fleet node's health probes would fill the log.
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
 
 
 def main() -> None:

@@ -26,9 +26,9 @@ import yaml
 from pydantic import Field, TypeAdapter, with_config
 
 from edgewise.errors import ConfigError
+from edgewise.levels import Level
 
 __all__ = [
-    "CLEARANCE_LEVELS",
     "ApiKeyConfig",
     "AuditConfig",
     "AuthConfig",
@@ -72,13 +72,18 @@ class NodeConfig:
 class EngineConfig:
     """The local inference engine and the model it serves."""
 
-    kind: Literal["llamacpp", "fake"] = "llamacpp"
+    #: A registered engine (``llamacpp``, ``fake``, or one a plug-in registers with
+    #: ``edgewise.engines.register_engine``); checked when the node is built.
+    kind: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")] = (
+        "llamacpp")
     #: A catalogue name (``edgewise models``), a path to a ``.gguf`` file, or ``auto``:
     #: the best variant under ``artifacts`` that fits ``profile``.
     model: Annotated[str, Field(min_length=1)] = "smollm2-135m-instruct"
     #: Context window in tokens (prompt + completion).
     n_ctx: Annotated[int, Field(ge=64, le=131072)] = 2048
-    #: Generation threads; ``None`` uses every core.
+    #: Threads for generation and prompt processing; ``None``: cores − 1 for generation
+    #: (a busy core beside llama.cpp's spinning threads slows them ~5×) and every core
+    #: for prompt batches (``bench/threads.py`` has the measurement).
     n_threads: Annotated[int, Field(ge=1, le=512)] | None = None
     n_batch: Annotated[int, Field(ge=1, le=8192)] = 512
     #: Check the model file's sha256 against the catalogue before loading.
@@ -105,8 +110,12 @@ class ServingConfig:
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 4 * 1024 * 1024
     #: Seconds SIGTERM/Ctrl-C waits for in-flight requests before exiting.
     drain_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
-    #: Optional cap on ``max_tokens`` (``None``: up to the context window).
+    #: Optional cap on ``max_tokens`` (``None``: up to the largest context window of
+    #: the node's tiers).
     max_tokens_limit: Annotated[int, Field(ge=1)] | None = None
+    #: Most messages one chat request may carry (OpenAI's limit); checked before any
+    #: rendering or tokenizing.
+    max_messages: Annotated[int, Field(ge=1, le=100_000)] = 2048
 
 
 @with_config(_STRICT)
@@ -121,9 +130,6 @@ class SamplingDefaults:
     repeat_penalty: Annotated[float, Field(gt=0, le=10)] = 1.0
 
 
-Clearance = Literal["public", "internal", "pii", "phi"]
-#: Sensitivity / clearance levels, least to most sensitive.
-CLEARANCE_LEVELS: tuple[str, ...] = ("public", "internal", "pii", "phi")
 _NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
@@ -132,8 +138,9 @@ _NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 class EndpointConfig:
     """One place a tier can send requests: a local engine or an OpenAI-compatible URL."""
 
-    #: Local engine kind (``llamacpp`` or ``fake``); mutually exclusive with ``url``.
-    engine: Literal["llamacpp", "fake"] | None = None
+    #: Local engine kind (``llamacpp``, ``fake`` or a registered one); mutually
+    #: exclusive with ``url``.
+    engine: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     #: Base URL of an OpenAI-compatible API, e.g. ``http://10.0.0.5:8080/v1``.
     url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     #: Local: catalogue name or .gguf path. Remote: the upstream model name
@@ -164,7 +171,7 @@ class TierConfig:
     name: _NAME
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
     #: The most sensitive data this tier may receive.
-    clearance: Clearance = "public"
+    clearance: Level = Level.PUBLIC
     cost_per_1k_tokens: Annotated[float, Field(ge=0)] = 0.0
     energy_per_token_j: Annotated[float, Field(ge=0)] = 0.0
     #: Largest prompt + completion the tier accepts (``None``: no limit known).
@@ -190,8 +197,9 @@ class CascadeConfig:
     #: Confidence in [0, 1] below which the answer is escalated (``edgewise calibrate``).
     threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
     #: A registered confidence scorer: ``mean_prob``, ``min_prob``, ``tail_mean_prob``,
-    #: ``answer_prob``, ``margin``, ``agreement`` (or one registered by a plugin).
-    scorer: str = "mean_prob"
+    #: ``answer_prob``, ``margin``, ``agreement`` (or one registered by a plugin);
+    #: checked when the node's router is built.
+    scorer: Annotated[str, Field(min_length=1)] = "mean_prob"
     #: Regular expression locating the final answer in a reply (its last match; group 1
     #: if it has groups), for ``answer_prob``, ``margin`` and ``agreement``. Unset: what
     #: follows the last ``####``, else the whole reply.
@@ -207,10 +215,6 @@ class CascadeConfig:
     def __post_init__(self) -> None:
         import re
 
-        from edgewise.routing.confidence import SCORERS, unknown_scorer_message
-
-        if self.scorer not in SCORERS:
-            raise ValueError("scorer: " + unknown_scorer_message(self.scorer))
         if self.answer_pattern is not None:
             try:
                 compiled = re.compile(self.answer_pattern)
@@ -243,7 +247,7 @@ class RoutingConfig:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     #: Sensitivity assumed for a request that declares none (the privacy guard raises it).
-    default_sensitivity: Clearance = "public"
+    default_sensitivity: Level = Level.PUBLIC
     #: Weight of energy (J per token) against cost (per 1k tokens) when ranking tiers.
     energy_weight: Annotated[float, Field(ge=0)] = 0.0
     #: SQLite file of the store-and-forward queue for async requests.
@@ -263,7 +267,7 @@ class PatternConfig:
     #: Python regular expression; matched case-sensitively unless it says ``(?i)``.
     regex: Annotated[str, Field(min_length=1)]
     #: Sensitivity of a match.
-    level: Clearance = "pii"
+    level: Level = Level.PII
     #: Words that, near a match, raise its score (Presidio context enhancement).
     context: list[str] = field(default_factory=list)
     #: Score of a match, in (0, 1]; findings below ``privacy.min_score`` are ignored.
@@ -286,7 +290,7 @@ class DenyListConfig:
     entity: _ENTITY
     #: Matched as whole words, ignoring case.
     terms: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    level: Clearance = "internal"
+    level: Level = Level.INTERNAL
 
 
 @with_config(_STRICT)
@@ -300,7 +304,7 @@ class PrivacyConfig:
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
     #: Sensitivity per entity type, overriding the built-in mapping
     #: (e.g. ``{LOCATION: internal, DATE_TIME: public}``).
-    levels: dict[_ENTITY, Clearance] = field(default_factory=dict)
+    levels: dict[_ENTITY, Level] = field(default_factory=dict)
     #: Host-name suffixes of the organisation's private networks: names under them are
     #: ``INTERNAL_HOSTNAME`` findings.
     internal_domains: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.\-]+$")]] = (
@@ -340,7 +344,7 @@ class ApiKeyConfig:
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     #: Sensitivity declared for every request made with this key (the detector may
     #: raise it, never lower it).
-    sensitivity: Clearance | None = None
+    sensitivity: Level | None = None
 
 
 @with_config(_STRICT)
@@ -384,7 +388,7 @@ class EdgewiseConfig:
         """The tiers, with the implicit single local tier when none are configured."""
         if self.tiers:
             return list(self.tiers)
-        return [TierConfig(name=self.node.tier, clearance="phi",
+        return [TierConfig(name=self.node.tier, clearance=Level.PHI,
                            endpoints=[EndpointConfig(engine=self.engine.kind,
                                                      model=self.engine.model)])]
 

@@ -23,11 +23,16 @@ content (prompts may be sensitive).
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
-    │   ├── UnknownModelError        404, the request names a model this node does not serve
+    │   ├── BudgetError              400, no eligible tier is within x-edgewise-max-cost
+    │   ├── ClearanceError           403, the data may not go to any tier that could serve it
+    │   ├── UnknownModelError        404, the request names a model (or tier) not served here
     │   └── PayloadTooLargeError     413, request body over the configured limit
     ├── UnavailableError         the node cannot take the request now -> 429 / 503
     │   ├── OverloadedError          429, the admission queue is full (has retry_after)
-    │   └── ShuttingDownError        503, the node is draining
+    │   ├── ShuttingDownError        503, the node is draining
+    │   ├── NoTierAvailableError     503, every eligible tier is down (async: queued instead)
+    │   └── GuardUnavailableError    503, the privacy guard is loading, failed to load, or
+    │                                     failed on this request (the request is not routed)
     └── SupplyError              the model supply chain (``edgewise build``) failed
         ├── RecipeError              a recipe with unknown stages or keys, or bad values
         ├── DatasetError             a dataset that does not parse (names file and line)
@@ -41,12 +46,15 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "AuditKeyError",
+    "BudgetError",
+    "ClearanceError",
     "ConfigError",
     "ContextLengthError",
     "DatasetError",
     "DoesNotFitError",
     "EdgewiseError",
     "EngineError",
+    "GuardUnavailableError",
     "InvalidRequestError",
     "JobStateError",
     "JobStoreError",
@@ -54,6 +62,7 @@ __all__ = [
     "ModelError",
     "ModelIntegrityError",
     "ModelNotFoundError",
+    "NoTierAvailableError",
     "OverloadedError",
     "PayloadTooLargeError",
     "PrivacyError",
@@ -134,7 +143,8 @@ class PrivacyError(EdgewiseError):
 
 
 class RequestError(EdgewiseError):
-    """The request is at fault. ``status`` and ``code`` drive the HTTP error."""
+    """The request is at fault. ``status`` and ``code`` drive the HTTP error; ``headers``
+    are added to the error response (the router says what it decided there)."""
 
     status: int = 400
     error_type: str = "invalid_request_error"
@@ -144,6 +154,7 @@ class RequestError(EdgewiseError):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}
         if code is not None:
             self.code = code
 
@@ -158,10 +169,26 @@ class ContextLengthError(RequestError):
     code = "context_length_exceeded"
 
 
+class BudgetError(RequestError):
+    """No eligible tier would answer within the request's ``x-edgewise-max-cost`` (400)."""
+
+    code = "budget_exceeded"
+
+
+class ClearanceError(RequestError):
+    """The request's data is more sensitive than every tier that could serve it may
+    receive (403, like OpenAI's ``permission_error``)."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "clearance"
+
+
 class UnknownModelError(RequestError):
-    """The request names a model this node does not serve (404)."""
+    """The request names a model or tier this node does not serve (404)."""
 
     status = 404
+    error_type = "not_found_error"
     code = "model_not_found"
 
 
@@ -179,10 +206,14 @@ class UnavailableError(EdgewiseError):
     error_type: str = "service_unavailable"
     code: str | None = "unavailable"
 
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 code: str | None = None):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}
+        if code is not None:
+            self.code = code
 
 
 class OverloadedError(UnavailableError):
@@ -197,6 +228,18 @@ class ShuttingDownError(UnavailableError):
     """The node is draining in-flight requests before exit (503)."""
 
     code = "shutting_down"
+
+
+class NoTierAvailableError(UnavailableError):
+    """Every tier eligible for the request is down (503; with ``x-edgewise-async`` the
+    request is queued instead)."""
+
+
+class GuardUnavailableError(UnavailableError):
+    """The privacy guard cannot screen requests (loading, failed to load, or failed on
+    this one): nothing is routed unscreened (503)."""
+
+    code = "privacy_guard_unavailable"
 
 
 class SupplyError(EdgewiseError):

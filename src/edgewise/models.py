@@ -194,6 +194,8 @@ class ResolvedModel:
     sha256: str
     size_bytes: int
     spec: ModelSpec | None
+    #: A LoRA adapter to apply on top (a variant built as base + adapter).
+    adapter: Path | None = None
 
 
 @dataclass(frozen=True)

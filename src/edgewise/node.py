@@ -8,51 +8,58 @@ answers immediately and ``/readyz`` turns 200 when the engine is ready.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from edgewise.config import EdgewiseConfig
-from edgewise.engines import Engine, EngineInfo
-from edgewise.engines.base import engine_factory
+from edgewise.config import EdgewiseConfig, EngineConfig
+from edgewise.engines import Engine, EngineInfo, engine_factory
 from edgewise.errors import EdgewiseError, UnavailableError
+from edgewise.models import ResolvedModel, resolve_model
 from edgewise.serving import Admission
 from edgewise.telemetry import NodeMetrics
 
-__all__ = ["Node", "build_engine"]
+__all__ = ["Node", "build_engine", "engine_config", "resolve_engine_model"]
 
 log = logging.getLogger("edgewise.node")
 
 
-def build_engine(config: EdgewiseConfig) -> Engine:
-    """Construct (not load) the engine a config asks for."""
-    import edgewise.engines.fake
-    import edgewise.engines.llamacpp  # noqa: F401  (registers "llamacpp")
-
+def engine_config(config: EdgewiseConfig) -> EngineConfig:
+    """The ``engine`` section as the local tier uses it: with a tier ladder, the local
+    endpoint's ``engine`` kind and ``model`` (unless ``auto``) replace the section's."""
     ec = config.engine
-    kind, model_name = ec.kind, ec.model
     local = config.local_endpoint()
-    if config.tiers and local is not None:  # the tier's endpoint names the local model
-        kind = local[1].engine or kind
-        model_name = model_name if local[1].model == "auto" else local[1].model
-    factory = engine_factory(kind)
-    if kind == "fake":
-        return factory(n_ctx=ec.n_ctx)
-    from edgewise.models import ResolvedModel, resolve_model
+    if config.tiers and local is not None:
+        ep = local[1]
+        ec = dataclasses.replace(ec, kind=ep.engine or ec.kind,
+                                 model=ec.model if ep.model == "auto" else ep.model)
+    return ec
 
-    lora = ec.lora_adapter
-    if model_name == "auto":  # the best built variant for this machine (edgewise build)
-        from edgewise.supply.choose import choose_variant
 
-        choice = choose_variant(ec.artifacts, ec.profile)
-        log.info("model auto: %s for profile %s", choice.name, choice.profile.name)
-        model = ResolvedModel(name=choice.name, path=choice.path, sha256=choice.sha256,
-                              size_bytes=choice.size_bytes, spec=None)
-        lora = str(choice.adapter) if choice.adapter else lora
-    else:
-        model = resolve_model(model_name, verify=ec.verify_digest)
-    return factory(model, n_ctx=ec.n_ctx, n_threads=ec.n_threads, n_batch=ec.n_batch,
-                   **({"lora_path": lora} if lora else {}))
+def resolve_engine_model(ec: EngineConfig) -> ResolvedModel:
+    """The model file ``ec`` names: a catalogue name, a ``.gguf`` path, or ``auto`` (the
+    best variant built by ``edgewise build`` that fits this machine), digest-checked.
+    Sets ``lora_adapter`` for an ``auto`` variant served as base + adapter."""
+    if ec.model != "auto":
+        return resolve_model(ec.model, verify=ec.verify_digest)
+    from edgewise.supply.choose import choose_variant
+
+    choice = choose_variant(ec.artifacts, ec.profile)
+    log.info("model auto: %s for profile %s", choice.name, choice.profile.name)
+    return ResolvedModel(name=choice.name, path=choice.path, sha256=choice.sha256,
+                         size_bytes=choice.size_bytes, spec=None,
+                         adapter=choice.adapter)
+
+
+def build_engine(config: EdgewiseConfig) -> Engine:
+    """Construct (not load) the engine a config asks for: the factory registered as
+    ``engine.kind`` (``ConfigError`` listing the registered ones otherwise), given the
+    engine settings and a resolver for its model file (called only by engines that
+    serve one, so ``fake`` needs no file)."""
+    ec = engine_config(config)
+    factory = engine_factory(ec.kind)
+    return factory(ec, lambda: resolve_engine_model(ec))
 
 
 class Node:
@@ -65,6 +72,11 @@ class Node:
         self._info: EngineInfo | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        #: Set by :meth:`drain`: new requests get 503 while in-flight ones finish.
+        self.draining = False
+        #: Set when the drain timeout passes with requests still running: their streams
+        #: end with an error event (the answer is incomplete) instead of just stopping.
+        self.drain_expired = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -114,16 +126,31 @@ class Node:
         self.metrics.model_loaded.labels(info.model).set(1)
         log.info("model %s ready (n_ctx=%d, sha256=%s…)", info.model, info.n_ctx, info.sha256[:12])
 
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Refuse new requests (503) and wait up to ``timeout_s`` (default
+        ``serving.drain_timeout_s``) for in-flight ones; True if they all finished. On
+        timeout, :attr:`drain_expired` tells the streams still running to end with an
+        error event. Idempotent."""
+        timeout = self.config.serving.drain_timeout_s if timeout_s is None else timeout_s
+        self.draining = True
+        if self.admission is None:
+            return True
+        active = self.admission.active + self.admission.waiting
+        if active:
+            log.info("draining %d in-flight request(s)…", active)
+        done = await self.admission.drain(timeout)
+        if not done:
+            log.warning("drain timed out after %.0f s with %d request(s) still running; "
+                        "ending them", timeout, self.admission.active)
+            self.drain_expired.set()
+            # Give the cut streams a moment to send their error event and engine
+            # threads to stop (each checks between tokens).
+            await self.admission.drain(2.0)
+        return done
+
     async def stop(self) -> None:
         """Drain in-flight requests (up to ``serving.drain_timeout_s``), then free the model."""
-        if self.admission is not None:
-            active = self.admission.active + self.admission.waiting
-            if active:
-                log.info("draining %d in-flight request(s)…", active)
-            done = await self.admission.drain(self.config.serving.drain_timeout_s)
-            if not done:
-                log.warning("drain timed out with %d request(s) still running",
-                            self.admission.active)
+        await self.drain()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self._info is not None:

@@ -8,7 +8,8 @@ unknown name with the same one-line error everywhere, listing what is registered
 
     ENGINES: Registry[EngineFactory] = Registry("engine", key="engine.kind")
     ENGINES.register("llamacpp", make_llamacpp)
-    ENGINES.get("vllm")   # ConfigError: engine.kind: unknown engine 'vllm'; registered: fake, llamacpp
+    ENGINES.get("vllm")
+    # ConfigError: engine.kind: unknown engine 'vllm'; registered: fake, llamacpp
 
 ``loader`` (optional) imports the built-in plug-ins on first lookup, so importing the
 registry itself stays cheap.
@@ -76,12 +77,21 @@ class Registry(Generic[T]):
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        """Names in registration order (built-ins first)."""
         self._load()
-        return iter(sorted(self._items))
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._items)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        return list(self)
+        return sorted(self)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests, and plug-ins that unload); ``KeyError`` if absent."""
+        del self._items[name]
 
     def items(self) -> dict[str, T]:
         """A copy of the name → item mapping."""

@@ -1,4 +1,10 @@
-"""The node's ASGI application: OpenAI routes, health and metrics, errors, middleware."""
+"""The node's ASGI application: OpenAI routes, health and metrics, errors, middleware.
+
+Every node builds its router (``routing/service.py``) — a node without ``tiers`` is a
+ladder of one — so every chat request takes the same path. The interactive docs
+(``/docs``, ``/redoc``) are served from files inside the installed ``fastapi-offline``
+package: they work on a machine with no internet.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,15 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from edgewise import __version__
 from edgewise.api.auth import ApiKeys
-from edgewise.api.errors import install_error_handlers
-from edgewise.api.middleware import AccessLog, BodyLimit, NodeHeaders
-from edgewise.api.openai import router as openai_router
-from edgewise.api.routed import jobs_router
+from edgewise.api.chat import router as chat_router
+from edgewise.api.completions import router as completions_router
+from edgewise.api.errors import install_error_handlers, public_message
+from edgewise.api.middleware import AccessLog, BodyLimit, Draining, NodeHeaders
+from edgewise.api.models import router as models_router
 from edgewise.node import Node
 from edgewise.privacy.enforce import DetectorLike
 from edgewise.routing.service import Router
@@ -29,20 +37,17 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
                transports: dict[str, httpx.AsyncBaseTransport] | None = None,
                detector: DetectorLike | None = None) -> FastAPI:
     """Build the app for a node. With ``manage_lifecycle`` the app's lifespan loads the
-    engine at start-up and drains and unloads it at shutdown. When the config has a tier
-    ladder, chat requests go through the router and its privacy guard; ``transports``
-    maps upstream URLs to httpx transports (tests reach other nodes in-process that
-    way); ``detector`` is an already-built privacy detector (else the router loads one
-    in the background at start)."""
-    router: Router | None = None
-    if node.config.tiers:
-        router = Router(node.config, Fleet(node.config, node, transports=transports),
-                        node.metrics, detector=detector)
+    engine and starts the router at start-up, and drains and unloads at shutdown (tests
+    that drive the app in-process start them by hand). ``transports`` maps upstream
+    URLs to httpx transports (tests reach other nodes in-process that way); ``detector``
+    is an already-built privacy detector (else the router loads one in the background
+    when some tier needs it)."""
+    router = Router(node.config, Fleet(node.config, node, transports=transports),
+                    node.metrics, detector=detector)
 
     async def start() -> None:
         await node.start()
-        if router is not None:
-            router.start()
+        router.start()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,11 +60,10 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
             yield
         finally:
             await loading  # a load in progress cannot be interrupted (it is in a thread)
-            if router is not None:
-                await router.stop()
+            await router.stop()
             await node.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="edgewise node",
         version=__version__,
         description="OpenAI-compatible API of an edgewise node.",
@@ -68,26 +72,31 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     app.state.node = node
     app.state.router = router
     install_error_handlers(app)
-    app.include_router(openai_router)
-    app.include_router(jobs_router)
+    app.include_router(chat_router)
+    app.include_router(completions_router)
+    app.include_router(models_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: the process is up and serving HTTP."""
         return {"status": "ok", "node": node.name, "tier": node.tier}
 
-    @app.get("/readyz", responses={503: {"description": "model not loaded yet"}})
+    @app.get("/readyz", responses={503: {"description": "not ready (loading, draining…)"}})
     async def readyz() -> JSONResponse:
         """Readiness: the model is loaded and requests will be answered."""
-        if node.ready and (router is None or (router.guard_ready
-                                              and router.audit_error is None)):
+        if node.draining:
+            reason = "the node is shutting down"
+        elif not node.ready:
+            reason = node.load_error or "model loading"
+        elif not router.guard_ready:
+            reason = router.guard_unavailable().message
+        elif router.audit_error is not None:
+            reason = f"the audit log cannot be written: {router.audit_error}"
+        else:
             info = node.info
             return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx})
-        reason = node.load_error or "model loading"
-        if node.ready and router is not None:
-            reason = (router.guard_unavailable().message if not router.guard_ready else
-                      f"the audit log cannot be written: {router.audit_error}")
-        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "not_ready", "reason": public_message(reason)},
+                            status_code=503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -95,17 +104,17 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
         if node.admission is not None:
             node.metrics.queue_depth.set(node.admission.waiting)
             node.metrics.active.set(node.admission.active)
-        if router is not None:
-            for tier, endpoints in router.fleet.endpoints.items():
-                for e in endpoints:
-                    node.metrics.breaker_open.labels(tier, e.label).set(
-                        0 if e.breaker.state.value == "closed" else 1)
+        for tier, endpoints in router.fleet.endpoints.items():
+            for e in endpoints:
+                node.metrics.breaker_open.labels(tier, e.label).set(
+                    0 if e.breaker.state.value == "closed" else 1)
         return Response(node.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # Outermost first: headers on everything (413s included), then the access log.
     app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes)
     app.add_middleware(ApiKeys, config=node.config.auth)  # before the body is read
+    app.add_middleware(Draining, node=node)
     app.add_middleware(AccessLog, metrics=node.metrics)
     app.add_middleware(NodeHeaders, node=node.name, tier=node.tier)
     return app

@@ -7,7 +7,6 @@ traceback on the node and answered with one line and a request id.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -18,8 +17,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgewise.errors import EngineError, RequestError, UnavailableError
+from edgewise.wire import error_body
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "validation_message"]
+__all__ = ["error_response", "install_error_handlers", "public_message",
+           "validation_message"]
 
 log = logging.getLogger("edgewise.api")
 
@@ -34,9 +35,14 @@ _STATUS_TYPES = {
 }
 
 
-def error_body(message: str, type_: str, param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+def public_message(text: str) -> str:
+    """``text`` with absolute filesystem paths cut to their file name: error bodies go
+    to unauthenticated clients, who need not learn the node's directory layout."""
+    import re
+
+    # a path: "/" not inside a word, a URL or an API route, then directories and a name
+    return re.sub(r"(?<![\w.:/])/(?!v1/|docs|openapi)(?:[^\s/:'\"]+/)+([^\s/:'\"]*)",
+                  r"\1", text)
 
 
 def error_response(status: int, message: str, type_: str, param: str | None = None,
@@ -60,7 +66,8 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
-def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def validation_message(exc: RequestValidationError, content_type: str | None = None
+                       ) -> tuple[str, str | None]:
     """One readable line for pydantic's errors, plus the offending ``param``."""
     errors = exc.errors()
     if not errors:
@@ -73,6 +80,9 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
     first = min(errors, key=rank)
     kind = first.get("type", "")
+    if content_type is not None and "json" not in content_type.lower():
+        return ("request body must be JSON, sent with Content-Type: application/json "
+                "(this request's Content-Type is not JSON)"), None
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         return (f"request body is not valid JSON ({ctx.get('error', 'parse error')}); "
@@ -96,19 +106,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         request.state.error_type = exc.code or exc.error_type
-        return error_response(exc.status, exc.message, exc.error_type, exc.param, exc.code)
+        return error_response(exc.status, public_message(exc.message), exc.error_type,
+                              exc.param, exc.code, headers=exc.headers or None)
 
     @app.exception_handler(UnavailableError)
     async def _unavailable(request: Request, exc: UnavailableError) -> JSONResponse:
         request.state.error_type = exc.code or exc.error_type
-        headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-        return error_response(exc.status, exc.message, exc.error_type, None, exc.code,
-                              headers=headers)
+        headers = dict(exc.headers)
+        if exc.retry_after:
+            headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+        return error_response(exc.status, public_message(exc.message), exc.error_type, None,
+                              exc.code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         request.state.error_type = "invalid_value"
-        msg, param = validation_message(exc)
+        msg, param = validation_message(exc, request.headers.get("content-type"))
         return error_response(400, msg, "invalid_request_error", param, "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
@@ -119,7 +132,14 @@ def install_error_handlers(app: FastAPI) -> None:
         elif status == 405:
             msg = f"method {request.method} is not allowed on {request.url.path}"
         elif status == 400 and "parsing the body" in str(exc.detail):
-            msg = "request body could not be read as JSON; send valid UTF-8 JSON"
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, RecursionError):
+                msg = ("request body JSON is nested too deeply to parse; send an object "
+                       "nested at most a few hundred levels")
+            elif isinstance(cause, UnicodeDecodeError):
+                msg = "request body is not valid UTF-8; send UTF-8 encoded JSON"
+            else:
+                msg = "request body could not be read as JSON; send valid UTF-8 JSON"
         else:
             msg = str(exc.detail)
         return error_response(status, msg, _STATUS_TYPES.get(status, "api_error"),
@@ -129,8 +149,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:
         request.state.error_type = "engine_error"
         log.error("engine error: %s", exc)
-        return error_response(500, f"the inference engine failed: {exc}", "engine_error",
-                              code="engine_error")
+        return error_response(500, public_message(f"the inference engine failed: {exc}"),
+                              "engine_error", code="engine_error")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -141,6 +161,3 @@ def install_error_handlers(app: FastAPI) -> None:
                               "api_error", code="internal_error")
 
 
-def sse_error(message: str, type_: str, code: str | None) -> bytes:
-    """An error event for a stream whose 200 headers were already sent."""
-    return b"data: " + json.dumps(error_body(message, type_, None, code)).encode() + b"\n\n"

@@ -5,6 +5,9 @@
   app parses them (by ``Content-Length`` or by counting a chunked body).
 - :class:`AccessLog` logs one line per request (method, route, status, time — never a
   body or query string) and counts it in ``/metrics`` by route template.
+- :class:`Draining` answers new ``/v1`` requests with 503 + ``Retry-After`` while the
+  node drains for shutdown (the listener stays open, so clients get a clear answer
+  instead of a refused connection).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgewise.telemetry import NodeMetrics
 
-__all__ = ["AccessLog", "BodyLimit", "NodeHeaders"]
+__all__ = ["AccessLog", "BodyLimit", "Draining", "NodeHeaders"]
 
 access_log = logging.getLogger("edgewise.access")
 
@@ -130,3 +134,29 @@ class AccessLog:
                 self.metrics.errors.labels(error_type or f"http_{status}").inc()
             access_log.info("%s %s %d %.1fms", scope["method"], endpoint, status,
                             elapsed * 1000)
+
+
+class _Drains(Protocol):
+    draining: bool
+
+
+class Draining:
+    def __init__(self, app: ASGIApp, *, node: _Drains) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or not self.node.draining
+                or not scope["path"].startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["error_type"] = "shutting_down"
+        body = json.dumps({"error": {
+            "message": "the node is shutting down; retry on another node or later",
+            "type": "service_unavailable", "param": None, "code": "shutting_down",
+        }}).encode()
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", b"5"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

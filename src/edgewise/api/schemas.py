@@ -3,8 +3,8 @@
 Validation is strict (``"0.5"`` is not a number) and follows OpenAI's ranges, so a
 request the real API would reject is rejected here too, with the same ``param`` names.
 Unknown top-level fields are ignored, as OpenAI-compatible servers do, except features
-this node does not implement (tools, function calling, ``logit_bias``, ``n > 1``): those
-are refused explicitly rather than silently dropped.
+this node does not implement (legacy function calling, ``logit_bias``, ``n > 1``…): those
+are refused explicitly rather than silently dropped (``api/requests.py``).
 """
 
 from __future__ import annotations
@@ -17,21 +17,24 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessageIn",
     "CompletionRequest",
+    "ContentPart",
     "ErrorBody",
     "ErrorResponse",
     "FunctionCallIn",
     "StreamOptions",
-    "TextPart",
     "ToolCallIn",
 ]
 
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
-class TextPart(BaseModel):
+class ContentPart(BaseModel):
+    """A part of a message's content. Any ``type`` parses, so the API can say that only
+    ``text`` parts are supported (rather than "missing field text" for an image)."""
+
     model_config = _STRICT
-    type: Literal["text"]
-    text: str
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    text: str | None = None
 
 
 class FunctionCallIn(BaseModel):
@@ -54,7 +57,7 @@ class ChatMessageIn(BaseModel):
                     "with a tier ladder, and served by their remote tiers."
     )
     #: ``null`` only for an assistant message that makes tool calls.
-    content: str | Annotated[list[TextPart], Field(min_length=1)] | None
+    content: str | Annotated[list[ContentPart], Field(min_length=1)] | None
     name: str | None = None
     tool_calls: Annotated[list[ToolCallIn], Field(min_length=1)] | None = None
     tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
@@ -64,7 +67,7 @@ class ChatMessageIn(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content)
+        return "".join(p.text or "" for p in self.content)
 
 
 class StreamOptions(BaseModel):

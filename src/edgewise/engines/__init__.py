@@ -1,7 +1,7 @@
 """Local inference engines behind one :class:`~edgewise.engines.base.Engine` protocol."""
 
 from edgewise.engines.base import (
-    ChatMessage,
+    ENGINES,
     Engine,
     EngineInfo,
     SamplingParams,
@@ -9,10 +9,10 @@ from edgewise.engines.base import (
     engine_factory,
     register_engine,
 )
-from edgewise.engines.generation import Chunk, Generation, Outcome, TokenLogprob
+from edgewise.engines.generation import Chunk, Generation, Outcome
 
 __all__ = [
-    "ChatMessage",
+    "ENGINES",
     "Chunk",
     "Engine",
     "EngineInfo",
@@ -20,7 +20,6 @@ __all__ = [
     "Outcome",
     "SamplingParams",
     "Step",
-    "TokenLogprob",
     "engine_factory",
     "register_engine",
 ]

@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from edgewise.chat import Message
+from edgewise.registry import Registry
+
 __all__ = [
-    "ChatMessage",
+    "ENGINES",
     "Engine",
     "EngineInfo",
     "SamplingParams",
@@ -24,12 +27,6 @@ __all__ = [
     "engine_factory",
     "register_engine",
 ]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,10 @@ class EngineInfo:
     #: Generations the engine can run at once.
     slots: int = 1
     chat_template: bool = True
+    #: The most UTF-8 bytes one token can stand for (0: unknown). A text longer than
+    #: ``n_ctx × max_token_bytes`` cannot fit the context, whatever its tokenization:
+    #: the node refuses it before tokenizing anything.
+    max_token_bytes: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -94,8 +95,11 @@ class Engine(Protocol):
     def token_bytes(self, token: int) -> bytes:
         """The bytes one token decodes to (may be a partial UTF-8 sequence)."""
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render messages with the model's chat template and tokenize the result."""
+    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """Render messages with the model's chat template and tokenize the result.
+
+        Only the template's own markup may become control tokens: message content is
+        always tokenized as plain text (a user cannot forge ``<|im_start|>system``)."""
 
     def steps(
         self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
@@ -110,22 +114,24 @@ class Engine(Protocol):
         """
 
 
-_ENGINES: dict[str, Callable[..., Engine]] = {}
+def _load_builtin() -> None:
+    # Importing the modules registers the built-in engines (llama.cpp loads lazily).
+    import edgewise.engines.fake
+    import edgewise.engines.llamacpp  # noqa: F401
+
+
+#: Engine factories by ``engine.kind``. A factory takes the resolved model (``None`` for
+#: engines that need no file) and the ``engine`` section's settings as keywords.
+ENGINES: Registry[Callable[..., Engine]] = Registry("engine", key="engine.kind",
+                                                    loader=_load_builtin)
 
 
 def register_engine(kind: str, factory: Callable[..., Engine]) -> None:
-    """Register an engine factory by name; duplicate names are a programming error."""
-    if kind in _ENGINES:
-        raise ValueError(f"engine kind {kind!r} is already registered")
-    _ENGINES[kind] = factory
+    """Register an engine factory under ``kind`` (``engine.kind`` in the config);
+    ``ValueError`` if the name is taken."""
+    ENGINES.register(kind, factory)
 
 
 def engine_factory(kind: str) -> Callable[..., Engine]:
-    from edgewise.errors import ConfigError
-
-    try:
-        return _ENGINES[kind]
-    except KeyError:
-        raise ConfigError(
-            f"engine.kind: unknown engine {kind!r}; available: {', '.join(sorted(_ENGINES))}"
-        ) from None
+    """The factory registered as ``kind``; ``ConfigError`` listing the registered ones."""
+    return ENGINES.get(kind)

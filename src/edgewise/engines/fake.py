@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from edgewise.engines.base import ChatMessage, EngineInfo, SamplingParams, Step, register_engine
+from edgewise.chat import Message
+from edgewise.engines.base import EngineInfo, SamplingParams, Step, register_engine
 from edgewise.errors import EngineError
 
 __all__ = ["FakeEngine"]
@@ -68,6 +70,7 @@ class FakeEngine:
         return EngineInfo(
             kind="fake", model=self.model, n_ctx=self.n_ctx, n_vocab=len(self._vocab),
             sha256=hashlib.sha256(b"fake").hexdigest(), path="(in memory)", size_bytes=0,
+            max_token_bytes=max(map(len, self._vocab)),
         )
 
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
@@ -91,7 +94,7 @@ class FakeEngine:
                 f"token id {token} is outside the vocabulary (0..{len(self._vocab) - 1})")
         return self._vocab[token]
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
         text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages) + "<assistant>"
         return self.tokenize(text)
 
@@ -158,4 +161,10 @@ class FakeEngine:
         return out
 
 
-register_engine("fake", FakeEngine)
+    @classmethod
+    def from_config(cls, config: Any, resolve: Callable[[], Any]) -> FakeEngine:
+        """The fake engine for an ``engine`` section (it needs no model file)."""
+        return cls(n_ctx=config.n_ctx)
+
+
+register_engine("fake", FakeEngine.from_config)

@@ -22,18 +22,10 @@ import codecs
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from edgewise.chat import TokenLogprob
 from edgewise.engines.base import Engine, SamplingParams, Step
 
-__all__ = ["Chunk", "Generation", "Outcome", "TokenLogprob"]
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token: str
-    bytes: list[int]
-    logprob: float
-    #: Alternatives as (token text, bytes, logprob), most likely first.
-    top: list[tuple[str, list[int], float]] = field(default_factory=list)
+__all__ = ["Chunk", "Generation", "Outcome"]
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,37 @@ and one sum over the vocabulary, ~0.05 ms for 49k entries against ~10 ms per tok
 
 Prompt scoring (:meth:`LlamaCppEngine.score`, for ``echo`` + ``logprobs``) decodes the
 prompt once with logits requested for every position of the batch.
+
+**Message content never becomes control tokens** (:meth:`LlamaCppEngine.chat_prompt`).
+The chat template's markup (``<|im_start|>``, ``<start_of_turn>``…) must be tokenized
+with special-token parsing, but a user message that contains such a string must not be,
+or the user can forge a system turn. The template is rendered twice — once with each
+message's content replaced by a random marker, once with the real content — and
+checked to place every content verbatim where its marker is (or trimmed, for templates
+that ``| trim`` it). If no content contains, or forms across its edges, the text of a
+special token (llama.cpp parses control and user-defined tokens), the whole prompt is
+tokenized in one call, exactly as llama.cpp's server does. Otherwise the template's
+pieces are tokenized with special parsing and each content as plain text, so its
+``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A template
+that transforms content in any other way is refused (``EngineError``) rather than
+tokenized unsafely.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
+import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgewise.engines.base import ChatMessage, EngineInfo, SamplingParams, Step, register_engine
+from edgewise.chat import Message
+from edgewise.engines.base import EngineInfo, SamplingParams, Step, register_engine
+from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
 from edgewise.errors import EngineError
 from edgewise.models import ResolvedModel
 
@@ -73,7 +91,11 @@ class LlamaCppEngine:
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        gen, batch = default_threads()
+        #: Decode threads (``engine.n_threads``; default: cores − 1, see engines/cpu.py)
+        #: and prompt-batch threads (default: every core).
+        self.n_threads = n_threads or gen
+        self.n_threads_batch = n_threads or batch
         self.n_batch = n_batch
         #: A GGUF LoRA adapter applied on top of the model at load time (llama.cpp adds
         #: ``scale · B·A·x`` to each adapted layer; the base file is not modified).
@@ -81,6 +103,12 @@ class LlamaCppEngine:
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
+        #: Matches the texts of the tokens llama.cpp parses with ``special=True``
+        #: (control and user-defined); None until loaded.
+        self._special: Any = None
+        self._special_len = 0
+        self._max_token_bytes = 0
+        self.backend: BackendInfo | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def load(self) -> None:
@@ -92,12 +120,14 @@ class LlamaCppEngine:
                 "llama-cpp-python is not installed: run `make run` or "
                 "`pip install llama-cpp-python`"
             ) from exc
+        _check_gguf(self.model.path)
+        self.backend = ensure_backend(Path(self.model.path))
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(self.model.path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
+                n_threads_batch=self.n_threads_batch,
                 n_batch=self.n_batch,
                 logits_all=False,
                 lora_path=self.lora_path,
@@ -106,7 +136,9 @@ class LlamaCppEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             what = f"{self.model.path} with adapter {self.lora_path}" if self.lora_path \
                 else str(self.model.path)
-            raise EngineError(f"llama.cpp could not load {what}: {exc}") from exc
+            raise EngineError(f"llama.cpp could not load {what} (a truncated or corrupt "
+                              f"model file?): {exc}") from exc
+        self._special, self._special_len, self._max_token_bytes = _scan_vocab(self._llm)
         template = self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model
@@ -136,9 +168,22 @@ class LlamaCppEngine:
             sha256=self.model.sha256, path=str(self.model.path),
             size_bytes=self.model.size_bytes, slots=1,
             chat_template=self._formatter is not None,
+            max_token_bytes=self._max_token_bytes,
             extra={"n_threads": str(self.n_threads),
+                   "n_threads_batch": str(self.n_threads_batch),
+                   "cpu_backend": self.backend.variant if self.backend else "unknown",
                    **({"lora_adapter": self.lora_path} if self.lora_path else {})},
         )
+
+    @classmethod
+    def from_config(cls, config: Any, resolve: Callable[[], ResolvedModel]
+                    ) -> LlamaCppEngine:
+        """The engine for an ``engine`` config section; ``resolve()`` finds and checks
+        its model file (raising ``ModelError`` in one line when it cannot)."""
+        model = resolve()
+        lora = str(model.adapter) if model.adapter else config.lora_adapter
+        return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
+                   n_batch=config.n_batch, lora_path=lora)
 
     # -- text <-> tokens ------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
@@ -148,10 +193,7 @@ class LlamaCppEngine:
             )
         except (RuntimeError, UnicodeEncodeError) as exc:
             raise EngineError(f"tokenization failed: {exc}") from exc
-        bos = self.llm.token_bos()
-        if len(tokens) >= 2 and tokens[0] == bos and tokens[1] == bos:
-            tokens = tokens[1:]  # template already rendered the BOS text
-        return tokens
+        return self.tokenize_fix_bos(tokens)  # template already rendered the BOS text
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._token_bytes.get(token)
@@ -160,22 +202,74 @@ class LlamaCppEngine:
             self._token_bytes[token] = piece
         return piece
 
-    def chat_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
         if self._formatter is None:
-            # Base model without a chat template: a plain transcript it can continue.
+            # Base model without a chat template: a plain transcript it can continue,
+            # tokenized as text (nothing in it is a control token).
             text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
             return self.tokenize(text)
+        roles = [m.role for m in messages]
+        contents = [m.content for m in messages]
+        nonce = secrets.token_hex(8)
+        marked = self._render(roles, [f"EW{nonce}M{i}E" for i in range(len(contents))])
+        real = self._render(roles, contents)
+        parts = re.split(f"EW{nonce}M(\\d+)E", marked)
+        template, slots = parts[0::2], [int(i) for i in parts[1::2]]
+        for transform in (_same, _trim):
+            values = [transform(contents[i]) for i in slots]
+            if "".join(_interleave(template, values)) == real:
+                break
+        else:
+            raise EngineError("the model's chat template changes message content in a way "
+                              "edgewise cannot tokenize safely (it supports templates that "
+                              "insert content as is or trimmed)")
+        if not self._content_could_be_special(template, values):
+            return self.tokenize(real, special=True)
+        ids: list[int] = []
+        for k, text in enumerate(_interleave(template, values)):
+            if text:  # odd k: a message's content, plain text; even k: template markup
+                ids += self.tokenize(text, special=k % 2 == 0, add_bos=not ids)
+        return self.tokenize_fix_bos(ids)
+
+    def _content_could_be_special(self, template: Sequence[str], values: Sequence[str]
+                                  ) -> bool:
+        """Whether tokenizing the rendered prompt in one call could make a special token
+        out of content: the text of one occurs inside a content, or across its edges."""
+        if self._special is None:
+            return False
+        pos, spans, text = 0, [], []
+        for k, piece in enumerate(_interleave(template, values)):
+            if k % 2:
+                spans.append((pos, pos + len(piece)))
+            text.append(piece)
+            pos += len(piece)
+        joined, reach = "".join(text), self._special_len - 1
+        for a, b in spans:
+            lo = max(0, a - reach)
+            for m in self._special.finditer(joined, lo, min(len(joined), b + reach),
+                                            overlapped=True):
+                if m.start() < b and m.end() > a and m.end() > m.start():
+                    return True
+        return False
+
+    def tokenize_fix_bos(self, ids: list[int]) -> list[int]:
+        """Drop a doubled BOS (the template rendered its text and add_bos added one)."""
+        bos = self.llm.token_bos()
+        if len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+            return ids[1:]
+        return ids
+
+    def _render(self, roles: Sequence[str], contents: Sequence[str]) -> str:
         try:
-            rendered = self._formatter(
-                messages=[{"role": m.role, "content": m.content} for m in messages]
-            )
+            rendered = self._formatter(messages=[{"role": r, "content": c}
+                                                 for r, c in zip(roles, contents, strict=True)])
         except Exception as exc:  # jinja2 raises its own types, and ValueError via raise_exception
             from edgewise.errors import InvalidRequestError
 
             raise InvalidRequestError(
-                f"the model's chat template rejected these messages: {exc}", param="messages"
-            ) from exc
-        return self.tokenize(rendered.prompt, special=True)
+                "the model's chat template rejected these messages (its message: "
+                f"{_first_line(exc)})", param="messages") from exc
+        return str(rendered.prompt)
 
     # -- generation ---------------------------------------------------------------------
     def steps(
@@ -311,8 +405,69 @@ class LlamaCppEngine:
         return out, last
 
 
-def _factory(model: ResolvedModel, **kwargs: Any) -> LlamaCppEngine:
-    return LlamaCppEngine(model, **kwargs)
+def _interleave(template: Sequence[str], values: Sequence[str]) -> list[str]:
+    """template[0], values[0], template[1], values[1], … template[-1]."""
+    out = [template[0]]
+    for t, v in zip(template[1:], values, strict=True):
+        out += [v, t]
+    return out
 
 
-register_engine("llamacpp", _factory)
+def _same(text: str) -> str:
+    return text
+
+
+def _trim(text: str) -> str:
+    return text.strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _check_gguf(path: str | Path) -> None:
+    """Refuse a file that is not a GGUF model before llama.cpp opens it (a wrong file
+    otherwise fails deep inside the loader, or not at all until the first request)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise EngineError(f"cannot read the model file {path}: {exc.strerror}") from exc
+    if head[:4] != b"GGUF":
+        raise EngineError(f"{path} is not a GGUF model file (it does not start with the "
+                          "GGUF magic); pass a .gguf file or a catalogue name "
+                          "(`edgewise models`)")
+    if len(head) < 8:
+        raise EngineError(f"{path} is truncated (shorter than a GGUF header)")
+
+
+#: llama.cpp's token attributes (``enum llama_token_attr``) that ``parse_special``
+#: matches in text.
+_ATTR_UNKNOWN, _ATTR_CONTROL, _ATTR_USER_DEFINED = 1 << 0, 1 << 3, 1 << 4
+
+
+def _scan_vocab(llm: Any) -> tuple[Any, int, int]:
+    """One pass over the vocabulary: a matcher for the text of every token llama.cpp
+    parses as special (``regex``'s named lists match a set of literal strings without
+    trying each at every position; None if there are none), the longest such text, and
+    the most bytes a token's text has — an upper bound on what one token decodes to
+    (GPT-2 byte-level BPE and SentencePiece spell a byte with one or more bytes)."""
+    import llama_cpp
+    import regex
+
+    vocab = llm._model.vocab
+    special, widest = set(), 0
+    get_attr, get_text = llama_cpp.llama_vocab_get_attr, llama_cpp.llama_vocab_get_text
+    flags = _ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN
+    for t in range(llm.n_vocab()):
+        raw = get_text(vocab, t) or b""
+        widest = max(widest, len(raw))
+        if raw and get_attr(vocab, t) & flags:
+            special.add(raw.decode("utf-8", "replace"))
+    if not special:
+        return None, 0, widest
+    return (regex.compile(r"\L<special>", special=sorted(special)),
+            max(map(len, special)), widest)
+
+
+register_engine("llamacpp", LlamaCppEngine.from_config)

@@ -7,7 +7,7 @@ nothing heavy: Presidio and spaCy are loaded when a :class:`Detector` is built.
 
 | module | concept |
 |---|---|
-| ``levels.py`` | level order, default entity → level table, the PHI rule's entity sets |
+| ``levels.py`` | default entity → level table, the PHI rule's entity sets |
 | ``normalize.py`` | undo escapes, invisible characters, look-alikes; offset maps |
 | ``findings.py`` | ``Finding``, ``Detection``, ``Span`` (no values inside) |
 | ``nlp.py`` | the pinned offline spaCy model and Presidio's NLP engine |
@@ -21,17 +21,14 @@ from __future__ import annotations
 
 from edgewise.privacy.detector import CacheInfo, Detector, resolve_levels
 from edgewise.privacy.findings import Detection, Finding, Span
-from edgewise.privacy.levels import DEFAULT_LEVELS, LEVELS, level_rank, max_level
+from edgewise.privacy.levels import DEFAULT_LEVELS
 
 __all__ = [
     "DEFAULT_LEVELS",
-    "LEVELS",
     "CacheInfo",
     "Detection",
     "Detector",
     "Finding",
     "Span",
-    "level_rank",
-    "max_level",
     "resolve_levels",
 ]

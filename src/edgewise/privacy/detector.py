@@ -55,15 +55,13 @@ from typing import Any, NamedTuple
 
 from edgewise.config import PrivacyConfig
 from edgewise.errors import PrivacyError
+from edgewise.levels import LEVEL_NAMES, Level
 from edgewise.privacy.findings import Detection, Finding
 from edgewise.privacy.levels import (
     DEFAULT_LEVELS,
     HEALTH_ENTITIES,
-    LEVELS,
     SECRET_ENTITIES,
     UNKNOWN_ENTITY_LEVEL,
-    level_rank,
-    max_level,
 )
 from edgewise.privacy.normalize import NormalizedText, collapse_separators, normalize
 
@@ -153,13 +151,13 @@ def _engine_lock(engine: Any) -> threading.Lock:
         return lock
 
 
-def resolve_levels(config: PrivacyConfig) -> dict[str, str]:
+def resolve_levels(config: PrivacyConfig) -> dict[str, Level]:
     """Entity type → level: defaults, raised by custom patterns/deny lists, then
     ``privacy.levels`` (which may also lower)."""
     levels = dict(DEFAULT_LEVELS)
     for entity, level in [*((p.entity, p.level) for p in config.patterns),
                           *((d.entity, d.level) for d in config.deny_lists)]:
-        levels[entity] = max_level([levels.get(entity), level])
+        levels[entity] = Level.highest([levels.get(entity), level])
     levels.update(config.levels)
     return levels
 
@@ -224,9 +222,9 @@ class Detector:
             PrivacyError: ``declared`` is not a level, a segment is not a string, or the
                 NLP pipeline failed (the message never quotes the text).
         """
-        if declared is not None and declared not in LEVELS:
+        if declared is not None and declared not in LEVEL_NAMES:
             raise PrivacyError(f"declared sensitivity {declared!r} is not a level; "
-                               f"valid levels: {', '.join(LEVELS)}")
+                               f"valid levels: {', '.join(LEVEL_NAMES)}")
         for i, seg in enumerate(segments):
             if not isinstance(seg, str):
                 raise PrivacyError(f"segment {i} is a {type(seg).__name__}, not text; pass "
@@ -407,8 +405,8 @@ class Detector:
         _, a, b = part
         return any((o.entity == h.entity and o.start < b and a < o.end)
                    or (o.start <= a and b <= o.end and o.score >= h.score
-                       and level_rank(self._level(o.entity)) >= level_rank(
-                           self._level(h.entity)))
+                       and Level.parse(self._level(o.entity)).rank >= Level.parse(
+                           self._level(h.entity)).rank)
                    for o in seg_hits)
 
     def _junction_hits(self, joined: str, cuts: list[int], cut_left: bool,
@@ -449,18 +447,18 @@ class Detector:
 
     def _verdict(self, findings: list[Finding], declared: str | None,
                  n_segments: int) -> Detection:
-        pii = level_rank("pii")
+        pii = Level.PII.rank
         health = any(f.entity in HEALTH_ENTITIES for f in findings)
         identifying = [f for f in findings if f.entity not in HEALTH_ENTITIES
-                       and f.entity not in SECRET_ENTITIES and level_rank(f.level) >= pii]
+                       and f.entity not in SECRET_ENTITIES and Level.parse(f.level).rank >= pii]
         phi_rule = health and bool(identifying)
         if phi_rule:
             raise_ids = {id(f) for f in identifying}
             findings = [Finding(f.entity, "phi", f.score, f.segment, f.start, f.end, f.via)
                         if id(f) in raise_ids else f for f in findings]
         findings.sort(key=lambda f: (f.segment, f.start, f.end, f.entity))
-        detected = max_level([f.level for f in findings] + (["phi"] if phi_rule else []))
-        return Detection.build(level=max_level([detected, declared]), detected=detected,
+        detected = Level.highest([f.level for f in findings] + (["phi"] if phi_rule else []))
+        return Detection.build(level=Level.highest([detected, declared]), detected=detected,
                                declared=declared, findings=tuple(findings),
                                phi_rule=phi_rule, segments=n_segments)
 
@@ -517,7 +515,7 @@ def _drop_contained(hits: list[_Hit], level: Any) -> list[_Hit]:
     hits = _merge_same_type(hits)
 
     def key(h: _Hit) -> tuple[int, float, tuple[int, ...]]:
-        return level_rank(level(h.entity)), h.score, tuple(-ord(c) for c in h.entity)
+        return Level.parse(level(h.entity)).rank, h.score, tuple(-ord(c) for c in h.entity)
 
     by_span: dict[tuple[int, int], _Hit] = {}
     for h in hits:
@@ -528,8 +526,8 @@ def _drop_contained(hits: list[_Hit], level: Any) -> list[_Hit]:
     active: list[_Hit] = []  # earlier hits that may still contain later ones
     for h in sorted(by_span.values(), key=lambda h: (h.start, -h.end)):
         active = [o for o in active if o.end >= h.start]
-        lv = level_rank(level(h.entity))
-        if not any(o.end >= h.end and level_rank(level(o.entity)) >= lv and o.score >= h.score
+        lv = Level.parse(level(h.entity)).rank
+        if not any(o.end >= h.end and Level.parse(level(o.entity)).rank >= lv and o.score >= h.score
                    for o in active):
             out.append(h)
         active.append(h)

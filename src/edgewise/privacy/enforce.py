@@ -37,10 +37,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edgewise.config import CLEARANCE_LEVELS
+from edgewise.chat import ChatRequest
 from edgewise.errors import EdgewiseError
+from edgewise.levels import Level
 from edgewise.privacy.redact import Redaction, SpanLike, redact
-from edgewise.tiers.base import ChatRequest
 
 __all__ = ["DetectionLike", "DetectorLike", "RequestGuard", "segments_of", "with_segments"]
 
@@ -60,10 +60,6 @@ class DetectionLike(Protocol):
 class DetectorLike(Protocol):
     def detect(self, segments: Sequence[str], declared: str | None = None
                ) -> DetectionLike: ...
-
-
-def _lvl(name: str) -> int:
-    return CLEARANCE_LEVELS.index(name)
 
 
 def _pieces(req: ChatRequest) -> list[tuple[tuple[str, int, int], str]]:
@@ -151,30 +147,31 @@ class RequestGuard:
     segments: list[str]
     detection: DetectionLike | None
     #: The declared floor (``public`` when nothing was declared).
-    declared: str = "public"
+    declared: Level = Level.PUBLIC
     _redacted: dict[str, Redaction | None] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def build(cls, detector: DetectorLike | None, req: ChatRequest,
-                    declared: str) -> RequestGuard:
+                    declared: Level | str) -> RequestGuard:
         """Scan ``req`` (in a worker thread: detection is CPU work)."""
         segments = segments_of(req)
         detection = None
         if detector is not None:
             # Labels are applied here, not by the detector, so ``detected`` stays pure.
             detection = await asyncio.to_thread(detector.detect, segments, None)
-        return cls(detector, segments, detection, declared)
+        return cls(detector, segments, detection, Level.parse(declared))
 
     @property
-    def detected(self) -> str:
+    def detected(self) -> Level:
         """What the detector found, labels aside (``public`` without a detector)."""
-        return self.detection.level if self.detection is not None else "public"
+        return Level.parse(self.detection.level) if self.detection is not None \
+            else Level.PUBLIC
 
     @property
-    def level(self) -> str:
+    def level(self) -> Level:
         """The effective level: ``max(declared, detected)``."""
-        return CLEARANCE_LEVELS[max(_lvl(self.declared), _lvl(self.detected))]
+        return max(self.declared, self.detected)
 
     def entity_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -182,29 +179,29 @@ class RequestGuard:
             counts[f.entity] = counts.get(f.entity, 0) + 1
         return dict(sorted(counts.items()))
 
-    async def redacted_for(self, clearance: str) -> Redaction | None:
+    async def redacted_for(self, clearance: Level) -> Redaction | None:
         """The request redacted to fit ``clearance``, or ``None`` if it cannot be."""
         async with self._lock:
             if clearance not in self._redacted:
                 self._redacted[clearance] = await asyncio.to_thread(self._redact, clearance)
             return self._redacted[clearance]
 
-    def _redact(self, clearance: str) -> Redaction | None:
+    def _redact(self, clearance: Level) -> Redaction | None:
         if self.detection is None or self.detector is None:
             return None  # nothing to redact with: cannot clear anything
-        if _lvl(self.declared) > _lvl(clearance):
+        if self.declared > clearance:
             return None
-        limit = _lvl(clearance)
+        limit = clearance
         r = redact(self.segments, [f for f in self.detection.findings
-                                   if _lvl(f.level) > limit])
+                                   if Level.parse(f.level) > limit])
         for _round in range(3):  # step 2
             try:
                 residual = self.detector.detect(list(r.segments), None)
             except EdgewiseError:  # cannot confirm it is clear: do not send it
                 return None
-            if _lvl(residual.level) <= limit:
+            if Level.parse(residual.level) <= limit:
                 return r
-            above = [f for f in residual.findings if _lvl(f.level) > limit]
+            above = [f for f in residual.findings if Level.parse(f.level) > limit]
             if not above:  # a level no finding explains: cannot redact it away
                 return None
             extra = [f for f in above
@@ -214,7 +211,7 @@ class RequestGuard:
             r = r.then(redact(r.segments, extra))
         return None
 
-    async def request_for(self, req: ChatRequest, clearance: str
+    async def request_for(self, req: ChatRequest, clearance: Level
                           ) -> tuple[ChatRequest, Redaction] | None:
         r = await self.redacted_for(clearance)
         if r is None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgewise.privacy.levels import level_rank
+from edgewise.levels import Level
 
 __all__ = ["Detection", "Finding", "Span"]
 
@@ -89,9 +89,9 @@ class Detection:
         Findings whose level is above ``clearance`` are merged with every finding that
         overlaps them (so a partial overlap is never half-redacted), sorted by start.
         """
-        limit = level_rank(clearance)
+        limit = Level.parse(clearance).rank
         mine = sorted(self.in_segment(segment), key=lambda f: (f.start, -f.end))
-        hot = [f for f in mine if level_rank(f.level) > limit]
+        hot = [f for f in mine if Level.parse(f.level).rank > limit]
         if not hot:
             return []
         spans: list[Span] = []
@@ -114,8 +114,8 @@ class Detection:
 
 def _merged(group: list[Finding], limit: int) -> list[Span]:
     """One span over an overlapping group, if any member is above the clearance."""
-    if not any(level_rank(f.level) > limit for f in group):
+    if not any(Level.parse(f.level).rank > limit for f in group):
         return []
-    top = max(group, key=lambda f: (level_rank(f.level), f.score, f.end - f.start))
+    top = max(group, key=lambda f: (Level.parse(f.level).rank, f.score, f.end - f.start))
     return [Span(min(f.start for f in group), max(f.end for f in group), top.entity,
                  top.level)]

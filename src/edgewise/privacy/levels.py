@@ -1,6 +1,6 @@
 """Sensitivity levels and the default mapping entity type → level.
 
-Levels are ordered ``public < internal < pii < phi`` (``edgewise.config.CLEARANCE_LEVELS``).
+Levels are ordered ``public < internal < pii < phi`` (:class:`edgewise.levels.Level`).
 A request's level is the highest of: its declared label, the level of each finding, and
 the PHI rule (below). ``privacy.levels`` in the config overrides any entry of
 :data:`DEFAULT_LEVELS`; an entity type named nowhere gets :data:`UNKNOWN_ENTITY_LEVEL`.
@@ -36,22 +36,16 @@ cleared for ``pii`` still gets them replaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from edgewise.config import CLEARANCE_LEVELS
+from edgewise.levels import Level
 
 __all__ = [
     "DEFAULT_LEVELS",
     "HEALTH_ENTITIES",
-    "LEVELS",
     "SECRET_ENTITIES",
     "UNKNOWN_ENTITY_LEVEL",
-    "level_rank",
-    "max_level",
 ]
-
-#: Least to most sensitive.
-LEVELS: tuple[str, ...] = CLEARANCE_LEVELS
 
 #: Entity types of credentials (one family in the bench).
 SECRET_ENTITIES: frozenset[str] = frozenset({
@@ -64,7 +58,7 @@ HEALTH_ENTITIES: frozenset[str] = frozenset({
     "ICD10_CODE", "DRUG_NAME", "MEDICAL_CONTEXT", "MRN",
 })
 
-DEFAULT_LEVELS: Mapping[str, str] = {
+_DEFAULTS: dict[str, str] = {
     # people (Presidio + edgewise recognizers)
     "PERSON": "pii",
     "PROPER_NOUN": "pii",  # only with privacy.proper_nouns (recognizers/nouns.py)
@@ -101,24 +95,8 @@ DEFAULT_LEVELS: Mapping[str, str] = {
     **{name: "pii" for name in sorted(SECRET_ENTITIES)},
 }
 
+DEFAULT_LEVELS: Mapping[str, Level] = {k: Level(v) for k, v in _DEFAULTS.items()}
+
 #: Level of an entity type that neither the defaults nor ``privacy.levels`` name (a
 #: custom recognizer's own ``level`` is used first).
-UNKNOWN_ENTITY_LEVEL = "pii"
-
-
-def level_rank(level: str) -> int:
-    """Position of a level (public=0 … phi=3); ValueError for anything else."""
-    try:
-        return LEVELS.index(level)
-    except ValueError:
-        raise ValueError(f"unknown sensitivity level {level!r}; valid levels: "
-                         f"{', '.join(LEVELS)}") from None
-
-
-def max_level(levels: Iterable[str | None]) -> str:
-    """The most sensitive of ``levels`` (``None`` entries ignored; empty → public)."""
-    best = 0
-    for lv in levels:
-        if lv is not None:
-            best = max(best, level_rank(lv))
-    return LEVELS[best]
+UNKNOWN_ENTITY_LEVEL = Level.PII

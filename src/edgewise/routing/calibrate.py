@@ -38,7 +38,7 @@ moves the examples whose confidence equals the previous candidate into the escal
 
 The second half of this module feeds it (``edgewise calibrate``): a labelled JSONL file
 (:func:`load_labelled`), graders (:func:`grade`), :func:`collect` — which asks the small
-and the large tier of a fleet config for every example through the node's own HTTP app,
+and the large tier of a fleet config for every example through the node's own router,
 in-process, so the answers come from the code path production uses, with what the
 configured scorer needs (``top_logprobs``; for a sampling scorer such as ``agreement``,
 ``k`` more answers of the small tier, whose tokens are added to its cost ``a_i``) — and
@@ -55,10 +55,13 @@ answer; ``grader`` one of:
 
 - ``exact``: the reply equals the answer, ignoring case, surrounding whitespace, runs of
   spaces and trailing ``.``;
-- ``number``: the number after the reply's last ``####`` (else in its last
-  ``\\boxed{}``, else its last number) equals the answer's, numerically (``$``, ``,``
-  and ``%`` ignored);
+- ``number``: the first number of the reply's final answer span (after its last
+  ``####``, else in its last ``\\boxed{}``: :mod:`edgewise.routing.answers`, the
+  parser the ``agreement`` scorer uses too), else its last number, equals the
+  answer's, numerically (``$`` and ``,`` ignored);
 - ``choice``: the first standalone letter A–H of the reply equals the answer's letter.
+
+Graders are registered by name (:data:`GRADERS`, :func:`register_grader`).
 """
 
 from __future__ import annotations
@@ -68,21 +71,23 @@ import datetime
 import hashlib
 import json
 import math
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgewise.chat import ChatAnswer, ChatRequest, Message
 from edgewise.errors import ConfigError, EdgewiseError, RequestError, UnavailableError
+from edgewise.registry import Registry
+from edgewise.routing.answers import parse_choice, parse_number
 
 if TYPE_CHECKING:
     import httpx
 
     from edgewise.config import EdgewiseConfig
+    from edgewise.engines import Engine
     from edgewise.routing.confidence import Scorer
-    from edgewise.tiers.base import ChatAnswer
 
 __all__ = [
     "ALWAYS_ESCALATE",
@@ -95,6 +100,7 @@ __all__ = [
     "collect",
     "grade",
     "load_labelled",
+    "register_grader",
     "write_calibration",
 ]
 
@@ -215,39 +221,8 @@ def calibrate_threshold(
 
 # -- labelled data and graders -----------------------------------------------------------
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_CHOICE = re.compile(r"(?<![A-Za-z])([A-H])(?![A-Za-z])")
-
-
 def _normalise(text: str) -> str:
     return " ".join(text.split()).casefold().rstrip(".").strip()
-
-
-def parse_number(text: str) -> float | None:
-    """The answer number of a reply: after the last ``####``, else in the last
-    ``\\boxed{}``, else the last number; ``$``, ``,`` and ``%`` are ignored."""
-    for part in (text.rsplit("####", 1)[1] if "####" in text else None,
-                 (_BOXED.findall(text) or [None])[-1]):
-        if part is not None:
-            found = _NUMBER.findall(part.replace("$", ""))
-            if found:
-                return _to_float(found[0])
-    found = _NUMBER.findall(text.replace("$", ""))
-    return _to_float(found[-1]) if found else None
-
-
-def _to_float(token: str) -> float | None:
-    try:
-        return float(token.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def parse_choice(text: str) -> str | None:
-    """The first standalone letter A–H of a reply (``"B"``, ``"(B)"``, ``"B. Paris"``)."""
-    m = _CHOICE.search(text)
-    return m.group(1) if m else None
 
 
 def _grade_exact(reply: str, gold: str) -> bool:
@@ -265,12 +240,19 @@ def _grade_choice(reply: str, gold: str) -> bool:
 
 
 #: Graders by name: (reply, gold answer) -> correct.
-GRADERS: dict[str, Callable[[str, str], bool]] = {
-    "exact": _grade_exact, "number": _grade_number, "choice": _grade_choice}
+GRADERS: Registry[Callable[[str, str], bool]] = Registry("grader", key="grader")
+for _name, _fn in (("exact", _grade_exact), ("number", _grade_number),
+                   ("choice", _grade_choice)):
+    GRADERS.register(_name, _fn)
+
+
+def register_grader(name: str, fn: Callable[[str, str], bool]) -> None:
+    """Make ``fn(reply, gold) -> correct`` usable as ``"grader": name`` in labelled data."""
+    GRADERS.register(name, fn)
 
 
 def grade(grader: str, reply: str, gold: str) -> bool:
-    return GRADERS[grader](reply, gold)
+    return GRADERS.get(grader)(reply, gold)
 
 
 @dataclass(frozen=True)
@@ -314,9 +296,8 @@ def _example(row: dict[str, Any], where: str) -> LabelledExample:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
                           "allowed: messages or prompt, answer, grader")
     grader = row.get("grader")
-    if grader not in GRADERS:
-        raise ConfigError(f"{where}: grader must be one of {', '.join(GRADERS)} "
-                          f"(got {grader!r})")
+    if not isinstance(grader, str) or grader not in GRADERS:
+        raise ConfigError(f"{where}: {GRADERS.unknown(str(grader))}")
     answer = row.get("answer")
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)
@@ -377,104 +358,81 @@ async def collect(
     sample_temperature: float = 0.7,
     sampled_tiers: Sequence[str] | None = None,
     transports: dict[str, httpx.AsyncBaseTransport] | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     on_answer: Callable[[str, int], None] | None = None,
 ) -> dict[str, Collected]:
-    """Ask each of ``tiers`` every example (``model: "<tier>"``, ``logprobs: true``,
-    ``top_logprobs``) through this node's own app in-process, with the cascade off;
-    grade the replies. For ``sampled_tiers`` (default: all but the last of ``tiers``,
-    the ones a cascade scores) also draw ``samples`` answers per example at
-    ``sample_temperature``, as the router does for a sampling scorer
+    """Ask each of ``tiers`` every example (``model: "<tier>"``, with logprobs and
+    ``top_logprobs``) through this node's own router, in-process, with the cascade off
+    — the path every served request takes: privacy guard, routing, audit. For
+    ``sampled_tiers`` (default: all but the last of ``tiers``, the ones a cascade
+    scores) also draw ``samples`` answers per example at ``sample_temperature``, as the
+    router does for a sampling scorer
     (:func:`~edgewise.routing.confidence.sample_requests`; here seeded ``1..k``).
 
     ``engine`` replaces the local engine (default: built from the config);
     ``transports`` maps upstream URLs to httpx transports (tests). ``on_answer(tier, i)``
     is called after each answer (progress bars).
     """
-    import httpx
-
-    from edgewise.api.app import create_app
     from edgewise.node import Node, build_engine
     from edgewise.routing.confidence import sample_requests
-    from edgewise.tiers.base import ChatRequest, Message
+    from edgewise.routing.service import Queued, RequestContext, Router
+    from edgewise.tiers.fleet import Fleet
 
     routing = dataclasses.replace(
         config.routing, cascade=dataclasses.replace(config.routing.cascade, enabled=False))
     cfg = dataclasses.replace(config, routing=routing)
     node = Node(cfg, engine if engine is not None else build_engine(cfg))
-    await node.start()  # the ASGI transport runs no lifespan: start by hand
+    await node.start()
     if not node.ready:
         raise UnavailableError(node.load_error or "the local model did not load")
-    app = create_app(node, manage_lifecycle=False, transports=transports)
-    router = app.state.router
+    router = Router(cfg, Fleet(cfg, node, transports=transports), node.metrics)
     sampled = set(tiers[:-1] if sampled_tiers is None else sampled_tiers)
     out = {t: Collected(t) for t in tiers}
     try:
-        if router is not None:
-            router.start()
-            await router.wait_guard()  # labelled data is screened like any request
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://calibrate", timeout=None) as client:
+        router.start()
+        await router.wait_guard()  # labelled data is screened like any request
 
-            async def ask(req: ChatRequest, tier: str, i: int) -> ChatAnswer:
-                body = req.to_openai(tier)
-                r = await client.post("/v1/chat/completions", json=body)
-                if r.status_code != 200:
-                    _raise_for(tier, i, r)
-                return _answer_of(r.json())
+        async def ask(req: ChatRequest, tier: str, i: int) -> ChatAnswer:
+            ctx = RequestContext(request_id=f"calibrate-{tier}-{i}", requester="calibrate",
+                                 declared=cfg.routing.default_sensitivity)
+            try:
+                result = await router.chat(req, ctx)
+            except UnavailableError as exc:
+                raise UnavailableError(f"tier {tier!r} failed on example {i + 1}: {exc}"
+                                       ) from exc
+            except RequestError as exc:
+                raise RequestError(f"tier {tier!r} failed on example {i + 1}: {exc}",
+                                   code=exc.code) from exc
+            assert not isinstance(result, Queued)
+            return result[0]
 
-            for tier in tiers:
-                for i, ex in enumerate(examples):
-                    req = ChatRequest(messages=tuple(Message(r, c) for r, c in ex.messages),
-                                      model=tier, max_tokens=max_tokens,
-                                      temperature=temperature, logprobs=True,
-                                      top_logprobs=top_logprobs)
-                    answer = await ask(req, tier, i)
-                    drawn: list[ChatAnswer | None] = []
-                    if tier in sampled and samples:
-                        for sreq in sample_requests(dataclasses.replace(req, seed=0),
-                                                    samples, sample_temperature):
-                            drawn.append(await ask(sreq, tier, i))
-                    got = out[tier]
-                    got.replies.append(answer.text)
-                    got.correct.append(grade(ex.grader, answer.text, ex.answer))
-                    got.logprobs.append(answer.logprobs)
-                    got.tokens.append(answer.prompt_tokens + answer.completion_tokens)
-                    got.answers.append(answer)
-                    got.samples.append(drawn)
-                    got.sample_tokens.append(sum(s.prompt_tokens + s.completion_tokens
-                                                 for s in drawn if s is not None))
-                    if on_answer is not None:
-                        on_answer(tier, i)
+        for tier in tiers:
+            for i, ex in enumerate(examples):
+                req = ChatRequest(messages=tuple(Message(r, c) for r, c in ex.messages),
+                                  model=tier, max_tokens=max_tokens,
+                                  temperature=temperature, logprobs=True,
+                                  top_logprobs=top_logprobs)
+                answer = await ask(req, tier, i)
+                drawn: list[ChatAnswer | None] = []
+                if tier in sampled and samples:
+                    for sreq in sample_requests(dataclasses.replace(req, seed=0),
+                                                samples, sample_temperature):
+                        drawn.append(await ask(sreq, tier, i))
+                got = out[tier]
+                got.replies.append(answer.text)
+                got.correct.append(grade(ex.grader, answer.text, ex.answer))
+                got.logprobs.append(answer.logprobs)
+                got.tokens.append(answer.prompt_tokens + answer.completion_tokens)
+                got.answers.append(answer)
+                got.samples.append(drawn)
+                got.sample_tokens.append(sum(s.prompt_tokens + s.completion_tokens
+                                             for s in drawn if s is not None))
+                if on_answer is not None:
+                    on_answer(tier, i)
     finally:
-        if router is not None:
-            await router.stop()
+        await router.stop()
         await node.stop()
     return out
-
-
-def _answer_of(body: dict[str, Any]) -> ChatAnswer:
-    from edgewise.tiers.base import ChatAnswer
-
-    choice = body["choices"][0]
-    usage = body.get("usage") or {}
-    return ChatAnswer(
-        text=choice["message"]["content"] or "",
-        finish_reason=choice.get("finish_reason") or "stop", model=str(body.get("model")),
-        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        completion_tokens=int(usage.get("completion_tokens", 0)),
-        logprob_items=list((choice.get("logprobs") or {}).get("content") or []))
-
-
-def _raise_for(tier: str, index: int, r: httpx.Response) -> None:
-    try:
-        message = str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = r.text[:200]
-    text = f"tier {tier!r} failed on example {index + 1} with HTTP {r.status_code}: {message}"
-    if r.status_code >= 500 or r.status_code == 429:
-        raise UnavailableError(text)
-    raise RequestError(text)
 
 
 # -- recording the result ----------------------------------------------------------------

@@ -58,9 +58,10 @@ Every score is clipped to ``[0, 1]``; higher means more likely right. Scorers, w
   if that interval is entirely on one side of the threshold, the rest cannot change the
   decision (the score reported is then the lower bound ``a/k``).
 
-The *final answer span* ``S`` is the last match of ``routing.cascade.answer_pattern``
-(its first group if it has one), else what follows the last ``####`` (GSM8K style),
-else the whole answer; surrounding whitespace is not part of it.
+The *final answer span* ``S`` and the final answer ``a(·)`` are found by
+:mod:`edgewise.routing.answers` (the calibration graders use the same parser): the last
+match of ``routing.cascade.answer_pattern``, else what follows the last ``####``, else
+the last ``\\boxed{}``; without a span, ``S`` is the whole answer.
 """
 
 from __future__ import annotations
@@ -71,19 +72,18 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
-if TYPE_CHECKING:  # tiers.base imports this package: no runtime import (cycle)
-    from edgewise.config import CascadeConfig
-    from edgewise.tiers.base import ChatAnswer, ChatRequest
+from edgewise.chat import ChatAnswer, ChatRequest
+from edgewise.config import CascadeConfig
+from edgewise.registry import Registry
+from edgewise.routing.answers import answer_span, final_answer
 
 __all__ = [
     "SCORERS",
     "Scorer",
     "ScorerOptions",
-    "answer_span",
     "build_scorer",
-    "final_answer",
     "register_scorer",
     "sample_requests",
     "score",
@@ -143,7 +143,8 @@ class Scorer(ABC):
         return False
 
 
-SCORERS: dict[str, type[Scorer]] = {}
+#: Scorers by name (``routing.cascade.scorer``).
+SCORERS: Registry[type[Scorer]] = Registry("scorer", key="routing.cascade.scorer")
 _S = TypeVar("_S", bound=type[Scorer])
 
 
@@ -175,15 +176,10 @@ def register_scorer(what: Any, fn: Any = None, /) -> Any:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"scorer class {cls.__name__} must set a non-empty `name`")
-    if name in SCORERS:
-        raise ValueError(f"confidence scorer {name!r} is already registered "
-                         f"(by {SCORERS[name].__name__})")
-    SCORERS[name] = cls
+    if name in SCORERS:  # a class is a new object even with the same body
+        raise ValueError(f"scorer {name!r} is already registered")
+    SCORERS.register(name, cls)
     return what if not isinstance(what, str) else cls
-
-
-def unknown_scorer_message(name: str) -> str:
-    return f"unknown scorer {name!r}; available: {', '.join(SCORERS)}"
 
 
 def build_scorer(name: str, options: ScorerOptions | None = None) -> Scorer:
@@ -192,20 +188,12 @@ def build_scorer(name: str, options: ScorerOptions | None = None) -> Scorer:
     Raises:
         ConfigError: no scorer has that name (the message lists those that do).
     """
-    try:
-        cls = SCORERS[name]
-    except KeyError:
-        from edgewise.errors import ConfigError
-
-        raise ConfigError("routing.cascade.scorer: " + unknown_scorer_message(name)) from None
-    return cls(options)
+    return SCORERS.get(name)(options)
 
 
 def score(name: str, logprobs: Sequence[float]) -> float:
     """Confidence of an answer known only by its token logprobs (no text, alternatives
     or samples), with default options; 0 when there are none to judge by."""
-    from edgewise.tiers.base import ChatAnswer
-
     answer = ChatAnswer("", "stop", "", logprob_items=[
         {"token": "", "logprob": float(lp), "bytes": [], "top_logprobs": []} for lp in logprobs])
     return build_scorer(name)(answer)
@@ -221,61 +209,7 @@ def sample_requests(req: ChatRequest, k: int, temperature: float) -> list[ChatRe
         seed=None if req.seed is None else req.seed + j) for j in range(1, k + 1)]
 
 
-# -- the final answer -----------------------------------------------------------------
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-
-
-def _strip(text: str, a: int, b: int) -> tuple[int, int] | None:
-    while a < b and text[a].isspace():
-        a += 1
-    while b > a and text[b - 1].isspace():
-        b -= 1
-    return (a, b) if b > a else None
-
-
-def answer_span(text: str, pattern: re.Pattern[str] | None = None) -> tuple[int, int] | None:
-    """Character span ``[a, b)`` of the final answer in ``text`` (see the module
-    docstring), or ``None`` when there is none to single out (use the whole answer)."""
-    if pattern is not None:
-        last = None
-        for last in pattern.finditer(text):  # noqa: B007 - we want the last match
-            pass
-        if last is not None:
-            group = 1 if pattern.groups else 0
-            if last.start(group) >= 0:
-                return _strip(text, last.start(group), last.end(group))
-    if "####" in text:
-        return _strip(text, text.rindex("####") + 4, len(text))
-    return None
-
-
-def _canonical(text: str) -> str | None:
-    """A number in canonical form if ``text`` holds one (``$1,250.0`` → ``1250``), else
-    the text case-folded with runs of whitespace collapsed and a final ``.`` dropped."""
-    found = _NUMBER.findall(text.replace("$", ""))
-    if found:
-        try:
-            x = float(found[0].replace(",", ""))
-        except ValueError:
-            pass
-        else:
-            return str(int(x)) if x.is_integer() else repr(x)
-    norm = " ".join(text.split()).casefold().rstrip(".").strip()
-    return norm or None
-
-
-def final_answer(text: str, pattern: re.Pattern[str] | None = None) -> str | None:
-    """The comparable final answer of a reply, for ``agreement``: the answer span
-    (pattern / after ``####``) in canonical form; without one, the reply's last number;
-    without a number, the whole reply normalised. ``None`` for an empty reply."""
-    span = answer_span(text, pattern)
-    if span is not None:
-        return _canonical(text[span[0]:span[1]])
-    numbers = _NUMBER.findall(text.replace("$", ""))
-    if numbers:
-        return _canonical(numbers[-1])
-    return _canonical(text)
+# -- the final answer span -------------------------------------------------------------
 
 
 def span_items(answer: ChatAnswer, pattern: re.Pattern[str] | None = None

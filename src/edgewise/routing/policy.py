@@ -1,7 +1,8 @@
 """The router: a pure function (request, sensitivity, fleet state) -> decision.
 
 No sockets, no clocks: everything it needs is in its arguments, so every policy is a
-unit test. Steps:
+unit test. A request nothing may serve raises the :mod:`edgewise.errors` exception that
+says why (the API turns it into the HTTP error). Steps:
 
 1. **Steering.** ``model: "auto"`` (or ``default``) lets the router choose;
    ``model: "<tier>"`` or a model name served by one tier pins that tier (still subject
@@ -13,13 +14,17 @@ unit test. Steps:
    the tier's clearance, since redaction removes what the detector found, never what a
    label declared) or ``allow`` (mode ``allow``: as is, audited). Whether the redacted
    text really scans within the clearance is checked when the tier is reached
-   (``edgewise.privacy.enforce``). If no tier qualifies, the request is refused.
-3. **Fit.** Tiers whose ``max_context`` cannot hold prompt + max_tokens are dropped, and
-   so are tiers that cannot call functions when the request uses tools.
+   (``edgewise.privacy.enforce``). If no tier qualifies: :class:`ClearanceError`.
+3. **Fit.** Tiers whose context window (``max_context``; the local engine's ``n_ctx``)
+   holds prompt + ``max_tokens`` are kept; if none does, those with room left after the
+   prompt (the answer stops at the window, ``finish_reason: length``, as a single node
+   does). Tiers that cannot call functions are dropped when the request uses tools.
 4. **Budget (hard).** With ``x-edgewise-max-cost``, tiers whose cost for this request
-   (``cost_per_1k × (prompt + max_tokens) / 1000``) exceeds it are dropped.
+   (``cost_per_1k × (prompt + max_tokens) / 1000``, with :data:`EXPECTED_COMPLETION`
+   tokens when ``max_tokens`` is unset) exceeds it are dropped.
 5. **Health.** Tiers with no available endpoint (all breakers open) are skipped; the
-   reason names them. No eligible tier up → the decision says so (503 or async queue).
+   reason names them. No eligible tier up: :class:`NoTierAvailableError` (503, or the
+   durable queue for an async request).
 6. **Order.** The rest are ranked by ``cost + energy_weight × energy_per_token ×
    tokens``, then mode (``clear`` before ``redact`` before ``allow``), then ladder
    position — cheapest first. The first answers; the
@@ -34,52 +39,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgewise.config import CLEARANCE_LEVELS
+from edgewise.errors import (
+    BudgetError,
+    ClearanceError,
+    ContextLengthError,
+    InvalidRequestError,
+    NoTierAvailableError,
+    UnknownModelError,
+)
+from edgewise.levels import Level
+from edgewise.tiers.base import TierView
 
-__all__ = ["MODES", "Decision", "RouteRequest", "TierView", "level", "route"]
+__all__ = ["EXPECTED_COMPLETION", "MODES", "Decision", "RouteRequest", "route"]
 
 #: How a tier may receive a request, most preferred first (see step 2).
 MODES: tuple[str, ...] = ("clear", "redact", "allow")
 
-
-def level(name: str) -> int:
-    """Position of a clearance / sensitivity name (public=0 … phi=3)."""
-    return CLEARANCE_LEVELS.index(name)
-
-
-@dataclass(frozen=True)
-class TierView:
-    """What the router may know about a tier right now."""
-
-    name: str
-    clearance: str
-    cost_per_1k_tokens: float = 0.0
-    energy_per_token_j: float = 0.0
-    max_context: int | None = None
-    #: Model names the tier's endpoints serve (for ``model: "<name>"`` steering).
-    models: tuple[str, ...] = ()
-    #: Endpoints whose breaker lets a request through now.
-    available: int = 1
-    #: Live estimate of seconds for this request (None: unknown).
-    expected_s: float | None = None
-    #: Why the tier is down, for the reason string (e.g. "breaker open").
-    down_reason: str | None = None
-    #: Policy for requests above its clearance: ``forbid``, ``redact`` or ``allow``.
-    escalation: str = "forbid"
-    #: Whether the tier serves function calling (remote tiers do; the local engine not).
-    tools: bool = False
+#: Completion tokens assumed for cost and latency estimates when a request sets no
+#: ``max_tokens`` (the answer itself is only limited by the tier's context window).
+EXPECTED_COMPLETION = 256
 
 
 @dataclass(frozen=True)
 class RouteRequest:
     #: The request's level: max(declared floor, what the detector found).
-    sensitivity: str = "public"
+    sensitivity: Level = Level.PUBLIC
     #: What a label (request header, API key, ``routing.default_sensitivity``) declared;
-    #: redaction cannot take a request below it. ``None``: same as ``public``.
-    declared: str | None = None
+    #: redaction cannot take a request below it.
+    declared: Level = Level.PUBLIC
     model: str = "auto"
     prompt_tokens: int = 0
-    max_tokens: int = 256
+    #: ``None``: not set by the client (:data:`EXPECTED_COMPLETION` for estimates).
+    max_tokens: int | None = None
     max_latency_ms: float | None = None
     max_cost: float | None = None
     min_tier: str | None = None
@@ -92,10 +83,7 @@ class Decision:
     #: Tiers to try, in order: the first answers; later ones are escalation/failover.
     plan: tuple[str, ...]
     reason: str
-    #: Set when nothing may serve the request: ``clearance``, ``budget``, ``context``,
-    #: ``tools``, ``unknown_model`` (client errors) or ``unavailable`` (eligible tiers
-    #: all down).
-    refused: str | None = None
+    #: Tiers skipped because they are down (named in ``reason``).
     skipped: tuple[str, ...] = field(default=())
     #: How each tier of ``plan`` receives the request (``clear``, ``redact``, ``allow``).
     modes: tuple[str, ...] = field(default=())
@@ -111,11 +99,11 @@ class Decision:
         return "clear"
 
 
-def _mode(t: TierView, need: int, floor: int) -> str | None:
+def _mode(t: TierView, need: Level, floor: Level) -> str | None:
     """How tier ``t`` may receive a request of level ``need`` declared at ``floor``."""
-    if level(t.clearance) >= need:
+    if t.clearance >= need:
         return "clear"
-    if t.escalation == "redact" and level(t.clearance) >= floor:
+    if t.escalation == "redact" and t.clearance >= floor:
         return "redact"
     if t.escalation == "allow":
         return "allow"
@@ -128,7 +116,10 @@ def _cost(t: TierView, tokens: int) -> float:
 
 def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float = 0.0
           ) -> Decision:
-    tokens = req.prompt_tokens + req.max_tokens
+    """The plan for ``req``; raises ``UnknownModelError``, ``ClearanceError``,
+    ``ContextLengthError``, ``InvalidRequestError`` (tools), ``BudgetError`` or
+    ``NoTierAvailableError`` when nothing may or can serve it."""
+    tokens = req.prompt_tokens + (req.max_tokens or EXPECTED_COMPLETION)
     names = [t.name for t in fleet]
     candidates = list(fleet)
 
@@ -137,20 +128,23 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
         pinned = [t for t in fleet if t.name == req.model or req.model in t.models]
         if not pinned:
             # the client's string is not quoted: messages never echo request content
-            return Decision((), "no tier is named or serves the requested model (tiers: "
-                                f"{', '.join(names)}; GET /v1/models lists the models)",
-                            refused="unknown_model")
+            served = ", ".join(t.name + (f" serving {', '.join(map(repr, t.models))}"
+                                         if t.models else "") for t in fleet)
+            raise UnknownModelError(
+                f"the requested model is not served here; available: 'auto', the tier "
+                f"names or their models ({served}); GET /v1/models lists them",
+                param="model")
         candidates = pinned[:1]
     if req.min_tier is not None:
         if req.min_tier not in names:
-            return Decision((), f"x-edgewise-min-tier names no tier (tiers: {', '.join(names)})",
-                            refused="unknown_model")
-        floor = names.index(req.min_tier)
-        candidates = [t for t in candidates if names.index(t.name) >= floor]
+            raise InvalidRequestError(
+                f"header x-edgewise-min-tier names no tier of this node (tiers: "
+                f"{', '.join(names)})", param="x-edgewise-min-tier", code="invalid_value")
+        floor_at = names.index(req.min_tier)
+        candidates = [t for t in candidates if names.index(t.name) >= floor_at]
 
     # 2. clearance (hard), or the tier's escalation policy
-    need = level(req.sensitivity)
-    floor = level(req.declared or "public")
+    need, floor = req.sensitivity, req.declared
     modes = {t.name: m for t in candidates if (m := _mode(t, need, floor)) is not None}
     cleared = [t for t in candidates if t.name in modes]
     if not cleared:
@@ -159,33 +153,43 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
             why = (f"clearance {t.clearance}, escalation {t.escalation}"
                    + ("; a declared label is not lifted by redaction"
                       if t.escalation == "redact" else ""))
-            return Decision((), f"{req.sensitivity} data may not be sent to {t.name} "
-                                f"({why})", refused="clearance")
-        return Decision((), f"{req.sensitivity} data may not be sent to any eligible tier "
-                            "(clearance too low)", refused="clearance")
+            raise ClearanceError(f"{need} data may not be sent to {t.name} ({why})")
+        raise ClearanceError(f"{need} data may not be sent to any eligible tier "
+                             "(clearance too low)")
 
-    # 3. context fit, function calling
-    fits = [t for t in cleared if t.max_context is None or tokens <= t.max_context]
+    # 3. context fit: tiers that hold prompt + max_tokens; else those with room left to
+    # answer at all (the answer stops at the window); function calling
+    want = req.prompt_tokens + (req.max_tokens or 1)
+    fits = [t for t in cleared if t.max_context is None or want <= t.max_context] or [
+        t for t in cleared if t.max_context is None or req.prompt_tokens < t.max_context]
     if not fits:
-        return Decision((), f"prompt + max_tokens = {tokens} tokens exceeds every eligible "
-                            "tier's max_context", refused="context")
+        if len(cleared) == 1:
+            raise ContextLengthError(
+                f"this model's context window is {cleared[0].max_context} tokens and the "
+                f"prompt uses {req.prompt_tokens}; shorten the messages (or serve with a "
+                "larger engine.n_ctx)", param="messages")
+        windows = ", ".join(f"{t.name} {t.max_context}" for t in cleared)
+        raise ContextLengthError(
+            f"the prompt uses {req.prompt_tokens} tokens and leaves no room for an answer "
+            f"in the context window of any eligible tier ({windows} tokens); shorten the "
+            "messages", param="messages")
     if req.uses_tools:
         fits = [t for t in fits if t.tools]
         if not fits:
             barred = [t.name for t in candidates if t.tools]
             if barred:  # tiers that could call functions exist, but not for this data
-                return Decision((), f"{req.sensitivity} data may not be sent to "
-                                    f"{', '.join(barred)}, the only tiers that call functions "
-                                    "(clearance too low)", refused="clearance")
-            return Decision((), "the request uses tools and no eligible tier calls functions "
-                                "(only remote tiers do)", refused="tools")
+                raise ClearanceError(f"{need} data may not be sent to {', '.join(barred)}, "
+                                     "the only tiers that call functions (clearance too low)")
+            raise InvalidRequestError(
+                "the request uses tools and no eligible tier calls functions (only remote "
+                "tiers do)", param="tools", code="unsupported_parameter")
 
     # 4. budget (hard)
     if req.max_cost is not None:
         affordable = [t for t in fits if _cost(t, tokens) <= req.max_cost]
         if not affordable:
-            return Decision((), f"no eligible tier costs ≤ {req.max_cost} for {tokens} tokens",
-                            refused="budget")
+            raise BudgetError(f"no eligible tier costs ≤ {req.max_cost} for {tokens} tokens",
+                              param="x-edgewise-max-cost")
         fits = affordable
 
     # 5. health
@@ -193,8 +197,7 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
     down = tuple(f"{t.name} ({t.down_reason or 'unavailable'})" for t in fits
                  if t.available <= 0)
     if not up:
-        return Decision((), "no eligible tier is reachable: " + ", ".join(down),
-                        refused="unavailable", skipped=down)
+        raise NoTierAvailableError("no eligible tier is reachable: " + ", ".join(down))
 
     # 6. order: cheapest (cost + weighted energy), then ladder position
     def rank(t: TierView) -> tuple[float, int, int]:

@@ -1,6 +1,13 @@
-"""Running a routing decision: answer with the plan's first tier, measure confidence,
-escalate (cascade), fail over past dead endpoints, and store-and-forward async requests
-when no eligible tier is up.
+"""The one chat path of a node: screen a request (privacy guard), decide where it goes
+(``routing/policy.py``), walk the plan — answer with its first tier, measure confidence,
+escalate (cascade), fail over past dead endpoints — store-and-forward async requests
+when no eligible tier is up, and audit every outcome.
+
+Every chat request takes this path, on every node: a node without ``tiers`` is a ladder
+of one (``config.ladder()``: its own engine, cleared for ``phi``). Non-streaming
+answers, streams and async deliveries share one plan walk (:meth:`Router._walk`).
+Refusals are :mod:`edgewise.errors` exceptions (``ClearanceError``,
+``NoTierAvailableError``…) — audited here, turned into HTTP errors only by ``api/``.
 
 Behaviour, as documented in the README:
 
@@ -34,6 +41,9 @@ Behaviour, as documented in the README:
   request (the answer exists already); it is logged, counted in
   ``edgewise_audit_failures_total`` and makes ``/readyz`` report 503 until an append
   succeeds again, so a load balancer stops sending traffic.
+- **When the guard runs.** Only where it can change a decision: some tier of the ladder
+  is cleared below ``phi``. A node whose every tier may hold ``phi`` does not load
+  Presidio or scan requests (their detected level is not recorded), but still audits.
 - **Privacy.** A tier in ``redact`` mode (``Decision.modes``) gets the request redacted
   for its clearance (``edgewise.privacy.enforce``); its answer has the placeholders
   restored — streamed answers too, never showing half a placeholder — and its token
@@ -46,74 +56,82 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgewise.chat import ChatAnswer, ChatRequest, Delta
 from edgewise.config import EdgewiseConfig
-from edgewise.errors import EdgewiseError, RequestError, UnavailableError
+from edgewise.errors import (
+    EdgewiseError,
+    GuardUnavailableError,
+    RequestError,
+    UnavailableError,
+)
 from edgewise.jobs import Job, JobStore
-from edgewise.privacy.enforce import DetectorLike, RequestGuard
-from edgewise.privacy.redact import Redaction
-from edgewise.routing.confidence import ScorerOptions, build_scorer, sample_requests
-from edgewise.routing.policy import Decision, RouteRequest, level, route
+from edgewise.levels import Level
+from edgewise.privacy.enforce import DetectorLike, RequestGuard, segments_of
+from edgewise.routing.confidence import ScorerOptions, build_scorer
+from edgewise.routing.policy import EXPECTED_COMPLETION, Decision, RouteRequest, route
+from edgewise.routing.walk import Routed, replay, walk
 from edgewise.security import AuditLog, AuditRecord, load_key
 from edgewise.security import Redaction as AuditRedaction
 from edgewise.telemetry import NodeMetrics
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, Endpoint, EndpointError
+from edgewise.tiers.base import EndpointError
 from edgewise.tiers.fleet import Fleet
+from edgewise.wire import completion_body, request_from_payload, request_payload
 
-__all__ = ["Routed", "Router"]
+__all__ = ["Queued", "RequestContext", "Routed", "Router"]
 
 log = logging.getLogger("edgewise.router")
 
 
-@dataclass
-class Routed:
-    """How a request was answered (becomes ``x-edgewise-*`` headers and metrics)."""
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asks and how they steer the router (from headers and the API key)."""
 
-    tier: str = ""
-    reason: str = ""
-    escalations: int = 0
-    failovers: int = 0
-    confidence: float | None = None
-    notes: list[str] = field(default_factory=list)
-    #: The request's effective sensitivity.
-    sensitivity: str = "public"
-    #: Tiers that were sent a redacted request, and how many placeholders each got.
-    redacted: dict[str, int] = field(default_factory=dict)
-    #: Tiers that got the request above their clearance by an ``allow`` policy.
-    allowed: list[str] = field(default_factory=list)
+    request_id: str
+    requester: str = "anonymous"
+    #: The declared floor: the highest of the request's label, its API key's and
+    #: ``routing.default_sensitivity``. The privacy guard may raise it, never lower it.
+    declared: Level = Level.PUBLIC
+    max_latency_ms: float | None = None
+    max_cost: float | None = None
+    min_tier: str | None = None
+    #: Queue durably instead of answering 503 when no eligible tier is up.
+    is_async: bool = False
+    #: The client asked for logprobs (they are kept with a queued job's answer).
+    logprobs: bool = False
 
-    def headers(self) -> dict[str, str]:
-        h = {"x-edgewise-tier": self.tier, "x-edgewise-route-reason": self.reason,
-             "x-edgewise-escalations": str(self.escalations),
-             "x-edgewise-sensitivity": self.sensitivity}
-        if self.confidence is not None:
-            h["x-edgewise-confidence"] = f"{self.confidence:.3f}"
-        if self.tier in self.redacted:
-            h["x-edgewise-redacted"] = str(self.redacted[self.tier])
-        return h
+
+@dataclass(frozen=True)
+class Queued:
+    """An async request stored for later delivery (HTTP 202)."""
+
+    job: Job
+    reason: str
 
 
 class Router:
     def __init__(self, config: EdgewiseConfig, fleet: Fleet, metrics: NodeMetrics, *,
                  detector: DetectorLike | None = None) -> None:
         """``detector``: the privacy guard's detector, if already built (tests share one);
-        otherwise, with ``privacy.enabled``, :meth:`start` loads it in the background."""
+        otherwise, when the guard is needed (:attr:`needs_guard`), :meth:`start` loads it
+        in the background."""
         self.config = config
         self.fleet = fleet
         self.metrics = metrics
         self.cascade = config.routing.cascade
         self.scorer = build_scorer(self.cascade.scorer,
                                    ScorerOptions.from_cascade(self.cascade))
+        #: Whether screening can change a decision: some tier may not hold ``phi``.
+        self.needs_guard = config.privacy.enabled and any(
+            t.clearance < Level.PHI for t in fleet.tiers)
         self.jobs: JobStore | None = None
         self._delivery: asyncio.Task[None] | None = None
-        self.detector = detector
+        self.detector = detector if self.needs_guard else None
         self.detector_error: str | None = None
         self._detector_load: asyncio.Task[None] | None = None
         self.audit: AuditLog | None = None
@@ -125,7 +143,7 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        if self.config.privacy.enabled and self.detector is None:
+        if self.needs_guard and self.detector is None:
             self._detector_load = asyncio.create_task(self._load_detector())
         if self.config.audit.enabled and self.audit is None:
             path = self.config.audit.path
@@ -160,15 +178,15 @@ class Router:
 
     @property
     def guard_ready(self) -> bool:
-        """Whether routed requests can be screened now."""
-        return self.detector is not None or not self.config.privacy.enabled
+        """Whether requests can be screened now (or need no screening)."""
+        return self.detector is not None or not self.needs_guard
 
-    def guard_unavailable(self) -> UnavailableError:
+    def guard_unavailable(self) -> GuardUnavailableError:
         if self.detector_error is not None:
-            return UnavailableError("the privacy guard failed to load, so no request is "
-                                    f"routed: {self.detector_error}")
-        return UnavailableError("the privacy guard is still loading; retry in a moment",
-                                retry_after=1)
+            return GuardUnavailableError("the privacy guard failed to load, so no request "
+                                         f"is routed: {self.detector_error}")
+        return GuardUnavailableError("the privacy guard is still loading; retry in a moment",
+                                     retry_after=1)
 
     async def stop(self) -> None:
         if self._detector_load is not None:
@@ -188,132 +206,169 @@ class Router:
             self.audit = None
 
     # -- deciding -----------------------------------------------------------------------
-    def decide(self, req: ChatRequest, *, sensitivity: str, prompt_tokens: int,
+    def decide(self, req: ChatRequest, *, sensitivity: Level, prompt_tokens: int,
                max_latency_ms: float | None = None, max_cost: float | None = None,
-               min_tier: str | None = None, declared: str | None = None) -> Decision:
-        max_tokens = req.max_tokens or 256
+               min_tier: str | None = None, declared: Level = Level.PUBLIC) -> Decision:
+        """The plan for ``req`` (raises what :func:`~edgewise.routing.policy.route`
+        raises when nothing may or can serve it)."""
         rr = RouteRequest(sensitivity=sensitivity, declared=declared, model=req.model,
-                          uses_tools=req.uses_tools,
-                          prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                          max_latency_ms=max_latency_ms, max_cost=max_cost, min_tier=min_tier)
-        return route(rr, self.fleet.views(max_tokens),
+                          uses_tools=req.uses_tools, prompt_tokens=prompt_tokens,
+                          max_tokens=req.max_tokens, max_latency_ms=max_latency_ms,
+                          max_cost=max_cost, min_tier=min_tier)
+        return route(rr, self.fleet.views(req.max_tokens or EXPECTED_COMPLETION),
                      energy_weight=self.config.routing.energy_weight)
 
-    def _scored_request(self, req: ChatRequest) -> ChatRequest:
-        """What a scored tier is asked: with the alternatives the scorer reads."""
-        need = self.scorer.top_logprobs
-        if need <= req.top_logprobs:
-            return req
-        return dataclasses.replace(req, logprobs=True, top_logprobs=need)
+    async def _screen(self, req: ChatRequest, declared: Level) -> RequestGuard:
+        if not self.guard_ready:
+            raise self.guard_unavailable()
+        try:
+            return await RequestGuard.build(self.detector, req, declared)
+        except EdgewiseError as exc:  # fail closed: an unscreened request is not routed
+            log.error("privacy guard failed on a request (not routed): %s", exc)
+            raise GuardUnavailableError(
+                "the privacy guard could not screen this request, so it was not routed; "
+                "retry, and report it if it persists", retry_after=1,
+                code="privacy_guard_failed") from None
 
-    async def _confidence(self, endpoint: Endpoint, req: ChatRequest, answer: ChatAnswer
-                          ) -> float:
-        scorer, threshold = self.scorer, self.cascade.threshold
-        samples: list[ChatAnswer | None] = []
-        for sreq in sample_requests(req, scorer.samples, self.cascade.sample_temperature):
-            if scorer.decided(answer, samples, threshold):
-                break
-            try:
-                samples.append(await endpoint.chat(sreq))
-            except (EndpointError, RequestError) as exc:
-                # the type only: an upstream's error text could quote the request
-                log.warning("tier %r: a confidence sample failed (%s); counted as "
-                            "disagreeing", endpoint.tier, type(exc).__name__)
-                break
-        return scorer(answer, samples)
+    async def prompt_tokens(self, req: ChatRequest) -> int:
+        """The request's prompt length: tokenized by the local engine when it can
+        render the request, else estimated (4 characters per token)."""
+        local = self.fleet.local
+        if local is not None and local.ready() and not req.uses_tools:
+            return len(await local.prompt(req))
+        return sum(len(s) for s in segments_of(req)) // 4
 
-    def _count(self, routed: Routed) -> None:
-        m = self.metrics
-        m.routed.labels(routed.tier or "none").inc()
-        m.sensitivity.labels(routed.sensitivity).inc()
-        for tier in routed.redacted:
-            m.redactions.labels(tier).inc()
-        if routed.escalations:
-            m.escalations.labels(routed.tier).inc(routed.escalations)
-        if routed.failovers:
-            m.failovers.inc(routed.failovers)
-        if routed.confidence is not None:
-            m.confidence.labels(routed.tier).observe(routed.confidence)
+    async def _plan(self, req: ChatRequest, ctx: RequestContext
+                    ) -> tuple[RequestGuard | None, Decision | None, Queued | None]:
+        """Screen and decide (audited when refused); with ``ctx.is_async`` a request no
+        eligible tier can take now is queued instead."""
+        guard: RequestGuard | None = None
+        try:
+            guard = await self._screen(req, ctx.declared)
+            decision = self.decide(req, sensitivity=guard.level,
+                                   prompt_tokens=await self.prompt_tokens(req),
+                                   max_latency_ms=ctx.max_latency_ms, max_cost=ctx.max_cost,
+                                   min_tier=ctx.min_tier, declared=ctx.declared)
+        except UnavailableError as exc:
+            if ctx.is_async and guard is not None and not isinstance(
+                    exc, GuardUnavailableError):
+                return guard, None, await self._queue(req, ctx, guard, exc)
+            if exc.retry_after is None:  # tiers are probed again within one interval
+                exc.retry_after = max(1, int(self.fleet.health.probe_interval_s))
+            await self.refused(exc, ctx, guard, None)
+            raise
+        except RequestError as exc:
+            await self.refused(exc, ctx, guard, None)
+            raise
+        return guard, decision, None
+
+    async def screen(self, req: ChatRequest, ctx: RequestContext, *, route: str = "chat"
+                     ) -> RequestGuard:
+        """The request's sensitivity (the guard, when the node needs it); a request that
+        cannot be screened is refused (audited) with :class:`GuardUnavailableError`."""
+        try:
+            return await self._screen(req, ctx.declared)
+        except UnavailableError as exc:
+            await self.refused(exc, ctx, None, route=route)
+            raise
+
+    async def refused(self, exc: RequestError | UnavailableError, ctx: RequestContext,
+                      guard: RequestGuard | None, decision: Decision | None = None, *,
+                      outcome: str = "refused", route: str = "chat") -> None:
+        """Audit a refusal and say in the error's headers what the router decided."""
+        exc.headers.setdefault("x-edgewise-tier", "none")
+        if guard is not None:
+            exc.headers.setdefault("x-edgewise-sensitivity", str(guard.level))
+        await self.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,
+                          decision=decision, outcome=f"{outcome}:{exc.code or 'error'}",
+                          reason=exc.message, route=route)
+
+    async def _queue(self, req: ChatRequest, ctx: RequestContext, guard: RequestGuard,
+                     why: UnavailableError) -> Queued:
+        steering = {"prompt_tokens": await self.prompt_tokens(req),
+                    "max_latency_ms": ctx.max_latency_ms, "max_cost": ctx.max_cost,
+                    "min_tier": ctx.min_tier, "declared": str(ctx.declared)}
+        try:
+            job = self.enqueue(req, guard.level, include_logprobs=ctx.logprobs,
+                               steering=steering, requester=ctx.requester)
+        except UnavailableError as refused:
+            await self.refused(refused, ctx, guard, None)
+            raise
+        await self.record(request_id=job.id, requester=ctx.requester, guard=guard,
+                          decision=None, outcome="queued", reason=why.message)
+        return Queued(job, why.message)
 
     # -- answering ----------------------------------------------------------------------
-    async def answer(self, req: ChatRequest, decision: Decision,
-                     guard: RequestGuard | None = None) -> tuple[ChatAnswer, Routed]:
-        """Non-streaming: cascade and failover along the plan."""
-        walk = _Walk(self, decision, guard)
-        for i, tier in enumerate(decision.plan):
-            prepared = await walk.prepare(tier, req)
-            if prepared is None:
-                continue
-            sent, redaction = prepared
-            endpoint = walk.pick(tier)
-            if endpoint is None:
-                continue
-            scored = self.cascade.enabled and i < len(decision.plan) - 1
-            try:
-                answer = await endpoint.chat(self._scored_request(sent) if scored else sent)
-            except EndpointError as exc:
-                walk.failed(tier, exc)
-                continue
-            # scored on the tier's own text (its samples hold the same placeholders),
-            # then restored in place — a low-confidence answer kept as fallback too
-            kept = await walk.keep(tier, endpoint, sent, answer, scored=scored)
-            _restored(answer, redaction)
-            if kept:
-                return answer, walk.accept(tier)
-        answer, routed = walk.fallback()
-        return answer, routed
+    async def chat(self, req: ChatRequest, ctx: RequestContext
+                   ) -> tuple[ChatAnswer, Routed] | Queued:
+        """Answer in full: screen, decide, walk the plan (cascade, failover); audited."""
+        guard, decision, queued = await self._plan(req, ctx)
+        if queued is not None:
+            return queued
+        assert decision is not None
+        try:
+            result, routed = await self._walk(req, decision, guard, live=False)
+        except UnavailableError as exc:
+            if ctx.is_async and guard is not None:
+                return await self._queue(req, ctx, guard, exc)
+            await self.refused(exc, ctx, guard, decision)
+            raise
+        except RequestError as exc:  # a tier judged the request bad (answered as 4xx)
+            await self.refused(exc, ctx, guard, decision, outcome="failed")
+            raise
+        assert isinstance(result, ChatAnswer)
+        await self.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,
+                          decision=decision, routed=routed, outcome="answered")
+        return result, routed
 
-    async def stream(self, req: ChatRequest, decision: Decision,
-                     guard: RequestGuard | None = None
-                     ) -> tuple[AsyncIterator[Delta], Routed]:
-        """Streaming. Returns once the answering tier is known (so the status and the
-        ``x-edgewise-*`` headers can be sent), with the deltas still to iterate. Tiers
-        below the top of the plan are buffered and scored when the cascade is on."""
-        walk = _Walk(self, decision, guard)
-        for i, tier in enumerate(decision.plan):
-            prepared = await walk.prepare(tier, req)
-            if prepared is None:
-                continue
-            sent, redaction = prepared
-            endpoint = walk.pick(tier)
-            if endpoint is None:
-                continue
-            # Tool calls arrive whole (their arguments are restored as JSON), so a request
-            # with tools is answered in full, then replayed as a stream.
-            scored = self.cascade.enabled and i < len(decision.plan) - 1
-            buffered = req.uses_tools or scored
-            try:
-                if buffered:
-                    answer = await endpoint.chat(
-                        self._scored_request(sent) if scored else sent)
-                    kept = await walk.keep(tier, endpoint, sent, answer, scored=scored)
-                    _restored(answer, redaction)  # in place: a kept fallback too
-                    if kept:
-                        return _replay(answer), walk.accept(tier)
-                    continue
-                live = _restoring(endpoint.stream(sent), redaction)
-                first = await anext(live)  # fail over only before the first byte
-            except StopAsyncIteration:  # every stream ends with its `final` delta
-                walk.failed(tier, EndpointError(f"tier {tier!r} sent an empty stream"))
-                continue
-            except EndpointError as exc:
-                walk.failed(tier, exc)
-                continue
-            return _prepend(first, live), walk.accept(tier)
-        answer, routed = walk.fallback()
-        return _replay(answer), routed
+    async def stream(self, req: ChatRequest, ctx: RequestContext
+                     ) -> tuple[AsyncIterator[Delta], Routed] | Queued:
+        """Stream: returns once the answering tier is known (so the status and the
+        ``x-edgewise-*`` headers can be sent), with the deltas still to iterate; the
+        audit record is written when the stream ends, however it ends."""
+        guard, decision, queued = await self._plan(req, ctx)
+        if queued is not None:
+            return queued
+        assert decision is not None
+        try:
+            result, routed = await self._walk(req, decision, guard, live=True)
+        except UnavailableError as exc:
+            if ctx.is_async and guard is not None:
+                return await self._queue(req, ctx, guard, exc)
+            await self.refused(exc, ctx, guard, decision)
+            raise
+        except RequestError as exc:
+            await self.refused(exc, ctx, guard, decision, outcome="failed")
+            raise
+        deltas = replay(result) if isinstance(result, ChatAnswer) else result
+        return self._audited(deltas, ctx, guard, decision, routed), routed
 
-    def _reason(self, decision: Decision, routed: Routed) -> str:
-        reason = decision.reason if routed.tier == decision.tier else (
-            f"{routed.tier} after " + "; ".join(routed.notes))
-        if routed.confidence is not None:
-            reason += f" (confidence {routed.confidence:.2f})"
-        return reason
+    async def _audited(self, deltas: AsyncIterator[Delta], ctx: RequestContext,
+                       guard: RequestGuard | None, decision: Decision, routed: Routed
+                       ) -> AsyncIterator[Delta]:
+        outcome = "failed:disconnected"
+        try:
+            async for d in deltas:
+                if d.final is not None:
+                    outcome = "answered"
+                yield d
+        except EndpointError:
+            outcome = "failed:tier_failed"
+            raise
+        finally:
+            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
+                              guard=guard, decision=decision, routed=routed, outcome=outcome)
+
+    async def _walk(self, req: ChatRequest, decision: Decision, guard: RequestGuard | None,
+                    *, live: bool) -> tuple[ChatAnswer | AsyncIterator[Delta], Routed]:
+        return await walk(self.fleet, self.cascade, self.scorer, self.metrics, req,
+                          decision, guard, live=live)
 
     # -- audit --------------------------------------------------------------------------
     async def record(self, *, request_id: str, requester: str, outcome: str,
                      guard: RequestGuard | None, decision: Decision | None,
-                     routed: Routed | None = None, reason: str | None = None) -> None:
+                     routed: Routed | None = None, reason: str | None = None,
+                     route: str = "chat") -> None:
         """Append one audit record (a no-op with ``audit.enabled: false``)."""
         if self.audit is None:
             return
@@ -322,10 +377,10 @@ class Router:
             decision.reason if decision is not None else "")
         why = " ".join(why.split())[:512]  # one line; reasons name tiers, never content
         rec = AuditRecord(
-            requester=requester, request_id=request_id, route="chat",
+            requester=requester, request_id=request_id, route=route,
             node=self.config.node.name, outcome=outcome,
-            declared_level=guard.declared if guard is not None else None,
-            detected_level=(guard.detected if guard is not None and guard.detection
+            declared_level=str(guard.declared) if guard is not None else None,
+            detected_level=(str(guard.detected) if guard is not None and guard.detection
                             is not None else None),
             entities=guard.entity_counts() if guard is not None else {},
             tier=routed.tier or None if routed is not None else None,
@@ -359,7 +414,7 @@ class Router:
         task.add_done_callback(self._pending.discard)
 
     # -- store and forward --------------------------------------------------------------
-    def enqueue(self, req: ChatRequest, sensitivity: str, *, include_logprobs: bool,
+    def enqueue(self, req: ChatRequest, sensitivity: Level, *, include_logprobs: bool,
                 steering: dict[str, Any] | None = None, requester: str = "anonymous"
                 ) -> Job:
         """Queue durably. ``steering`` (min_tier, max_cost, max_latency_ms, prompt_tokens,
@@ -368,13 +423,13 @@ class Router:
         if self.jobs is None:
             raise UnavailableError("the async job queue is not running")
         own = self.config.local_endpoint()
-        clearance = self.fleet.tier(own[0]).clearance if own is not None else "public"
-        if level(sensitivity) > level(clearance):  # never persist what this node may not hold
+        clearance = self.fleet.tier(own[0]).clearance if own is not None else Level.PUBLIC
+        if sensitivity > clearance:  # never persist what this node may not hold
             raise UnavailableError(
                 f"{sensitivity} data cannot be queued on this node (its own tier is cleared "
                 f"for {clearance}); retry when an eligible tier is up, or send it to a node "
                 "cleared for it")
-        payload = {"request": req.to_payload(), "include_logprobs": include_logprobs,
+        payload = {"request": request_payload(req), "include_logprobs": include_logprobs,
                    "steering": steering or {}, "requester": requester}
         job = self.jobs.enqueue("/v1/chat/completions", payload, min_clearance=sensitivity)
         self.metrics.jobs.labels("queued").inc()
@@ -387,18 +442,15 @@ class Router:
         delivered = 0
         for job in self.jobs.claim(limit=32):
             try:
-                req = ChatRequest.from_payload(job.payload["request"])
+                req = request_from_payload(job.payload["request"])
                 steering = dict(job.payload.get("steering") or {})
-                declared = str(steering.pop("declared", None) or "public")
-                guard = await RequestGuard.build(self.detector, req, declared)
+                declared = Level.parse(steering.pop("declared", None) or "public")
+                guard = await self._screen(req, declared)
                 decision = self.decide(req, sensitivity=guard.level, declared=declared,
                                        prompt_tokens=int(steering.pop("prompt_tokens", 0)),
                                        **steering)
-                if decision.refused == "unavailable":
-                    raise UnavailableError(decision.reason)
-                if decision.refused:
-                    raise RequestError(decision.reason)
-                answer, routed = await self.answer(req, decision, guard)
+                result, routed = await self._walk(req, decision, guard, live=False)
+                assert isinstance(result, ChatAnswer)
             except UnavailableError as exc:
                 self.jobs.release(job.id, exc.message)
                 continue
@@ -409,8 +461,8 @@ class Router:
                                   outcome="failed:rejected", guard=None, decision=None,
                                   reason="queued request could not be delivered")
                 continue
-            body = answer.to_openai(f"chatcmpl-{job.id}", int(job.created_at),
-                                    include_logprobs=bool(job.payload.get("include_logprobs")))
+            body = completion_body(result, f"chatcmpl-{job.id}", int(job.created_at),
+                                   include_logprobs=bool(job.payload.get("include_logprobs")))
             body["edgewise"] = {"tier": routed.tier, "route_reason": routed.reason,
                                 "escalations": routed.escalations}
             self.jobs.complete(job.id, body, tier=routed.tier)
@@ -434,147 +486,3 @@ def _requester(job: Job) -> str:
     return str(job.payload.get("requester") or "anonymous")
 
 
-class _Walk:
-    """Bookkeeping while a request walks down its plan: failovers, escalations, and the
-    most confident escalated answer to fall back on if every tier above it fails."""
-
-    def __init__(self, router: Router, decision: Decision,
-                 guard: RequestGuard | None) -> None:
-        self.router = router
-        self.decision = decision
-        self.guard = guard
-        self.routed = Routed(reason=decision.reason,
-                             sensitivity=guard.level if guard is not None else "public")
-        self.best: tuple[ChatAnswer, str, float] | None = None
-
-    async def prepare(self, tier: str, req: ChatRequest
-                      ) -> tuple[ChatRequest, Redaction | None] | None:
-        """What ``tier`` may be sent: the request as is, redacted, or nothing (skip)."""
-        mode = self.decision.mode(tier)
-        if mode == "allow":
-            self.routed.allowed.append(tier)
-        if mode != "redact":
-            return req, None
-        clearance = self.router.fleet.tier(tier).clearance
-        prepared = (await self.guard.request_for(req, clearance)
-                    if self.guard is not None else None)
-        if prepared is None:
-            self.routed.notes.append(f"{tier}: redaction cannot bring the request within "
-                                     f"its clearance ({clearance}), skipped")
-            return None
-        sent, redaction = prepared
-        self.routed.redacted[tier] = len(redaction.mapping)
-        return sent, redaction
-
-    def pick(self, tier: str) -> Endpoint | None:
-        endpoint = self.router.fleet.pick(tier)
-        if endpoint is None:
-            self.routed.failovers += 1
-            self.routed.notes.append(f"{tier}: no endpoint available")
-        return endpoint
-
-    def failed(self, tier: str, exc: EndpointError) -> None:
-        self.routed.failovers += 1
-        self.routed.notes.append(str(exc))
-        self.router.metrics.tier_failures.labels(tier).inc()
-
-    async def keep(self, tier: str, endpoint: Endpoint, req: ChatRequest, answer: ChatAnswer,
-                   *, scored: bool) -> bool:
-        """Whether this tier's answer stands (True) or is escalated (False)."""
-        cascade = self.router.cascade
-        if not (cascade.enabled and scored):
-            return True
-        conf = await self.router._confidence(endpoint, req, answer)
-        _trim_alternatives(answer, req.top_logprobs)
-        if conf >= cascade.threshold:
-            self.routed.confidence = conf
-            return True
-        self.routed.escalations += 1
-        self.routed.notes.append(f"{tier}: confidence {conf:.2f} < {cascade.threshold:.2f}, "
-                                 "escalated")
-        if self.best is None or conf > self.best[2]:
-            self.best = (answer, tier, conf)
-        return False
-
-    def accept(self, tier: str) -> Routed:
-        self.routed.tier = tier
-        self.routed.reason = self.router._reason(self.decision, self.routed)
-        self.router._count(self.routed)
-        return self.routed
-
-    def fallback(self) -> tuple[ChatAnswer, Routed]:
-        """Every tier failed or escalated: the best low-confidence answer, else 503."""
-        routed = self.routed
-        if self.best is None:
-            raise UnavailableError(
-                "no eligible tier could answer: " + "; ".join(routed.notes),
-                retry_after=max(1, int(self.router.fleet.health.probe_interval_s)))
-        answer, routed.tier, routed.confidence = self.best
-        routed.reason = (f"low-confidence answer from {routed.tier}: every tier above it "
-                         "failed (" + "; ".join(routed.notes) + ")")
-        self.router._count(routed)
-        return answer, routed
-
-
-def _restored(answer: ChatAnswer, redaction: Redaction | None) -> ChatAnswer:
-    """A redacted tier's answer with the placeholders put back (logprobs dropped)."""
-    if redaction is None:
-        return answer
-    # Scoring happens after this, on the restored text's logprobs: keep the numbers for
-    # the confidence scorers, but they are not returned to the client (see docstring).
-    answer.text = redaction.restore(answer.text)
-    answer.tool_calls = [dataclasses.replace(c, arguments=redaction.restore_json(c.arguments))
-                         for c in answer.tool_calls]
-    answer.redacted = True
-    return answer
-
-
-async def _restoring(deltas: AsyncIterator[Delta], redaction: Redaction | None
-                     ) -> AsyncIterator[Delta]:
-    """A redacted tier's stream with the placeholders put back as they complete."""
-    if redaction is None:
-        async for d in deltas:
-            yield d
-        return
-    restorer = redaction.restorer()
-    async for d in deltas:
-        if d.final is not None:
-            rest = restorer.flush()
-            if rest:
-                yield Delta(rest)
-            d.final.text = redaction.restore(d.final.text)
-            d.final.redacted = True
-            yield d
-            continue
-        text = restorer.feed(d.text)
-        if text:
-            yield Delta(text)
-
-
-def _trim_alternatives(answer: ChatAnswer, n: int) -> None:
-    """Back to the ``top_logprobs`` the client asked for (the scorer may have read more)."""
-    answer.logprob_items = [
-        {**i, "top_logprobs": list(i.get("top_logprobs") or [])[:n]} if "top_logprobs" in i
-        else i for i in answer.logprob_items]
-
-
-async def _prepend(first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
-    yield first
-    async for d in rest:
-        yield d
-
-
-async def _replay(answer: ChatAnswer) -> AsyncIterator[Delta]:
-    """A buffered answer as a stream: one delta per token when logprobs line up (per
-    word, without logprobs, for a restored redacted answer)."""
-    items = answer.logprob_items
-    if answer.redacted:
-        for word in re.findall(r"\S*\s*", answer.text):
-            if word:
-                yield Delta(word)
-    elif items and "".join(i["token"] for i in items) == answer.text:
-        for item in items:
-            yield Delta(item["token"], (item,))
-    else:
-        yield Delta(answer.text, tuple(items))
-    yield Delta("", final=answer)

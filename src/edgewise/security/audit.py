@@ -96,8 +96,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from edgewise.config import CLEARANCE_LEVELS
 from edgewise.errors import AuditError, AuditKeyError
+from edgewise.levels import LEVEL_NAMES
 from edgewise.security.audit_chain import (
     GENESIS,
     HEX64,
@@ -453,8 +453,8 @@ class AuditLog:
                 where.append(f"{column} = ?")
                 args.append(value)
         if level is not None:
-            if level not in CLEARANCE_LEVELS:
-                raise ValueError(f"level must be one of {', '.join(CLEARANCE_LEVELS)}, "
+            if level not in LEVEL_NAMES:
+                raise ValueError(f"level must be one of {', '.join(LEVEL_NAMES)}, "
                                  f"got {level!r}")
             where.append("level = ?")
             args.append(level)

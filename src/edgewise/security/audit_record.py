@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgewise.config import CLEARANCE_LEVELS
+from edgewise.levels import LEVEL_NAMES, Level
 
 __all__ = [
     "FORMAT_VERSION",
@@ -173,9 +173,11 @@ class AuditRecord:
         _ident("node", self.node, _TIER)
         for name in ("declared_level", "detected_level"):
             value = getattr(self, name)
-            if value is not None and value not in CLEARANCE_LEVELS:
+            if value is not None and value not in LEVEL_NAMES:
                 raise ValueError(f"audit record {name} must be one of "
-                                 f"{', '.join(CLEARANCE_LEVELS)} or None, got {_show(value)}")
+                                 f"{', '.join(LEVEL_NAMES)} or None, got {_show(value)}")
+            if value is not None:  # stored as the plain word
+                object.__setattr__(self, name, str(value))
         object.__setattr__(self, "entities", _entities(self.entities))
         if self.tier is not None:
             _ident("tier", self.tier, _TIER)
@@ -196,7 +198,7 @@ class AuditRecord:
         """The effective sensitivity: the higher of declared and detected (``public``
         when neither is known)."""
         known = [lv for lv in (self.declared_level, self.detected_level) if lv is not None]
-        return max(known, key=CLEARANCE_LEVELS.index, default="public")
+        return str(Level.highest(known))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``ts`` as canonical text); inverse of :meth:`from_dict`."""

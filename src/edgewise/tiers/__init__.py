@@ -1,5 +1,8 @@
-"""Tier endpoints (local engine, remote OpenAI-compatible servers) and the fleet."""
+"""Tier endpoints (local engine, remote OpenAI-compatible servers), their health, and
+the fleet."""
 
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, Endpoint, EndpointError
+from edgewise.tiers.base import Endpoint, EndpointError, TierView
+from edgewise.tiers.breaker import BreakerState, CircuitBreaker, LatencyEstimate
 
-__all__ = ["ChatAnswer", "ChatRequest", "Delta", "Endpoint", "EndpointError"]
+__all__ = ["BreakerState", "CircuitBreaker", "Endpoint", "EndpointError", "LatencyEstimate",
+           "TierView"]

@@ -12,9 +12,8 @@ import httpx
 
 from edgewise.config import EdgewiseConfig, TierConfig
 from edgewise.node import Node
-from edgewise.routing.breaker import BreakerState
-from edgewise.routing.policy import TierView
-from edgewise.tiers.base import Endpoint, EndpointError
+from edgewise.tiers.base import Endpoint, EndpointError, TierView
+from edgewise.tiers.breaker import BreakerState
 from edgewise.tiers.local import LocalEndpoint
 from edgewise.tiers.remote import RemoteEndpoint
 
@@ -49,11 +48,23 @@ class Fleet:
             self.endpoints[tier.name] = eps
         self._probe_task: asyncio.Task[None] | None = None
 
+    @property
+    def serves_tools(self) -> bool:
+        """Whether any tier of this node can call functions (a remote one)."""
+        return any(e.tools for eps in self.endpoints.values() for e in eps)
+
+    @property
+    def local(self) -> LocalEndpoint | None:
+        """This node's own engine, as a tier endpoint."""
+        return next((e for eps in self.endpoints.values() for e in eps
+                     if isinstance(e, LocalEndpoint)), None)
+
     def tier(self, name: str) -> TierConfig:
         return next(t for t in self.tiers if t.name == name)
 
     def views(self, max_tokens: int) -> list[TierView]:
-        """Fleet state for the router (pure data)."""
+        """Every tier as the router sees it now; ``max_tokens`` (the expected answer
+        length) sizes the latency estimates."""
         views = []
         for t in self.tiers:
             eps = self.endpoints[t.name]
@@ -63,14 +74,19 @@ class Fleet:
             if not ready:
                 errors = [e.breaker.last_error for e in eps if e.breaker.last_error]
                 down = "breaker open" + (f": {errors[0]}" if errors else "") if any(
-                    e.breaker.state is not BreakerState.CLOSED for e in eps) else "not ready"
+                    e.breaker.state is not BreakerState.CLOSED for e in eps) else next(
+                    (e.why_not_ready() for e in eps if isinstance(e, LocalEndpoint)),
+                    "not ready")
+            windows = [w for w in (t.max_context, *(e.n_ctx() for e in eps
+                                                    if isinstance(e, LocalEndpoint)
+                                                    and e.ready())) if w is not None]
             views.append(TierView(
                 name=t.name, clearance=t.clearance, cost_per_1k_tokens=t.cost_per_1k_tokens,
-                energy_per_token_j=t.energy_per_token_j, max_context=t.max_context,
+                energy_per_token_j=t.energy_per_token_j,
+                max_context=min(windows) if windows else None,
                 models=tuple(m for e in eps for m in e.models), available=len(ready),
                 expected_s=min(estimates) if estimates else None, down_reason=down,
-                escalation=t.escalation,
-                tools=all(isinstance(e, RemoteEndpoint) for e in eps)))
+                escalation=t.escalation, tools=all(e.tools for e in eps)))
         return views
 
     def pick(self, tier: str) -> Endpoint | None:

@@ -1,35 +1,93 @@
-"""A tier endpoint served by this node's own engine (same admission queue and engine
-thread as direct requests)."""
+"""A tier endpoint served by this node's own engine: admission (queue / 429), the
+engine thread, per-request metrics. Every chat request a node answers locally comes
+through here; ``/v1/completions`` uses :class:`LocalRun` directly."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from edgewise.engines import ChatMessage, SamplingParams, TokenLogprob
+from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message
+from edgewise.engines import Chunk, Generation, SamplingParams
 from edgewise.errors import ContextLengthError, EngineError, UnavailableError
 from edgewise.node import Node
-from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
-from edgewise.serving.run import LocalRun, admitted
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError
+from edgewise.serving import RunStats, stream_generation
+from edgewise.tiers.base import EndpointError
+from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
+from edgewise.wire import logprob_items
 
-__all__ = ["LocalEndpoint", "logprob_items"]
+__all__ = ["LocalEndpoint", "LocalRun", "admitted", "precheck_queue"]
 
 
-def logprob_items(tokens: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
-    """Tokens in OpenAI's ``choices[].logprobs.content`` shape."""
-    return [
-        {"token": t.token, "logprob": t.logprob, "bytes": t.bytes,
-         "top_logprobs": [{"token": s, "logprob": lp, "bytes": b} for s, b, lp in t.top]}
-        for t in tokens
-    ]
+@dataclass
+class LocalRun:
+    """One generation on the node's engine, and what it measured."""
+
+    node: Node
+    model: str
+    prompt: list[int]
+    params: SamplingParams
+    stats: RunStats = field(default_factory=RunStats)
+    generation: Generation | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+
+    def chunks(self) -> AsyncIterator[Chunk]:
+        node = self.node
+        self.generation = Generation(node.engine, self.prompt, self.params, n_ctx=node.info.n_ctx)
+        assert node.executor is not None
+        return stream_generation(self.generation, node.executor, self.stats)
+
+    def record(self) -> None:
+        """Token and latency metrics (labels: served model id and tier only)."""
+        if self.generation is None:
+            return
+        out = self.generation.outcome
+        m, labels = self.node.metrics, (self.model, self.node.tier)
+        m.prompt_tokens.labels(*labels).inc(out.prompt_tokens)
+        m.completion_tokens.labels(*labels).inc(out.completion_tokens)
+        if self.stats.ttft_s is not None:
+            m.ttft.labels(*labels).observe(self.stats.ttft_s)
+        if out.completion_tokens > 1 and self.stats.decode_s > 0:
+            m.tokens_per_second.labels(*labels).observe(
+                (out.completion_tokens - 1) / self.stats.decode_s)
+        if out.finish_reason == "cancelled":
+            m.cancelled.inc()
+
+
+async def admitted(node: Node, stack: AsyncExitStack) -> None:
+    """Wait for an engine slot (held until ``stack`` closes); 429 / 503 when refused."""
+    precheck_queue(node)
+    admission = node.admission
+    assert admission is not None
+    node.metrics.queue_depth.set(admission.waiting + 1)
+    try:
+        await stack.enter_async_context(admission.slot())
+    finally:
+        node.metrics.queue_depth.set(admission.waiting)
+    node.metrics.active.set(admission.active)
+    stack.callback(lambda: node.metrics.active.set(admission.active))
+
+
+def precheck_queue(node: Node) -> None:
+    """Refuse with 429 / 503 *before* a stream's 200 headers go out."""
+    if node.admission is None:
+        raise UnavailableError(node.load_error or "the model is still loading", retry_after=2)
+    node.admission.check()
 
 
 class LocalEndpoint:
+    #: Prompts kept tokenized (the router counts a request's tokens to route it, then
+    #: the same messages are answered, and a sampling scorer asks them again).
+    _CACHE = 64
+
     def __init__(self, tier: str, node: Node) -> None:
         self.tier = tier
         self.node = node
@@ -37,33 +95,55 @@ class LocalEndpoint:
         # The local engine does not trip: its failures are request errors, not outages.
         self.breaker = CircuitBreaker(failure_threshold=1_000_000)
         self.latency = LatencyEstimate(alpha=node.config.routing.health.ewma_alpha)
+        self._prompts: OrderedDict[tuple[Message, ...], list[int]] = OrderedDict()
 
     @property
     def models(self) -> tuple[str, ...]:
         return (self.node.model_id,) if self.node.ready else ()
 
+    @property
+    def tools(self) -> bool:
+        return False  # the local engine does not call functions (yet)
+
     def ready(self) -> bool:
         a = self.node.admission
         return self.node.ready and a is not None and not a.draining
 
+    def why_not_ready(self) -> str:
+        node = self.node
+        if node.draining or (node.admission is not None and node.admission.draining):
+            return "the node is shutting down"
+        if node.load_error:
+            return "its model failed to load; see GET /readyz"
+        return "its model is still loading; check GET /readyz"
+
     def n_ctx(self) -> int:
         return self.node.info.n_ctx
 
-    def count_tokens(self, req: ChatRequest) -> int:
-        return len(self._prompt(req))
+    async def prompt(self, req: ChatRequest) -> list[int]:
+        """The request's messages rendered and tokenized, off the event loop (a long
+        conversation takes a while to render); cached for the request's later steps."""
+        key = req.messages
+        ids = self._prompts.get(key)
+        if ids is None:
+            engine = self.node.engine
+            ids = await asyncio.to_thread(engine.chat_prompt, list(req.messages))
+            self._prompts[key] = ids
+            if len(self._prompts) > self._CACHE:
+                self._prompts.popitem(last=False)
+        else:
+            self._prompts.move_to_end(key)
+        return ids
 
-    def _prompt(self, req: ChatRequest) -> list[int]:
-        return self.node.engine.chat_prompt([ChatMessage(m.role, m.content)
-                                             for m in req.messages])
-
-    def _run(self, req: ChatRequest) -> LocalRun:
+    async def _run(self, req: ChatRequest) -> LocalRun:
         node = self.node
-        prompt = self._prompt(req)
+        prompt = await self.prompt(req)
         n_ctx = node.info.n_ctx
         if len(prompt) >= n_ctx:
             raise ContextLengthError(
-                f"the {self.tier} tier's context window is {n_ctx} tokens and the prompt "
-                f"uses {len(prompt)}", param="messages")
+                f"this model's context window is {n_ctx} tokens and the prompt uses "
+                f"{len(prompt)}; shorten the messages (or serve with a larger engine.n_ctx)",
+                param="messages")
         d = node.config.sampling
         params = SamplingParams(
             max_tokens=min(req.max_tokens or n_ctx, n_ctx - len(prompt)),
@@ -95,7 +175,7 @@ class LocalEndpoint:
         parts: list[str] = []
         items: list[dict[str, Any]] = []
         started = time.perf_counter()
-        run = self._run(req)
+        run = await self._run(req)
         async for delta in self._deltas(run):
             parts.append(delta.text)
             items.extend(delta.logprob_items)
@@ -103,27 +183,33 @@ class LocalEndpoint:
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
         started = time.perf_counter()
-        run = self._run(req)
+        run = await self._run(req)
         parts: list[str] = []
         items: list[dict[str, Any]] = []
+        first = True
         async for delta in self._deltas(run):
             parts.append(delta.text)
             items.extend(delta.logprob_items)
+            if first:  # say which model answers (the stream's first frame names it)
+                delta, first = Delta(delta.text, delta.logprob_items, model=run.model), False
             yield delta
-        yield Delta("", final=self._answer(run, "".join(parts), items, started))
+        yield Delta("", final=self._answer(run, "".join(parts), items, started),
+                    model=run.model if first else None)
 
     async def _deltas(self, run: LocalRun) -> AsyncIterator[Delta]:
         async with AsyncExitStack() as stack:
             try:
                 await admitted(self.node, stack)
             except UnavailableError as exc:  # queue full or draining: try another tier
-                raise EndpointError(f"tier {self.tier!r} (local) {exc.message}") from exc
+                raise EndpointError(f"tier {self.tier!r} (local) {exc.message}",
+                                    cause=exc) from exc
             chunks = run.chunks()
             try:
                 async for chunk in chunks:
                     yield Delta(chunk.text, tuple(logprob_items(chunk.tokens)))
             except EngineError as exc:
-                raise EndpointError(f"tier {self.tier!r} (local) engine failed: {exc}") from exc
+                raise EndpointError(f"tier {self.tier!r} (local) engine failed: {exc}",
+                                    cause=exc) from exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()  # type: ignore[attr-defined]

@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 
+from edgewise.chat import ChatAnswer, ChatRequest, Delta
 from edgewise.config import EndpointConfig, HealthConfig
 from edgewise.errors import ConfigError, InvalidRequestError
-from edgewise.routing.breaker import CircuitBreaker, LatencyEstimate
-from edgewise.tiers.base import ChatAnswer, ChatRequest, Delta, EndpointError, ToolCall
+from edgewise.tiers.base import EndpointError
+from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
+from edgewise.wire import answer_from_body, request_body
 
 __all__ = ["RemoteEndpoint"]
 
@@ -48,6 +50,10 @@ class RemoteEndpoint:
     @property
     def models(self) -> tuple[str, ...]:
         return () if self.cfg.model == "auto" else (self.cfg.model,)
+
+    @property
+    def tools(self) -> bool:
+        return True  # passed through: the upstream decides
 
     def ready(self) -> bool:
         return self.breaker.available()
@@ -82,26 +88,12 @@ class RemoteEndpoint:
 
     async def chat(self, req: ChatRequest) -> ChatAnswer:
         started = time.perf_counter()
-        r = await self._post(req.to_openai(self._model_for(req)))
+        r = await self._post(request_body(req, self._model_for(req)))
         try:
-            body = r.json()
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
-            items = ((choice.get("logprobs") or {}).get("content")) or []
-            answer = ChatAnswer(
-                text=choice["message"].get("content") or "",
-                finish_reason=choice.get("finish_reason") or "stop",
-                model=str(body.get("model", self._model_for(req))),
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                logprob_items=list(items),
-                total_s=time.perf_counter() - started,
-                tool_calls=[ToolCall(str(c["id"]), str(c["function"]["name"]),
-                                     str(c["function"].get("arguments") or ""))
-                            for c in choice["message"].get("tool_calls") or ()],
-            )
-        except (ValueError, KeyError, TypeError, IndexError):
+            answer = answer_from_body(r.json(), default_model=self._model_for(req))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             raise self._failed("answered with a malformed completion") from None
+        answer.total_s = time.perf_counter() - started
         self.breaker.record_success()
         n = max(answer.completion_tokens, 1)
         self.latency.observe(None, n / answer.total_s if answer.total_s > 0 else None)
@@ -109,7 +101,7 @@ class RemoteEndpoint:
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
         """Proxy the upstream's SSE stream as :class:`Delta` s."""
-        body = req.to_openai(self._model_for(req)) | {
+        body = request_body(req, self._model_for(req)) | {
             "stream": True, "stream_options": {"include_usage": True}}
         started = time.perf_counter()
         answer = ChatAnswer("", "stop", self._model_for(req))
@@ -139,11 +131,13 @@ class RemoteEndpoint:
                         if choice.get("finish_reason"):
                             answer.finish_reason = choice["finish_reason"]
                         if piece or items:
-                            if answer.ttft_s is None:
+                            first = answer.ttft_s is None
+                            if first:
                                 answer.ttft_s = time.perf_counter() - started
+                                answer.model = str(event.get("model") or answer.model)
                             text.append(piece)
                             answer.logprob_items.extend(items)
-                            yield Delta(piece, items)
+                            yield Delta(piece, items, model=answer.model if first else None)
         except httpx.TimeoutException:
             raise self._failed("timed out") from None
         except httpx.TransportError as exc:

@@ -1,0 +1,237 @@
+"""``POST /v1/completions``: legacy text completions on this node's own engine.
+
+A raw prompt is not a conversation, so it is not routed to other tiers: the node's
+engine continues it. The prompt is **tokenized as plain text** — ``<|im_start|>`` in it
+is the characters, never a control token; send token ids (``prompt: [1, 2, 3]``) to use
+control tokens. Like a chat request it is screened by the privacy guard when this
+node's own tier is cleared below ``phi`` (and refused with 403 when it holds more than
+that), counted, and audited (route ``completions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from edgewise.api.chat import CLIENT_CLOSED, ClientDisconnected, until_disconnect
+from edgewise.api.requests import check_size, context, max_tokens_of, reject_unsupported, valid_text
+from edgewise.api.schemas import CompletionRequest
+from edgewise.chat import ChatRequest, Message, TokenLogprob
+from edgewise.engines import Chunk, SamplingParams
+from edgewise.errors import (
+    ClearanceError,
+    ContextLengthError,
+    EngineError,
+    InvalidRequestError,
+    RequestError,
+    UnavailableError,
+)
+from edgewise.node import Node
+from edgewise.routing.service import RequestContext, Router
+from edgewise.tiers.local import LocalRun, admitted, precheck_queue
+from edgewise.wire import SSE_DONE, legacy_logprobs, sse, sse_error, usage
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _prompt(node: Node, body: CompletionRequest) -> tuple[list[int], str]:
+    """Token ids and text of the prompt: a string, a one-string list, or token ids."""
+    if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
+        if len(body.prompt) != 1:
+            raise InvalidRequestError("only one prompt per request is supported; send a "
+                                      "string or a list with one string", param="prompt")
+        text = valid_text(str(body.prompt[0]), "prompt")
+        return node.engine.tokenize(text), text
+    if isinstance(body.prompt, list):
+        n_vocab = node.info.n_vocab
+        ids = [int(t) for t in body.prompt]
+        if any(not 0 <= t < n_vocab for t in ids):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {n_vocab})",
+                                      param="prompt")
+        text = b"".join(node.engine.token_bytes(t) for t in ids).decode("utf-8", "replace")
+        return ids, text
+    text = valid_text(body.prompt, "prompt")
+    return node.engine.tokenize(text), text
+
+
+def _sampling(node: Node, body: CompletionRequest, prompt_len: int,
+              max_tokens: int | None) -> SamplingParams:
+    n_ctx = node.info.n_ctx
+    if prompt_len >= n_ctx:
+        raise ContextLengthError(
+            f"this model's context window is {n_ctx} tokens and the prompt uses "
+            f"{prompt_len}; shorten the prompt (or serve with a larger engine.n_ctx)",
+            param="prompt")
+    d = node.config.sampling
+    return SamplingParams(
+        max_tokens=max_tokens if max_tokens is not None else n_ctx - prompt_len,
+        temperature=d.temperature if body.temperature is None else body.temperature,
+        top_p=d.top_p if body.top_p is None else body.top_p,
+        top_k=d.top_k, min_p=d.min_p, repeat_penalty=d.repeat_penalty,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        stop=body.stop_list(), seed=None if body.seed is None else body.seed % (1 << 32),
+        top_logprobs=body.logprobs or 0)
+
+
+async def _screen(rt: Router, node: Node, text: str, ctx: RequestContext) -> None:
+    """The privacy guard on a raw prompt: it may only run on this node's own tier."""
+    own = rt.fleet.tier(node.tier)
+    guard = await rt.screen(ChatRequest(messages=(Message("user", text),)), ctx)
+    if guard.level > own.clearance:
+        exc = ClearanceError(f"{guard.level} data may not be sent to {own.name} "
+                             f"(clearance {own.clearance}); /v1/completions is answered by "
+                             "this node only")
+        await rt.refused(exc, ctx, guard, route="completions")
+        raise exc
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    node, rt = request.app.state.node, request.app.state.router
+    reject_unsupported(body)
+    if isinstance(body.prompt, str):
+        check_size([body.prompt], 1, node, rt, param="prompt")
+    elif body.prompt and isinstance(body.prompt[0], str):
+        check_size([str(p) for p in body.prompt], 1, node, rt, param="prompt")
+    max_tokens = max_tokens_of(body, node, rt)
+    ctx = context(request, rt)
+    prompt, text = await asyncio.to_thread(_prompt, node, body)
+    if not prompt:
+        raise InvalidRequestError("prompt is empty", param="prompt")
+    await _screen(rt, node, text, ctx)
+    params = _sampling(node, body, len(prompt), max_tokens)
+    run = LocalRun(node, node.model_id, prompt, params, id=ctx.request_id)
+    cid, created = f"cmpl-{run.id}", int(time.time())
+    echo_text = text if body.echo else ""
+    want = body.logprobs is not None
+    headers = {"x-edgewise-model": run.model, "x-request-id": run.id,
+               "x-edgewise-tier": node.tier}
+
+    async def audit(outcome: str) -> None:
+        await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=None,
+                        decision=None, outcome=outcome, route="completions",
+                        reason=f"{node.tier}: this node's engine")
+
+    if body.stream:
+        precheck_queue(node)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(request, run, cid, created, echo_text, want, include_usage, audit),
+            media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+
+    async def answer() -> tuple[list[tuple[str, float | None]] | None, list[Chunk]]:
+        leading = None
+        async with AsyncExitStack() as stack:
+            await admitted(node, stack)
+            if want and body.echo:
+                leading = await _prompt_logprobs(node, prompt)
+            chunks = run.chunks()
+            try:
+                return leading, [c async for c in chunks]
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                run.record()
+
+    try:
+        leading, chunks = await until_disconnect(request, answer())
+    except ClientDisconnected:
+        request.state.error_type = "client_disconnected"
+        await audit("failed:disconnected")
+        return Response(status_code=CLIENT_CLOSED)
+    except (RequestError, UnavailableError, EngineError) as exc:
+        await audit(f"failed:{getattr(exc, 'code', None) or 'engine_error'}")
+        raise
+    await audit("answered")
+    assert run.generation is not None
+    tokens = [t for c in chunks for t in c.tokens]
+    return JSONResponse({
+        "id": cid, "object": "text_completion", "created": created, "model": run.model,
+        "choices": [{
+            "index": 0, "text": echo_text + "".join(c.text for c in chunks),
+            "logprobs": legacy_logprobs(tokens, len(echo_text) if leading is None else 0,
+                                        leading or ()) if want else None,
+            "finish_reason": _finish(run.generation.outcome.finish_reason),
+        }],
+        "usage": _usage(run),
+    }, headers=headers)
+
+
+def _usage(run: LocalRun) -> dict[str, int]:
+    assert run.generation is not None
+    o = run.generation.outcome
+    return usage(o.prompt_tokens, o.completion_tokens)
+
+
+async def _prompt_logprobs(node: Node, prompt: list[int]) -> list[tuple[str, float | None]]:
+    """Echo + logprobs: score the prompt tokens (the first has no logprob)."""
+    loop = asyncio.get_running_loop()
+    scored = await loop.run_in_executor(node.executor, node.engine.score, prompt)
+
+    def text(t: int) -> str:
+        return node.engine.token_bytes(t).decode("utf-8", "replace")
+
+    return [(text(prompt[0]), None)] + [(text(s.token), s.logprob) for s in scored]
+
+
+async def _stream(request: Request, run: LocalRun, cid: str, created: int, echo_text: str,
+                  want: bool, include_usage: bool, audit: Any) -> Any:
+    offset = len(echo_text)
+
+    def frame(text: str, tokens: list[TokenLogprob] | None, finish: str | None) -> bytes:
+        choice = {"index": 0, "text": text,
+                  "logprobs": legacy_logprobs(tokens, offset) if want and tokens is not None
+                  else None, "finish_reason": finish}
+        return sse({"id": cid, "object": "text_completion", "created": created,
+                    "model": run.model, "choices": [choice],
+                    **({"usage": None} if include_usage else {})})
+
+    outcome = "failed:disconnected"
+    try:
+        async with AsyncExitStack() as stack:
+            await admitted(run.node, stack)
+            if echo_text:
+                yield frame(echo_text, None, None)
+            chunks = run.chunks()
+            try:
+                async for c in chunks:
+                    yield frame(c.text, c.tokens, None)
+                    offset += len(c.text)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                run.record()
+        assert run.generation is not None
+        yield frame("", None, _finish(run.generation.outcome.finish_reason))
+        if include_usage:
+            yield sse({"id": cid, "object": "text_completion", "created": created,
+                       "model": run.model, "choices": [], "usage": _usage(run)})
+        yield SSE_DONE
+        outcome = "answered"
+    except (RequestError, UnavailableError) as exc:
+        request.state.error_type = exc.code
+        outcome = f"failed:{exc.code}"
+        yield sse_error(exc.message, exc.error_type, exc.code)
+        yield SSE_DONE
+    except EngineError as exc:
+        request.state.error_type = "engine_error"
+        outcome = "failed:engine_error"
+        yield sse_error(f"the inference engine failed: {exc}", "engine_error",
+                        "engine_error")
+        yield SSE_DONE
+    finally:
+        with anyio.CancelScope(shield=True):
+            await audit(outcome)
