@@ -37,6 +37,7 @@ import pydantic
 import yaml
 from pydantic import Field, TypeAdapter, with_config
 
+from edgewise.config import validation_messages
 from edgewise.errors import DoesNotFitError, RecipeError
 from edgewise.supply.stage import STRICT, Variant
 
@@ -117,8 +118,6 @@ def parse_profile(data: Any, *, source: str = "profile") -> HardwareProfile:
     try:
         return _ADAPTER.validate_python(data)
     except pydantic.ValidationError as exc:
-        from edgewise.supply.recipe import validation_messages
-
         raise RecipeError(f"{source}: invalid hardware profile\n  " + "\n  ".join(
             validation_messages(exc, HardwareProfile))) from exc
 
