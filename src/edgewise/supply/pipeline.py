@@ -41,7 +41,8 @@ from edgewise.supply.data import file_digest
 from edgewise.supply.manifest import Manifest, StageRecord, digest_tree, tool_versions
 from edgewise.supply.profiles import evaluate_profile
 from edgewise.supply.recipe import Recipe, StageSpec
-from edgewise.supply.stage import ModelState, StageContext, Variant, get_stage
+from edgewise.supply.stage import ModelState, StageContext, Variant
+from edgewise.supply.stages import get_stage
 
 __all__ = ["BuildProgress", "build", "fingerprint"]
 

@@ -39,7 +39,8 @@ from pydantic import Field, TypeAdapter, with_config
 from edgewise.config import read_yaml, validation_messages
 from edgewise.errors import RecipeError
 from edgewise.supply.profiles import HardwareProfile, load_profile, parse_profile
-from edgewise.supply.stage import STRICT, Stage, get_stage
+from edgewise.supply.stage import STRICT, Stage
+from edgewise.supply.stages import STAGES
 
 __all__ = [
     "DatasetSpec",
@@ -127,11 +128,10 @@ def _stage_specs(raw: list[Any], datasets: dict[str, DatasetSpec]) -> list[Stage
                           f"(e.g. `- quantize: {{types: [Q4_K_M]}}`); got {got}")
             continue
         ((kind, body),) = entry.items()
-        try:
-            cls = get_stage(str(kind))
-        except KeyError as exc:
-            errors.append(f"{where}: {exc.args[0]}")
+        if str(kind) not in STAGES:
+            errors.append(f"{where}: {STAGES.unknown(str(kind))}")
             continue
+        cls = STAGES.get(str(kind))
         where = f"{where}.{kind}"
         body = {} if body is None else body
         if not isinstance(body, dict):

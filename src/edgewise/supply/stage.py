@@ -1,11 +1,10 @@
-"""The one shape every pipeline stage has, and the registry stages join by name.
+"""The one shape every pipeline stage has.
 
 A stage is a class with a ``kind`` (its name in recipes), a ``Params`` dataclass (the
 keys a recipe may set, with defaults; validated by :mod:`edgewise.supply.recipe`) and a
 :meth:`Stage.run` that reads its input from a :class:`StageContext` and writes
 everything it produces under ``ctx.out_dir``::
 
-    @register_stage
     class Quantize(Stage):
         kind = "quantize"
         Params = QuantizeParams
@@ -22,8 +21,11 @@ onnxruntime) that ``quantize``, ``export`` and ``finetune`` add to the artifact 
 folder that is renamed into place only when :meth:`Stage.run` returns, and the stage
 counts as done only once its manifest entry is written.
 
-Stage modules import torch & co. inside :meth:`Stage.run`, never at import time, so a
-recipe can be validated (and ``import edgewise`` stays light) without the ``supply`` extra.
+Stages join recipes by name through the registry in :mod:`edgewise.supply.stages` (the
+built-ins live there, one file per method; a plug-in uses ``register_stage``). This
+module imports none of them. Stage modules import torch & co. inside :meth:`Stage.run`,
+never at import time, so a recipe can be validated (and ``import edgewise`` stays light)
+without the ``supply`` extra.
 """
 
 from __future__ import annotations
@@ -44,9 +46,6 @@ __all__ = [
     "StageContext",
     "StageResult",
     "Variant",
-    "get_stage",
-    "register_stage",
-    "registered_stages",
 ]
 
 
@@ -209,51 +208,3 @@ class Stage(ABC):
                 names.extend(v for v in value if isinstance(v, str))
         return names
 
-
-_REGISTRY: dict[str, type[Stage]] = {}
-
-
-def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage available to recipes under ``cls.kind``.
-
-    Raises:
-        ValueError: another stage already has that name.
-    """
-    kind = getattr(cls, "kind", None)
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"{cls.__name__} must set a non-empty `kind`")
-    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-        raise ValueError(f"a stage named {kind!r} is already registered "
-                         f"({_REGISTRY[kind].__module__}.{_REGISTRY[kind].__name__})")
-    _REGISTRY[kind] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers the built-in stages (they import torch lazily).
-    from edgewise.supply import (  # noqa: F401
-        distill,
-        evaluate,
-        export,
-        finetune,
-        prune,
-        quantize,
-    )
-
-
-def registered_stages() -> dict[str, type[Stage]]:
-    """Every registered stage, by name."""
-    _load_builtin()
-    return dict(_REGISTRY)
-
-
-def get_stage(kind: str) -> type[Stage]:
-    """The stage class registered as ``kind``.
-
-    Raises:
-        KeyError: no such stage (the message lists the registered ones).
-    """
-    stages = registered_stages()
-    if kind not in stages:
-        raise KeyError(f"unknown stage {kind!r}; stages: {', '.join(sorted(stages))}")
-    return stages[kind]

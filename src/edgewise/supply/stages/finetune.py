@@ -45,7 +45,6 @@ from edgewise.supply.stage import (
     StageContext,
     StageResult,
     Variant,
-    register_stage,
 )
 from edgewise.supply.training import (
     batches,
@@ -111,7 +110,6 @@ def _has_chat_template(path: Path) -> bool:
         return True  # unknown: be safe, write a base without one
 
 
-@register_stage
 class Finetune(Stage):
     """LoRA fine-tuning with validation, early stopping, a GGUF adapter and optional merge."""
 

@@ -31,7 +31,6 @@ from edgewise.supply.stage import (
     StageContext,
     StageResult,
     Variant,
-    register_stage,
 )
 from edgewise.supply.training import copy_tokenizer
 
@@ -97,7 +96,6 @@ def export_onnx(state: ModelState, out_dir: Path, *, threads: int) -> Path:
     return dest
 
 
-@register_stage
 class Export(Stage):
     """Write the working model as F16 GGUF and/or ONNX variants."""
 

@@ -37,15 +37,14 @@ from edgewise.supply.convert import (
     quantize_gguf,
 )
 from edgewise.supply.deps import require
-from edgewise.supply.export import export_onnx, variant_prefix
 from edgewise.supply.stage import (
     STRICT,
     Stage,
     StageContext,
     StageResult,
     Variant,
-    register_stage,
 )
+from edgewise.supply.stages.export import export_onnx, variant_prefix
 
 __all__ = ["Quantize", "QuantizeParams"]
 
@@ -106,7 +105,6 @@ def _source_grid(ctx: StageContext) -> str | None:
     return None if q in ("?", "F16", "F32", "BF16") or q.startswith("ftype") else q
 
 
-@register_stage
 class Quantize(Stage):
     """Quantize the working model to each GGUF type (and int8 ONNX)."""
 
