@@ -23,12 +23,12 @@ pytestmark = pytest.mark.supply
 torch = pytest.importorskip("torch", reason="the supply extra is not installed")
 transformers = pytest.importorskip("transformers")
 
+from edgewise.artifacts import Manifest  # noqa: E402
 from edgewise.engines.base import ChatMessage  # noqa: E402
 from edgewise.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from edgewise.models import ResolvedModel  # noqa: E402
 from edgewise.supply import build, load_recipe  # noqa: E402
 from edgewise.supply.data import render_chat_prompt  # noqa: E402
-from edgewise.supply.manifest import Manifest  # noqa: E402
 from edgewise.supply.measure import perplexity_chunks  # noqa: E402
 from edgewise.supply.stages.prune import wanda_mask  # noqa: E402
 from tiny_models import COLOURS, build_tiny_llama, write_colour_chat, write_text  # noqa: E402

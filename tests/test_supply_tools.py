@@ -88,7 +88,7 @@ def test_importing_edgewise_and_the_supply_package_does_not_import_torch() -> No
     import subprocess
 
     code = ("import sys, edgewise, edgewise.supply; edgewise.supply.registered_stages(); "
-            "import edgewise.node, edgewise.supply.choose; "
+            "import edgewise.node, edgewise.artifacts; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'onnxruntime') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

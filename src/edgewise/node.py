@@ -42,7 +42,7 @@ def build_engine(config: EdgewiseConfig) -> Engine:
 
     lora = ec.lora_adapter
     if model_name == "auto":  # the best built variant for this machine (edgewise build)
-        from edgewise.supply.choose import choose_variant
+        from edgewise.artifacts import choose_variant
 
         choice = choose_variant(ec.artifacts, ec.profile)
         log.info("model auto: %s for profile %s", choice.name, choice.profile.name)

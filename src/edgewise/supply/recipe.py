@@ -36,9 +36,9 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field, TypeAdapter, with_config
 
+from edgewise.artifacts.profiles import HardwareProfile, load_profile, parse_profile
 from edgewise.config import read_yaml, validation_messages
 from edgewise.errors import RecipeError
-from edgewise.supply.profiles import HardwareProfile, load_profile, parse_profile
 from edgewise.supply.stage import STRICT, Stage
 from edgewise.supply.stages import STAGES
 

@@ -22,16 +22,10 @@ from typing import Any, Literal
 
 from pydantic import with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import hf_to_gguf
 from edgewise.supply.deps import require
-from edgewise.supply.stage import (
-    STRICT,
-    ModelState,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-)
+from edgewise.supply.stage import STRICT, ModelState, Stage, StageContext, StageResult
 from edgewise.supply.training import copy_tokenizer
 
 __all__ = ["Export", "ExportParams", "export_onnx", "variant_prefix"]

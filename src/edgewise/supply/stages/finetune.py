@@ -36,16 +36,11 @@ from typing import Annotated, Any
 
 from pydantic import Field, with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import gguf_quantization, hf_to_gguf, lora_to_gguf
 from edgewise.supply.data import load_examples, split_examples
 from edgewise.supply.deps import require
-from edgewise.supply.stage import (
-    STRICT,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-)
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 from edgewise.supply.training import (
     batches,
     completion_nll,

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import (
     QUANT_TYPES,
     TENSOR_TYPES,
@@ -37,13 +38,7 @@ from edgewise.supply.convert import (
     quantize_gguf,
 )
 from edgewise.supply.deps import require
-from edgewise.supply.stage import (
-    STRICT,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-)
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 from edgewise.supply.stages.export import export_onnx, variant_prefix
 
 __all__ = ["Quantize", "QuantizeParams"]
