@@ -58,9 +58,8 @@ from typing import Any
 
 import yaml
 
+from edgewise.artifacts import Manifest, Variant
 from edgewise.supply import build, load_recipe
-from edgewise.supply.manifest import Manifest
-from edgewise.supply.stage import Variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "Is this headline sarcastic? Answer yes or no.\nHeadline: {}"

@@ -12,18 +12,12 @@ from typing import Any
 import pytest
 from pydantic import with_config
 
+from edgewise.artifacts import Manifest, Variant
 from edgewise.errors import DatasetError, StageError, SupplyError
-from edgewise.supply.manifest import Manifest
 from edgewise.supply.pipeline import build
 from edgewise.supply.recipe import parse_recipe
-from edgewise.supply.stage import (
-    STRICT,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-    register_stage,
-)
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
+from edgewise.supply.stages import register_stage
 
 CALLS: list[str] = []
 FAIL: dict[str, BaseException | None] = {"t-fail": None}

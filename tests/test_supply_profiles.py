@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from edgewise.errors import DoesNotFitError, ModelIntegrityError, ModelNotFoundError
-from edgewise.supply.choose import choose_variant, installed_variants
-from edgewise.supply.manifest import Manifest, StageRecord
-from edgewise.supply.profiles import (
+from edgewise.artifacts.choose import choose_variant, installed_variants
+from edgewise.artifacts.manifest import Manifest, StageRecord
+from edgewise.artifacts.profiles import (
     HardwareProfile,
     LatencyTarget,
     best_variant,
@@ -21,7 +20,8 @@ from edgewise.supply.profiles import (
     machine_profile,
     parse_profile,
 )
-from edgewise.supply.stage import Variant
+from edgewise.artifacts.variant import Variant
+from edgewise.errors import DoesNotFitError, ModelIntegrityError, ModelNotFoundError
 
 
 def v(name: str, size_mb: float, fmt: str = "gguf", **metrics: Any) -> Variant:

@@ -12,7 +12,8 @@ import pytest
 from edgewise.errors import DatasetError, RecipeError
 from edgewise.supply import data
 from edgewise.supply.recipe import load_recipe, parse_recipe
-from edgewise.supply.stage import Stage, StageContext, StageResult, register_stage
+from edgewise.supply.stage import Stage, StageContext, StageResult
+from edgewise.supply.stages import register_stage
 
 
 def recipe(**over: Any) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def test_a_valid_recipe_maps_onto_typed_stages(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("stages", "fragment"), [
-    ([{"quantise": {}}], "stages[0]: unknown stage 'quantise'; stages: distill, evaluate, "
+    ([{"quantise": {}}], "stages[0]: unknown stage 'quantise'; registered: distill, evaluate, "
                          "export, finetune, prune, quantize"),
     ([{"quantize": {"typez": ["Q8_0"]}}], "stages[0].quantize.typez: unknown key; allowed keys "
                                           "here: types, onnx_int8, onnx_int8_method, "
@@ -121,7 +122,7 @@ def test_the_registry_rejects_a_duplicate_name() -> None:
         def run(self, params: Any, ctx: StageContext) -> StageResult:
             return StageResult()
 
-    with pytest.raises(ValueError, match="a stage named 'quantize' is already registered"):
+    with pytest.raises(ValueError, match="stage 'quantize' is already registered"):
         register_stage(Another)
 
 

@@ -23,14 +23,14 @@ pytestmark = pytest.mark.supply
 torch = pytest.importorskip("torch", reason="the supply extra is not installed")
 transformers = pytest.importorskip("transformers")
 
+from edgewise.artifacts import Manifest  # noqa: E402
 from edgewise.chat import Message  # noqa: E402
 from edgewise.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from edgewise.models import ResolvedModel  # noqa: E402
 from edgewise.supply import build, load_recipe  # noqa: E402
 from edgewise.supply.data import render_chat_prompt  # noqa: E402
-from edgewise.supply.manifest import Manifest  # noqa: E402
 from edgewise.supply.measure import perplexity_chunks  # noqa: E402
-from edgewise.supply.prune import wanda_mask  # noqa: E402
+from edgewise.supply.stages.prune import wanda_mask  # noqa: E402
 from tiny_models import COLOURS, build_tiny_llama, write_colour_chat, write_text  # noqa: E402
 
 RECIPE = """
@@ -361,7 +361,7 @@ def test_evaluate_measures_quality_size_speed_and_memory(built: Manifest, tiny: 
 
 def test_measurements_are_kept_and_redone_only_when_the_job_changes(
         built: Manifest, tmp_path: Path) -> None:
-    from edgewise.supply.evaluate import _measured
+    from edgewise.supply.stages.evaluate import _measured
 
     evaluated = [v for v in built.variants if v.metrics.get("evaluated_by") == "evaluate"]
     assert len(list((art(built) / ".measurements").glob("*.json"))) == len(evaluated)

@@ -88,9 +88,22 @@ def test_importing_edgewise_and_the_supply_package_does_not_import_torch() -> No
     import subprocess
 
     code = ("import sys, edgewise, edgewise.supply; edgewise.supply.registered_stages(); "
-            "import edgewise.node, edgewise.supply.choose; "
+            "import edgewise.node, edgewise.artifacts; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'onnxruntime') "
             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_artifact_format_imports_neither_torch_nor_the_supply_chain() -> None:
+    """A node picks a built variant with ``edgewise.artifacts`` alone: the layer below the
+    supply chain."""
+    import subprocess
+
+    code = ("import sys, edgewise.artifacts; "
+            "print(sorted(m for m in sys.modules if m.startswith('edgewise.supply') "
+            "or m.split('.')[0] in ('torch', 'transformers', 'peft', 'onnxruntime')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.strip() == "[]"

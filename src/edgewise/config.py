@@ -450,6 +450,29 @@ def allowed_keys(root: Any, loc: tuple[Any, ...]) -> list[str]:
     return [f.name for f in dataclasses.fields(tp)] if tp is not None else []
 
 
+def validation_messages(exc: pydantic.ValidationError, root: Any, prefix: str = "") -> list[str]:
+    """One line per pydantic error: the key path, what is wrong, what is allowed.
+
+    ``root`` is the dataclass that was validated (for the "allowed keys here" list),
+    ``prefix`` the key path above it. Shared by the supply recipe and hardware profiles.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "(top level)"
+        kind = err["type"]
+        if kind == "value_error":
+            lines.append(f"{path}: {str(err['msg']).removeprefix('Value error, ')}")
+        elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = allowed_keys(root, loc[:-1])
+            lines.append(f"{path}: unknown key; allowed keys here: {', '.join(allowed)}")
+        elif kind == "missing" or kind == "missing_argument":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
 def _dataclass_in(tp: Any) -> Any:
     """The dataclass inside ``Annotated[list[X] | None, ...]``-style hints, or None."""
     if dataclasses.is_dataclass(tp):

@@ -43,7 +43,7 @@ def resolve_engine_model(ec: EngineConfig) -> ResolvedModel:
     Sets ``lora_adapter`` for an ``auto`` variant served as base + adapter."""
     if ec.model != "auto":
         return resolve_model(ec.model, verify=ec.verify_digest)
-    from edgewise.supply.choose import choose_variant
+    from edgewise.artifacts import choose_variant
 
     choice = choose_variant(ec.artifacts, ec.profile)
     log.info("model auto: %s for profile %s", choice.name, choice.profile.name)

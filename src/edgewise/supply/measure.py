@@ -1,6 +1,6 @@
 """Measuring one variant, in its own process: ``python -m edgewise.supply.measure JOB``.
 
-The method is described in :mod:`edgewise.supply.evaluate`. This module is the child
+The method is described in :mod:`edgewise.supply.stages.evaluate`. This module is the child
 side: load the runtime that will serve the variant (llama.cpp through the node's own
 engine class, or onnxruntime), time greedy generation, read the peak RSS, then score
 perplexity and task accuracy. It registers no stage, so running it as ``__main__``

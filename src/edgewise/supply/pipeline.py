@@ -35,13 +35,15 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgewise.artifacts.manifest import Manifest, StageRecord, digest_tree, tool_versions
+from edgewise.artifacts.profiles import evaluate_profile
+from edgewise.artifacts.variant import Variant
 from edgewise.errors import EdgewiseError, StageError, SupplyError
 from edgewise.supply.convert import resolve_source
 from edgewise.supply.data import file_digest
-from edgewise.supply.manifest import Manifest, StageRecord, digest_tree, tool_versions
-from edgewise.supply.profiles import evaluate_profile
 from edgewise.supply.recipe import Recipe, StageSpec
-from edgewise.supply.stage import ModelState, StageContext, Variant, get_stage
+from edgewise.supply.stage import ModelState, StageContext
+from edgewise.supply.stages import get_stage
 
 __all__ = ["BuildProgress", "build", "fingerprint"]
 

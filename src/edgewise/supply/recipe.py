@@ -36,10 +36,11 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field, TypeAdapter, with_config
 
-from edgewise.config import allowed_keys, read_yaml
+from edgewise.artifacts.profiles import HardwareProfile, load_profile, parse_profile
+from edgewise.config import read_yaml, validation_messages
 from edgewise.errors import RecipeError
-from edgewise.supply.profiles import HardwareProfile, load_profile, parse_profile
-from edgewise.supply.stage import STRICT, Stage, get_stage
+from edgewise.supply.stage import STRICT, Stage
+from edgewise.supply.stages import STAGES
 
 __all__ = [
     "DatasetSpec",
@@ -47,7 +48,6 @@ __all__ = [
     "StageSpec",
     "load_recipe",
     "parse_recipe",
-    "validation_messages",
 ]
 
 _NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -113,25 +113,6 @@ class Recipe:
     path: Path | None = None
 
 
-def validation_messages(exc: pydantic.ValidationError, root: Any, prefix: str = "") -> list[str]:
-    """One line per pydantic error: the key path, what is wrong, what is allowed."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "(top level)"
-        kind = err["type"]
-        if kind == "value_error":
-            lines.append(f"{path}: {str(err['msg']).removeprefix('Value error, ')}")
-        elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = allowed_keys(root, loc[:-1])
-            lines.append(f"{path}: unknown key; allowed keys here: {', '.join(allowed)}")
-        elif kind == "missing" or kind == "missing_argument":
-            lines.append(f"{path}: required key is missing")
-        else:
-            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return lines
-
-
 def _stage_specs(raw: list[Any], datasets: dict[str, DatasetSpec]) -> list[StageSpec]:
     errors: list[str] = []
     specs: list[StageSpec] = []
@@ -147,11 +128,10 @@ def _stage_specs(raw: list[Any], datasets: dict[str, DatasetSpec]) -> list[Stage
                           f"(e.g. `- quantize: {{types: [Q4_K_M]}}`); got {got}")
             continue
         ((kind, body),) = entry.items()
-        try:
-            cls = get_stage(str(kind))
-        except KeyError as exc:
-            errors.append(f"{where}: {exc.args[0]}")
+        if str(kind) not in STAGES:
+            errors.append(f"{where}: {STAGES.unknown(str(kind))}")
             continue
+        cls = STAGES.get(str(kind))
         where = f"{where}.{kind}"
         body = {} if body is None else body
         if not isinstance(body, dict):

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from edgewise.supply.manifest import Manifest
+from edgewise.artifacts.manifest import Manifest
 from edgewise.supply.recipe import StageSpec
 
 __all__ = ["RichProgress", "markdown_table", "print_report", "variant_rows"]

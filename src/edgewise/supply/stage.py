@@ -1,11 +1,10 @@
-"""The one shape every pipeline stage has, and the registry stages join by name.
+"""The one shape every pipeline stage has.
 
 A stage is a class with a ``kind`` (its name in recipes), a ``Params`` dataclass (the
 keys a recipe may set, with defaults; validated by :mod:`edgewise.supply.recipe`) and a
 :meth:`Stage.run` that reads its input from a :class:`StageContext` and writes
 everything it produces under ``ctx.out_dir``::
 
-    @register_stage
     class Quantize(Stage):
         kind = "quantize"
         Params = QuantizeParams
@@ -22,8 +21,11 @@ onnxruntime) that ``quantize``, ``export`` and ``finetune`` add to the artifact 
 folder that is renamed into place only when :meth:`Stage.run` returns, and the stage
 counts as done only once its manifest entry is written.
 
-Stage modules import torch & co. inside :meth:`Stage.run`, never at import time, so a
-recipe can be validated (and ``import edgewise`` stays light) without the ``supply`` extra.
+Stages join recipes by name through the registry in :mod:`edgewise.supply.stages` (the
+built-ins live there, one file per method; a plug-in uses ``register_stage``). This
+module imports none of them. Stage modules import torch & co. inside :meth:`Stage.run`,
+never at import time, so a recipe can be validated (and ``import edgewise`` stays light)
+without the ``supply`` extra.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import pydantic
+
+from edgewise.artifacts.variant import Variant
 
 __all__ = [
     "STRICT",
@@ -43,10 +47,6 @@ __all__ = [
     "Stage",
     "StageContext",
     "StageResult",
-    "Variant",
-    "get_stage",
-    "register_stage",
-    "registered_stages",
 ]
 
 
@@ -67,44 +67,6 @@ class ModelState:
     #: A GGUF holding exactly these weights (the source file), if one exists: a LoRA
     #: adapter trained on this model can be served on top of it.
     gguf: Path | None = None
-
-
-Format = Literal["gguf", "onnx"]
-
-
-@dataclass
-class Variant:
-    """A deployable model file in the artifact, and what was measured about it."""
-
-    #: Unique within the artifact, e.g. ``q4_k_m`` or ``wanda50.f16``.
-    name: str
-    format: Format
-    #: Relative to the artifact folder (or absolute, for a file outside it such as the
-    #: source GGUF a LoRA adapter is served on).
-    path: str
-    #: Quantisation: ``F16``, ``Q8_0``, ``Q4_K_M``, ``int8`` …
-    quantization: str
-    #: The stage that produced it.
-    stage: str
-    #: Stage ids from the base to this variant, oldest first.
-    lineage: list[str] = field(default_factory=list)
-    #: GGUF LoRA adapter applied on top of ``path`` (relative to the artifact).
-    adapter: str | None = None
-    #: Bytes on disk: the file plus the adapter (what a device must store).
-    size_bytes: int = 0
-    #: Filled by ``evaluate``: perplexity, task_accuracy, tokens_per_s, ttft_ms, peak_rss_mb …
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "name", "format", "path", "quantization", "stage", "lineage", "adapter",
-            "size_bytes", "metrics")}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Variant:
-        return cls(**{k: data[k] for k in (
-            "name", "format", "path", "quantization", "stage", "lineage", "adapter",
-            "size_bytes", "metrics") if k in data})
 
 
 #: progress(done, total, note): total None while unknown.
@@ -209,51 +171,3 @@ class Stage(ABC):
                 names.extend(v for v in value if isinstance(v, str))
         return names
 
-
-_REGISTRY: dict[str, type[Stage]] = {}
-
-
-def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage available to recipes under ``cls.kind``.
-
-    Raises:
-        ValueError: another stage already has that name.
-    """
-    kind = getattr(cls, "kind", None)
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"{cls.__name__} must set a non-empty `kind`")
-    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-        raise ValueError(f"a stage named {kind!r} is already registered "
-                         f"({_REGISTRY[kind].__module__}.{_REGISTRY[kind].__name__})")
-    _REGISTRY[kind] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers the built-in stages (they import torch lazily).
-    from edgewise.supply import (  # noqa: F401
-        distill,
-        evaluate,
-        export,
-        finetune,
-        prune,
-        quantize,
-    )
-
-
-def registered_stages() -> dict[str, type[Stage]]:
-    """Every registered stage, by name."""
-    _load_builtin()
-    return dict(_REGISTRY)
-
-
-def get_stage(kind: str) -> type[Stage]:
-    """The stage class registered as ``kind``.
-
-    Raises:
-        KeyError: no such stage (the message lists the registered ones).
-    """
-    stages = registered_stages()
-    if kind not in stages:
-        raise KeyError(f"unknown stage {kind!r}; stages: {', '.join(sorted(stages))}")
-    return stages[kind]

@@ -5,7 +5,7 @@
 complete manifests, keeps the GGUF variants (the node serves with llama.cpp), and picks
 the best one that fits ``engine.profile`` (a hardware-profile YAML) or, without one,
 this machine (80% of the memory available now, every core); see
-:mod:`edgewise.supply.profiles` for "fits" and "best". The chosen file (and adapter) is
+:mod:`edgewise.artifacts.profiles` for "fits" and "best". The chosen file (and adapter) is
 checked against the sha256 its manifest recorded before llama.cpp opens it.
 
 Nothing here imports torch: a node needs only the base install.
@@ -16,10 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgewise.artifacts.manifest import MANIFEST, Manifest
+from edgewise.artifacts.profiles import (
+    HardwareProfile,
+    best_variant,
+    load_profile,
+    machine_profile,
+)
+from edgewise.artifacts.variant import Variant
 from edgewise.errors import DoesNotFitError, ModelIntegrityError, ModelNotFoundError
-from edgewise.supply.manifest import MANIFEST, Manifest
-from edgewise.supply.profiles import HardwareProfile, best_variant, load_profile, machine_profile
-from edgewise.supply.stage import Variant
 
 __all__ = ["Choice", "choose_variant", "installed_variants"]
 

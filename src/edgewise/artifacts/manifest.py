@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgewise.artifacts.variant import Variant
 from edgewise.errors import SupplyError
 from edgewise.models import file_sha256
-from edgewise.supply.stage import Variant
 
 __all__ = [
     "MANIFEST",

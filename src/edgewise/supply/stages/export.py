@@ -22,17 +22,10 @@ from typing import Any, Literal
 
 from pydantic import with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import hf_to_gguf
 from edgewise.supply.deps import require
-from edgewise.supply.stage import (
-    STRICT,
-    ModelState,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-    register_stage,
-)
+from edgewise.supply.stage import STRICT, ModelState, Stage, StageContext, StageResult
 from edgewise.supply.training import copy_tokenizer
 
 __all__ = ["Export", "ExportParams", "export_onnx", "variant_prefix"]
@@ -97,7 +90,6 @@ def export_onnx(state: ModelState, out_dir: Path, *, threads: int) -> Path:
     return dest
 
 
-@register_stage
 class Export(Stage):
     """Write the working model as F16 GGUF and/or ONNX variants."""
 

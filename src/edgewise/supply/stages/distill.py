@@ -38,7 +38,7 @@ from pydantic import Field, with_config
 from edgewise.errors import StageError
 from edgewise.supply.data import load_texts
 from edgewise.supply.deps import require
-from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 from edgewise.supply.training import (
     load_causal_lm,
     lr_lambda,
@@ -98,7 +98,6 @@ def kd_loss(student_logits: Any, teacher_logits: Any, labels: Any | None, *,
     return loss, with_t1.detach()
 
 
-@register_stage
 class Distill(Stage):
     """Knowledge distillation (forward KL on logits) from a teacher into the working model."""
 

@@ -37,8 +37,9 @@ import pydantic
 import yaml
 from pydantic import Field, TypeAdapter, with_config
 
+from edgewise.artifacts.variant import Variant
+from edgewise.config import validation_messages
 from edgewise.errors import DoesNotFitError, RecipeError
-from edgewise.supply.stage import STRICT, Variant
 
 __all__ = [
     "Fit",
@@ -53,12 +54,15 @@ __all__ = [
     "parse_profile",
 ]
 
+#: pydantic config of the profile dataclasses: unknown keys are errors.
+_STRICT = pydantic.ConfigDict(extra="forbid")
+
 #: Memory beyond the file when a variant's RSS was not measured: llama.cpp's compute
 #: buffers and a 2048-token KV cache of a sub-1B model, plus the Python process.
 RUNTIME_ALLOWANCE_MB = 150.0
 
 
-@with_config(STRICT)
+@with_config(_STRICT)
 @dataclass
 class LatencyTarget:
     #: Longest acceptable time to first token of the evaluation prompt.
@@ -67,7 +71,7 @@ class LatencyTarget:
     tokens_per_s: Annotated[float, Field(gt=0)] | None = None
 
 
-@with_config(STRICT)
+@with_config(_STRICT)
 @dataclass
 class HardwareProfile:
     """A class of device a variant must fit."""
@@ -117,8 +121,6 @@ def parse_profile(data: Any, *, source: str = "profile") -> HardwareProfile:
     try:
         return _ADAPTER.validate_python(data)
     except pydantic.ValidationError as exc:
-        from edgewise.supply.recipe import validation_messages
-
         raise RecipeError(f"{source}: invalid hardware profile\n  " + "\n  ".join(
             validation_messages(exc, HardwareProfile))) from exc
 

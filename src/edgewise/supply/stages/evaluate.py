@@ -31,7 +31,7 @@ files with their sizes and modification times, every parameter, the method versi
 interrupted ``evaluate``, or a later one over more variants, measures only what it has
 not measured yet.
 
-The ONNX graphs have no KV cache (see :mod:`edgewise.supply.export`): their generation
+The ONNX graphs have no KV cache (see :mod:`edgewise.supply.stages.export`): their generation
 recomputes the whole sequence each token, and that is what is measured.
 """
 
@@ -53,7 +53,7 @@ from typing import Any
 from pydantic import with_config
 
 from edgewise.errors import StageError
-from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 
 __all__ = ["SPEED_PROMPT", "Evaluate", "EvaluateParams", "run_child"]
 
@@ -99,7 +99,6 @@ class EvaluateParams:
             raise ValueError("speed_tokens must be >= 2 and speed_repeats >= 1")
 
 
-@register_stage
 class Evaluate(Stage):
     """Measure every (or the named) variants: perplexity, task accuracy, size, peak RSS,
     tokens/s and TTFT."""

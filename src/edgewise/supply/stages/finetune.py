@@ -36,17 +36,11 @@ from typing import Annotated, Any
 
 from pydantic import Field, with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import gguf_quantization, hf_to_gguf, lora_to_gguf
 from edgewise.supply.data import load_examples, split_examples
 from edgewise.supply.deps import require
-from edgewise.supply.stage import (
-    STRICT,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-    register_stage,
-)
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 from edgewise.supply.training import (
     batches,
     completion_nll,
@@ -111,7 +105,6 @@ def _has_chat_template(path: Path) -> bool:
         return True  # unknown: be safe, write a base without one
 
 
-@register_stage
 class Finetune(Stage):
     """LoRA fine-tuning with validation, early stopping, a GGUF adapter and optional merge."""
 

@@ -47,7 +47,7 @@ from pydantic import Field, with_config
 from edgewise.errors import StageError
 from edgewise.supply.data import load_texts
 from edgewise.supply.deps import require
-from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult, register_stage
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
 from edgewise.supply.training import load_causal_lm, pack_texts, save_model, setup_torch
 from edgewise.supply.vocab import keep_ids, read_vocab, write_keep
 
@@ -119,7 +119,6 @@ def _first(x: Any) -> Any:
     return x[0] if isinstance(x, tuple) else x
 
 
-@register_stage
 class Prune(Stage):
     """Remove weights (unstructured) or layers / MLP channels (structured)."""
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import with_config
 
+from edgewise.artifacts.variant import Variant
 from edgewise.supply.convert import (
     QUANT_TYPES,
     TENSOR_TYPES,
@@ -37,15 +38,8 @@ from edgewise.supply.convert import (
     quantize_gguf,
 )
 from edgewise.supply.deps import require
-from edgewise.supply.export import export_onnx, variant_prefix
-from edgewise.supply.stage import (
-    STRICT,
-    Stage,
-    StageContext,
-    StageResult,
-    Variant,
-    register_stage,
-)
+from edgewise.supply.stage import STRICT, Stage, StageContext, StageResult
+from edgewise.supply.stages.export import export_onnx, variant_prefix
 
 __all__ = ["Quantize", "QuantizeParams"]
 
@@ -106,7 +100,6 @@ def _source_grid(ctx: StageContext) -> str | None:
     return None if q in ("?", "F16", "F32", "BF16") or q.startswith("ftype") else q
 
 
-@register_stage
 class Quantize(Stage):
     """Quantize the working model to each GGUF type (and int8 ONNX)."""
 
