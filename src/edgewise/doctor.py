@@ -87,11 +87,9 @@ def diagnose(config: EdgewiseConfig, *, verify: bool = True) -> Report:
     r.engine = {"kind": ec.kind, "llama_cpp_python": _version("llama_cpp_python"),
                 "threads": ec.n_threads or gen, "batch_threads": ec.n_threads or batch,
                 "threads_default": ec.n_threads is None, "n_ctx": ec.n_ctx}
-    model_path: Path | None = None
     if ec.kind != "fake":
         try:
             model = resolve_engine_model(ec if verify else _no_verify(ec))
-            model_path = Path(model.path)
             r.model = {"name": model.name, "path": str(model.path),
                        "size_bytes": model.size_bytes, "sha256": model.sha256,
                        "verified": verify, "adapter": str(model.adapter)
@@ -101,7 +99,7 @@ def diagnose(config: EdgewiseConfig, *, verify: bool = True) -> Report:
             r.problems.append(f"model: {exc}")
     if ec.kind == "llamacpp":
         try:
-            backend = ensure_backend(model_path)
+            backend = ensure_backend()
         except EdgewiseError as exc:
             r.problems.append(f"engine: {exc}")
         else:

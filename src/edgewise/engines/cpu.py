@@ -21,11 +21,17 @@ itself and registers it with ``ggml_backend_load``:
    ``/proc/cpuinfo`` flags (the kernel clears a flag whose register state the OS does
    not save, so this is stricter than ``cpuid``, which ggml's score reads). A variant
    outside the known table is skipped.
-2. A variant that uses AMX is a candidate only if a **probe** proved AMX works: a child
-   process loads that variant and decodes a batched prompt with the model about to be
-   served (AMX code runs only for batches). The outcome is cached per CPU, kernel and
-   library (``~/.cache/edgewise/cpu-probe.json``), so a machine pays for it once; a
-   crash of the child (``SIGILL``) is the expected "no".
+2. A variant that uses AMX is a candidate only if a **probe** proved that llama.cpp's
+   AMX code runs here: a child process loads that variant and decodes a 64-token batch
+   with the default model (SmolLM2-135M, Q4_1: a type with AMX kernels, and AMX code
+   runs only for batches). The AMX instructions alone are not enough: on the Xeon VM
+   above, ``ldtilecfg``/``tdpbssd`` executed from a test program run fine while
+   llama.cpp's AMX matmul dies with ``SIGILL``. The outcome is cached per CPU, kernel
+   and library (``~/.cache/edgewise/cpu-probe.json``), so a machine pays for it once; a
+   crash of the child is the expected "no". Without the default model installed there
+   is nothing to probe with, and AMX is not used. The probe does not use the model
+   being served: a model without AMX-typed weights would pass it and leave the AMX
+   variant loaded for the next model of the same process.
 3. Among the candidates, the highest ggml score wins (ggml's ``ggml_backend_score``).
 
 ``EDGEWISE_GGML_CPU=<variant>`` forces one variant (it must still pass step 1).
@@ -187,7 +193,7 @@ def _score(path: Path) -> int:
         _ctypes.dlclose(handle._handle)
 
 
-def _probe_key(path: Path, flags: frozenset[str], model: Path | None) -> str:
+def _probe_key(path: Path, flags: frozenset[str], model: Path) -> str:
     h = hashlib.sha256()
     cpu = ""
     with contextlib.suppress(OSError):
@@ -195,7 +201,7 @@ def _probe_key(path: Path, flags: frozenset[str], model: Path | None) -> str:
                     if ln.startswith("model name")), "")
     st = path.stat()
     for part in (cpu, " ".join(sorted(flags)), platform.release(), str(path), str(st.st_size),
-                 str(int(st.st_mtime)), str(model or "")):
+                 str(int(st.st_mtime)), str(model)):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
@@ -205,11 +211,22 @@ def _cache_file() -> Path:
     return Path(base) / "edgewise" / "cpu-probe.json"
 
 
-def _probe_amx(variant: Path, model: Path | None, flags: frozenset[str]) -> str:
-    """``ok`` if a child process decoded a batched prompt with ``variant``, else why not.
-    Without a model to probe with, AMX is not used (``no model to probe with``)."""
+def _probe_model() -> Path | None:
+    """The model the AMX probe decodes with: the default catalogue model, if installed."""
+    from edgewise.errors import ModelError
+    from edgewise.models import DEFAULT_MODEL, resolve_model
+
+    try:
+        return Path(resolve_model(DEFAULT_MODEL, verify=False).path)
+    except ModelError:
+        return None
+
+
+def _probe_amx(variant: Path, flags: frozenset[str]) -> str:
+    """``ok`` if a child process decoded a batched prompt with ``variant``, else why not."""
+    model = _probe_model()
     if model is None:
-        return "not probed (no model to probe with)"
+        return "not probed (the default model, which the probe decodes with, is not installed)"
     cache = _cache_file()
     key = _probe_key(variant, flags, model)
     try:
@@ -263,9 +280,9 @@ def _register(path: Path) -> None:
         raise EngineError(f"llama.cpp could not load its CPU backend {path.name}")
 
 
-def ensure_backend(model: Path | None = None) -> BackendInfo:
+def ensure_backend() -> BackendInfo:
     """Register the CPU variant for this machine (once per process; see the module
-    docstring). ``model`` is what an AMX probe would decode with.
+    docstring).
 
     Raises:
         EngineError: llama-cpp-python is missing, or no variant runs on this CPU.
@@ -304,7 +321,7 @@ def ensure_backend(model: Path | None = None) -> BackendInfo:
                 rejected[name] = "CPU lacks " + ", ".join(missing)
                 continue
             if _AMX & set(need):
-                amx_verdict = _probe_amx(path, model, flags)
+                amx_verdict = _probe_amx(path, flags)
                 if amx_verdict != "ok":
                     rejected[name] = f"AMX probe {amx_verdict}"
                     continue

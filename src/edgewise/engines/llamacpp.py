@@ -121,7 +121,7 @@ class LlamaCppEngine:
                 "`pip install llama-cpp-python`"
             ) from exc
         _check_gguf(self.model.path)
-        self.backend = ensure_backend(Path(self.model.path))
+        self.backend = ensure_backend()
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(self.model.path),
