@@ -83,17 +83,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def _run_uvicorn(asgi: Any, cfg: Any) -> None:
-    import uvicorn
+    from edgewise.serving.server import serve
 
-    uvicorn.run(
-        asgi,
-        host=cfg.node.host,
-        port=cfg.node.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(cfg.serving.drain_timeout_s) or None,
-        lifespan="on",
-    )
+    # Host, port, lifespan on and the drain timeout come from cfg, and so do the
+    # connection limits (header/body/keep-alive timeouts, max_connections).
+    serve(asgi, cfg, log_config=None, access_log=False)
 
 
 models_app = typer.Typer(

@@ -116,6 +116,18 @@ class ServingConfig:
     #: Most messages one chat request may carry (OpenAI's limit); checked before any
     #: rendering or tokenizing.
     max_messages: Annotated[int, Field(ge=1, le=100_000)] = 2048
+    #: Seconds a connection may take to send a whole request head (request line and
+    #: headers), counted from when it opens or from the first byte of its next request;
+    #: then it is closed, with 408 if part of a head had arrived.
+    header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    #: Seconds a request body may take to arrive in full; then 408 and the connection
+    #: is closed.
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: Seconds an idle keep-alive connection stays open waiting for its next request.
+    keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    #: Most client connections open at once; at the cap a new one replaces the oldest
+    #: idle one. ``None``: min(1024, the file-descriptor limit ``ulimit -n`` - 64).
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 
 @with_config(_STRICT)

@@ -112,7 +112,8 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # Outermost first: headers on everything (413s included), then the access log.
-    app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes,
+                       timeout_s=node.config.serving.body_timeout_s)
     app.add_middleware(ApiKeys, config=node.config.auth)  # before the body is read
     app.add_middleware(Draining, node=node)
     app.add_middleware(AccessLog, metrics=node.metrics)

@@ -2,7 +2,9 @@
 
 - :class:`NodeHeaders` stamps ``x-edgewise-node`` / ``x-edgewise-tier`` on every response.
 - :class:`BodyLimit` refuses bodies over ``serving.max_body_bytes`` with 413 before the
-  app parses them (by ``Content-Length`` or by counting a chunked body).
+  app parses them (by ``Content-Length`` or by counting a chunked body), and bodies that
+  have not arrived in full within ``serving.body_timeout_s`` with 408 (one deadline for
+  the whole body, so a byte at a time cannot hold the connection open for ever).
 - :class:`AccessLog` logs one line per request (method, route, status, time — never a
   body or query string) and counts it in ``/metrics`` by route template.
 - :class:`Draining` answers new ``/v1`` requests with 503 + ``Retry-After`` while the
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -58,10 +61,25 @@ async def _send_413(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _send_408(send: Send, timeout_s: float) -> None:
+    body = json.dumps({"error": {
+        "message": f"the request body did not arrive within {timeout_s:g} s "
+                   "(serving.body_timeout_s); send it at once",
+        "type": "invalid_request_error", "param": None, "code": "request_timeout",
+    }}).encode()
+    # The rest of the body may still be on its way: the connection cannot be reused.
+    await send({"type": "http.response.start", "status": 408,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -76,11 +94,17 @@ class BodyLimit:
                 if too_big:
                     await _send_413(send, self.max_bytes)
                     return
-        # Read the body now (bounded), then replay it to the app.
+        # Read the body now (bounded in size and time), then replay it to the app.
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await _send_408(send, self.timeout_s)
+                return
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")
