@@ -73,8 +73,13 @@ def serve(
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; make that a clean
     # exit (status 0, no KeyboardInterrupt traceback) once the drain is done.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    failure = None
     with contextlib.suppress(KeyboardInterrupt):
-        _run_uvicorn(asgi, cfg)
+        failure = _run_uvicorn(asgi, cfg)
+    if failure is not None:
+
+        console.print(f"[bold red]error:[/] {failure}", highlight=False)
+        raise typer.Exit(1)
     console.print(f"node {cfg.node.name} stopped", highlight=False)
 
 
@@ -82,12 +87,13 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run_uvicorn(asgi: Any, cfg: Any) -> None:
+def _run_uvicorn(asgi: Any, cfg: Any) -> str | None:
+    """Serve until stopped (``None``) or until the node cannot serve (the reason)."""
     from edgewise.serving.server import serve
 
     # Host, port, lifespan on and the drain timeout come from cfg, and so do the
     # connection limits (header/body/keep-alive timeouts, max_connections).
-    serve(asgi, cfg, log_config=None, access_log=False)
+    return serve(asgi, cfg, log_config=None, access_log=False)
 
 
 models_app = typer.Typer(

@@ -181,6 +181,7 @@ class LlamaCppEngine:
         """The engine for an ``engine`` config section; ``resolve()`` finds and checks
         its model file (raising ``ModelError`` in one line when it cannot)."""
         model = resolve()
+        _check_gguf(model.path)  # before the node starts listening: one line, exit 2
         lora = str(model.adapter) if model.adapter else config.lora_adapter
         return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
                    n_batch=config.n_batch, lora_path=lora)

@@ -46,6 +46,16 @@ immediate, and a client sees it as a connection error it can retry.
 
 WebSockets are switched off (``ws="none"``): the node has no WebSocket route, and an
 upgraded connection would leave this protocol, and so the cap.
+
+**Stopping** (:class:`NodeServer`). uvicorn's own graceful shutdown closes the listening
+socket first, so clients arriving during the drain get "connection refused", and a
+stream still running at the timeout is cut without a word. Here the first SIGTERM or
+Ctrl-C starts :meth:`Node.drain <edgewise.node.Node.drain>` while the socket stays
+open: new ``/v1`` requests get 503 + ``Retry-After`` (``Draining`` middleware), in-flight
+ones finish, and at ``serving.drain_timeout_s`` the streams still running end with an
+SSE ``error`` event and ``[DONE]``; then uvicorn shuts down as usual. A second signal
+exits at once. A node whose model fails to load in the background (a truncated GGUF)
+stops with that one line and a non-zero exit status instead of serving 503 for ever.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ import logging
 import resource
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
@@ -67,6 +78,7 @@ from edgewise.config import EdgewiseConfig, ServingConfig
 __all__ = [
     "FD_RESERVE",
     "GuardedProtocol",
+    "NodeServer",
     "ServerConfig",
     "build_server",
     "connection_cap",
@@ -281,7 +293,58 @@ class GuardedProtocol(HttpToolsProtocol):
             self.slots.release()
 
 
-def build_server(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> uvicorn.Server:
+class NodeServer(uvicorn.Server):
+    """uvicorn's server that drains the node before shutting down (module docstring).
+
+    ``drain()`` refuses new requests and waits for in-flight ones; ``fatal()`` returns
+    a reason to stop (the model failed to load), checked ten times a second."""
+
+    def __init__(self, config: uvicorn.Config, *,
+                 drain: Callable[[], Awaitable[object]] | None = None,
+                 fatal: Callable[[], str | None] | None = None) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._fatal = fatal
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Why the server stopped on its own (``None``: it was asked to).
+        self.failure: str | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # A plain signal handler (uvicorn installs it with signal.signal): it runs
+        # between two bytecodes of the loop's thread, so the drain is handed over.
+        if (self._drain is None or self._loop is None or self._draining is not None
+                or self.should_exit):
+            super().handle_exit(sig, frame)  # no drain, or a second signal: uvicorn's way
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        assert self._drain is not None
+        try:
+            await self._drain()
+        except Exception:  # pragma: no cover - the drain must not keep the node up
+            log.exception("drain failed; shutting down")
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._fatal is not None and self.failure is None:
+            reason = self._fatal()
+            if reason is not None:
+                self.failure = reason
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def build_server(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> NodeServer:
     """A uvicorn server for ``app`` on ``node.host:node.port`` with the ``serving.*``
     connection limits, lifespan on and ``serving.drain_timeout_s`` for a graceful stop.
 
@@ -290,12 +353,19 @@ def build_server(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> uvico
     """
     options: dict[str, Any] = {
         "host": cfg.node.host, "port": cfg.node.port, "lifespan": "on",
-        "timeout_graceful_shutdown": int(cfg.serving.drain_timeout_s) or None,
+        # the node has drained already (NodeServer); this bounds what is left
+        "timeout_graceful_shutdown": 5,
         **uvicorn_options,
     }
-    return uvicorn.Server(ServerConfig(app, serving=cfg.serving, **options))
+    node = getattr(getattr(app, "state", None), "node", None)
+    return NodeServer(ServerConfig(app, serving=cfg.serving, **options),
+                      drain=node.drain if node is not None else None,
+                      fatal=(lambda: node.load_error) if node is not None else None)
 
 
-def serve(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then drain (see :func:`build_server`)."""
-    build_server(app, cfg, **uvicorn_options).run()
+def serve(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> str | None:
+    """Serve ``app`` until SIGINT/SIGTERM (then drain), or until the node cannot serve
+    (its model failed to load): returns that reason, ``None`` after a requested stop."""
+    server = build_server(app, cfg, **uvicorn_options)
+    server.run()
+    return server.failure
