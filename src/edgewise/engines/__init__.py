@@ -1,15 +1,8 @@
 """Local inference engines behind one :class:`~edgewise.engines.base.Engine` protocol."""
 
-from edgewise.engines.base import (
-    ENGINES,
-    Engine,
-    EngineInfo,
-    SamplingParams,
-    Step,
-    engine_factory,
-    register_engine,
-)
+from edgewise.engines.base import Engine, EngineInfo, SamplingParams, Step
 from edgewise.engines.generation import Chunk, Generation, Outcome
+from edgewise.engines.registry import ENGINES, engine_factory, register_engine
 
 __all__ = [
     "ENGINES",

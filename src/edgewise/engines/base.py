@@ -16,16 +16,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from edgewise.chat import Message
-from edgewise.registry import Registry
 
 __all__ = [
-    "ENGINES",
     "Engine",
     "EngineInfo",
     "SamplingParams",
     "Step",
-    "engine_factory",
-    "register_engine",
 ]
 
 
@@ -112,26 +108,3 @@ class Engine(Protocol):
 
         Returns ``len(tokens) - 1`` steps, one per token after the first.
         """
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers the built-in engines (llama.cpp loads lazily).
-    import edgewise.engines.fake
-    import edgewise.engines.llamacpp  # noqa: F401
-
-
-#: Engine factories by ``engine.kind``. A factory takes the resolved model (``None`` for
-#: engines that need no file) and the ``engine`` section's settings as keywords.
-ENGINES: Registry[Callable[..., Engine]] = Registry("engine", key="engine.kind",
-                                                    loader=_load_builtin)
-
-
-def register_engine(kind: str, factory: Callable[..., Engine]) -> None:
-    """Register an engine factory under ``kind`` (``engine.kind`` in the config);
-    ``ValueError`` if the name is taken."""
-    ENGINES.register(kind, factory)
-
-
-def engine_factory(kind: str) -> Callable[..., Engine]:
-    """The factory registered as ``kind``; ``ConfigError`` listing the registered ones."""
-    return ENGINES.get(kind)

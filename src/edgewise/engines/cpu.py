@@ -62,6 +62,7 @@ import platform
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,11 @@ from edgewise.errors import EngineError
 __all__ = [
     "VARIANT_FEATURES",
     "BackendInfo",
+    "Selection",
     "cpu_flags",
     "default_threads",
     "ensure_backend",
+    "select_variant",
     "usable_cores",
 ]
 
@@ -280,6 +283,63 @@ def _register(path: Path) -> None:
         raise EngineError(f"llama.cpp could not load its CPU backend {path.name}")
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`select_variant` decided."""
+
+    best: str
+    rejected: dict[str, str]
+    amx_probe: str | None
+
+
+def select_variant(found: dict[str, Path], flags: frozenset[str], *,
+                   forced: str | None = None,
+                   probe: Callable[[Path], str] = lambda p: "not probed",
+                   score: Callable[[Path], int] = lambda p: 1) -> Selection:
+    """Steps 1–3 of the module docstring, as a pure function of what is installed
+    (``found``: variant name → library), the CPU ``flags``, the AMX ``probe`` and
+    ggml's ``score``.
+
+    Raises:
+        EngineError: no variant runs here (each one's reason is in the message).
+    """
+    rejected: dict[str, str] = {}
+    usable: list[tuple[int, str]] = []
+    amx_verdict: str | None = None
+    for name, path in found.items():
+        need = VARIANT_FEATURES.get(name)
+        if need is None:
+            rejected[name] = "unknown variant"
+            continue
+        if forced and name != forced:
+            rejected[name] = f"EDGEWISE_GGML_CPU={forced}"
+            continue
+        missing = [f for f in need if f not in flags]
+        if flags and missing:
+            rejected[name] = "CPU lacks " + ", ".join(missing)
+            continue
+        if _AMX & set(need):
+            amx_verdict = probe(path)
+            if amx_verdict != "ok":
+                rejected[name] = f"AMX probe {amx_verdict}"
+                continue
+        value = score(path)
+        if value <= 0:
+            rejected[name] = "ggml's score says it cannot run here"
+            continue
+        usable.append((value, name))
+    if not usable:
+        raise EngineError(
+            "no llama.cpp CPU backend runs on this CPU ("
+            + "; ".join(f"{k}: {v}" for k, v in sorted(rejected.items()))
+            + ("" if not forced else "; unset EDGEWISE_GGML_CPU") + ")")
+    _, best = max(usable)
+    for _, name in usable:
+        if name != best:
+            rejected[name] = f"lower score than {best}"
+    return Selection(best, rejected, amx_verdict)
+
+
 def ensure_backend() -> BackendInfo:
     """Register the CPU variant for this machine (once per process; see the module
     docstring).
@@ -304,43 +364,10 @@ def ensure_backend() -> BackendInfo:
                         "portable")
             return _loaded
         flags = cpu_flags()
-        forced = os.environ.get("EDGEWISE_GGML_CPU")
-        rejected: dict[str, str] = {}
-        usable: list[tuple[int, str]] = []
-        amx_verdict: str | None = None
-        for name, path in found.items():
-            need = VARIANT_FEATURES.get(name)
-            if need is None:
-                rejected[name] = "unknown variant"
-                continue
-            if forced and name != forced:
-                rejected[name] = f"EDGEWISE_GGML_CPU={forced}"
-                continue
-            missing = [f for f in need if f not in flags]
-            if flags and missing:
-                rejected[name] = "CPU lacks " + ", ".join(missing)
-                continue
-            if _AMX & set(need):
-                amx_verdict = _probe_amx(path, flags)
-                if amx_verdict != "ok":
-                    rejected[name] = f"AMX probe {amx_verdict}"
-                    continue
-            score = _score(path)
-            if score <= 0:
-                rejected[name] = "ggml's score says it cannot run here"
-                continue
-            usable.append((score, name))
-        if not usable:
-            raise EngineError(
-                "no llama.cpp CPU backend runs on this CPU ("
-                + "; ".join(f"{k}: {v}" for k, v in sorted(rejected.items()))
-                + ("" if not forced else "; unset EDGEWISE_GGML_CPU") + ")")
-        _, best = max(usable)
-        for _, name in usable:
-            if name != best:
-                rejected[name] = f"lower score than {best}"
-        _register(found[best])
-        _loaded = BackendInfo(best, str(found[best]), dispatched=True, rejected=rejected,
-                              amx_probe=amx_verdict)
-        log.info("llama.cpp CPU backend: %s", best)
+        chosen = select_variant(found, flags, forced=os.environ.get("EDGEWISE_GGML_CPU"),
+                                probe=lambda p: _probe_amx(p, flags), score=_score)
+        _register(found[chosen.best])
+        _loaded = BackendInfo(chosen.best, str(found[chosen.best]), dispatched=True,
+                              rejected=chosen.rejected, amx_probe=chosen.amx_probe)
+        log.info("llama.cpp CPU backend: %s", chosen.best)
         return _loaded

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.chat import Message
-from edgewise.engines.base import EngineInfo, SamplingParams, Step, register_engine
+from edgewise.engines.base import EngineInfo, SamplingParams, Step
 from edgewise.errors import EngineError
 
 __all__ = ["FakeEngine"]
@@ -166,5 +166,3 @@ class FakeEngine:
         """The fake engine for an ``engine`` section (it needs no model file)."""
         return cls(n_ctx=config.n_ctx)
 
-
-register_engine("fake", FakeEngine.from_config)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.chat import Message
-from edgewise.engines.base import EngineInfo, SamplingParams, Step, register_engine
+from edgewise.engines.base import EngineInfo, SamplingParams, Step
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
 from edgewise.errors import EngineError
 from edgewise.models import ResolvedModel
@@ -470,5 +470,3 @@ def _scan_vocab(llm: Any) -> tuple[Any, int, int]:
     return (regex.compile(r"\L<special>", special=sorted(special)),
             max(map(len, special)), widest)
 
-
-register_engine("llamacpp", LlamaCppEngine.from_config)
