@@ -78,12 +78,9 @@ from cascade_eval import (
     split,
 )
 from cascade_report import markdown, plot
-from edgewise.routing.calibrate import (
-    parse_choice,
-    parse_number,
-)
+from edgewise.chat import ChatAnswer
+from edgewise.routing.answers import parse_choice, parse_number
 from edgewise.routing.confidence import SCORERS, Scorer, ScorerOptions, build_scorer
-from edgewise.tiers.base import ChatAnswer
 
 SMALL, LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 RESULTS = Path(__file__).parent / "results"
@@ -192,7 +189,8 @@ def read_cache(cache: Path, model: str, dataset: str) -> dict[tuple[int, str], d
 def _load_engine(model: str, threads: int | None) -> Any:
     """The model in-process, warmed up (untimed: pages the weights in, so the first
     example is not charged for it)."""
-    from edgewise.engines.base import ChatMessage, SamplingParams
+    from edgewise.chat import Message as ChatMessage
+    from edgewise.engines.base import SamplingParams
     from edgewise.engines.generation import Generation
     from edgewise.engines.llamacpp import LlamaCppEngine
     from edgewise.models import resolve_model
@@ -255,7 +253,7 @@ def answer_all(model: str, examples: Sequence[Example], cache: Path, threads: in
     log(f"{model}: {len(out)} cached, {len(todo)} to run")
     if not todo:
         return out
-    from edgewise.engines.base import ChatMessage
+    from edgewise.chat import Message as ChatMessage
 
     engine = _load_engine(model, threads)
     cache.mkdir(parents=True, exist_ok=True)
@@ -322,7 +320,7 @@ def sample_all(model: str, examples: Sequence[Example], cache: Path, s: SampleSe
     log(f"{model} {s.tag()}: {len(out)} cached, {len(todo)} to run")
     if not todo:
         return out
-    from edgewise.engines.base import ChatMessage
+    from edgewise.chat import Message as ChatMessage
 
     engine = _load_engine(model, threads)
     cache.mkdir(parents=True, exist_ok=True)
@@ -400,16 +398,18 @@ def make_scorers(k: int) -> dict[str, Scorer]:
 # -- router overhead --------------------------------------------------------------------
 
 def router_overhead(calls: int, seed: int) -> dict[str, float]:
-    from edgewise.routing.policy import RouteRequest, TierView, route
+    from edgewise.levels import Level
+    from edgewise.routing.policy import RouteRequest, route
+    from edgewise.tiers.base import TierView
 
     fleet = [
-        TierView("device", "phi", 0.0, 0.05, 4096, ("qwen2.5-coder-0.5b-instruct",), 1, 0.8),
-        TierView("clinic", "pii", 0.01, 0.2, 8192, ("qwen2.5-coder-1.5b-instruct",), 2, 1.5),
-        TierView("regional", "internal", 0.2, 0.5, 32768, ("llama-70b",), 3, 2.5),
-        TierView("cloud", "public", 0.6, 1.0, 131072, ("gpt-4o",), 0, None, "breaker open"),
+        TierView("device", Level.PHI, 0.0, 0.05, 4096, ("qwen2.5-coder-0.5b-instruct",), 1, 0.8),
+        TierView("clinic", Level.PII, 0.01, 0.2, 8192, ("qwen2.5-coder-1.5b-instruct",), 2, 1.5),
+        TierView("regional", Level.INTERNAL, 0.2, 0.5, 32768, ("llama-70b",), 3, 2.5),
+        TierView("cloud", Level.PUBLIC, 0.6, 1.0, 131072, ("gpt-4o",), 0, None, "breaker open"),
     ]
     rng = random.Random(seed)
-    reqs = [RouteRequest(sensitivity=rng.choice(["public", "internal", "pii", "phi"]),
+    reqs = [RouteRequest(sensitivity=rng.choice(list(Level)),
                          model=rng.choice(["auto", "auto", "auto", "clinic", "gpt-4o"]),
                          prompt_tokens=rng.randrange(10, 3000), max_tokens=256,
                          max_latency_ms=rng.choice([None, 1000.0, 2000.0]),

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgewise.chat import ChatAnswer
 from edgewise.routing.calibrate import CalibrationResult, calibrate_threshold
 from edgewise.routing.confidence import Scorer, ScorerOptions, build_scorer
-from edgewise.tiers.base import ChatAnswer
 
 
 @dataclass

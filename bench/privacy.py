@@ -65,7 +65,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from edgewise.config import PrivacyConfig
-from edgewise.privacy import Detector, level_rank
+from edgewise.levels import Level
+from edgewise.privacy import Detector
 from privacy_data import (
     Case,
     adversarial_cases,
@@ -204,7 +205,7 @@ class Score:
                 self.found[g.entity] += 1
             need = gold_level(g.entity)
             if need not in (None, "public") and any(
-                    level_rank(p.level) >= level_rank(need)
+                    Level.parse(p.level).rank >= Level.parse(need).rank
                     and _overlap(p, g.segment, g.start, g.end) for p in preds):
                 self.protected[g.entity] += 1
         for p in preds:
@@ -349,17 +350,17 @@ def accuracy(ctx: Context) -> SectionResult:
     person_only: dict[str, list[int]] = {"edgewise": [0, 0], "presidio": [0, 0]}
     for case in both:
         needs = [gold_level(g.entity) for g in case.gold]
-        need = max((level_rank(n) for n in needs if n is not None), default=0)
-        if need < level_rank("pii"):
+        need = max((Level.parse(n).rank for n in needs if n is not None), default=0)
+        if need < Level.parse("pii").rank:
             continue
         for guard in (ctx.edgewise, ctx.vanilla):
             preds = guard.predict(case.segments)
-            got = max((level_rank(p.level) for p in preds), default=0)
-            req[guard.name][0] += got >= level_rank("pii")
+            got = max((Level.parse(p.level).rank for p in preds), default=0)
+            req[guard.name][0] += got >= Level.parse("pii").rank
             req[guard.name][1] += 1
             if {g.entity for g in case.gold if gold_level(g.entity) in ("pii", "phi")} == {
                     "PERSON"}:
-                person_only[guard.name][0] += got >= level_rank("pii")
+                person_only[guard.name][0] += got >= Level.parse("pii").rank
                 person_only[guard.name][1] += 1
     md.append("### Request level (texts with at least one pii/phi identifier)\n")
     md.append("| texts | n | edgewise: level ≥ pii | Presidio: level ≥ pii |")
@@ -372,7 +373,7 @@ def accuracy(ctx: Context) -> SectionResult:
     for case in ctx.own:
         if case.expect_level:
             got = ctx.edgewise.detector.detect(case.segments).level
-            levels[(case.source, level_rank(got) >= level_rank(case.expect_level))] += 1
+            levels[(case.source, Level.parse(got) >= Level.parse(case.expect_level))] += 1
     level_rows = {}
     for source in sorted({s for s, _ in levels}):
         ok, bad = levels[(source, True)], levels[(source, False)]
@@ -397,7 +398,7 @@ def adversarial(ctx: Context) -> SectionResult:
         for guard in (ctx.edgewise, ctx.vanilla):
             preds = guard.predict(case.segments)
             for g in case.gold:
-                hit = any(level_rank(p.level) >= level_rank("pii")
+                hit = any(Level.parse(p.level).rank >= Level.parse("pii").rank
                           and _overlap(p, g.segment, g.start, g.end) for p in preds)
                 cell = by_variant[case.source.removeprefix("adv:")][guard.name]
                 cell[0] += hit
@@ -452,14 +453,14 @@ def benign(ctx: Context) -> SectionResult:
         md.append(f"| {lv} | {level_prompts[lv] / n:.1%} |")
     md.append(f"\nPHI rule fired on {phi} of {n} prompts.\n")
     # the evidence for the noisy types' level: what a stricter level would cost
-    pii = level_rank("pii")
-    base = sum(level_rank(lv) >= pii for _, lv in per_prompt) / n
+    pii = Level.parse("pii").rank
+    base = sum(Level.parse(lv).rank >= pii for _, lv in per_prompt) / n
     what_if = {}
     md.append("| if this type were pii | prompts at ≥ pii (kept off a public tier) |")
     md.append("|---|---:|")
     md.append(f"| (defaults) | {base:.1%} |")
     for t in ("LOCATION", "DATE_TIME", "NRP"):
-        share = sum(level_rank(lv) >= pii or t in types for types, lv in per_prompt) / n
+        share = sum(Level.parse(lv).rank >= pii or t in types for types, lv in per_prompt) / n
         what_if[t] = share
         md.append(f"| {t} | {share:.1%} |")
     md.append("")

@@ -5,10 +5,10 @@ Run by hand (it is not a test; timings are never asserted)::
     .venv/bin/python bench/serving.py            # ~2-3 minutes on 2 idle cores
     .venv/bin/python bench/serving.py --skip-soak --reps 3
 
-Part A — overhead against raw llama-cpp-python, measured side by side in one run.
-    The same GGUF file, prompt and settings (greedy ``temperature=0``, ``n_ctx=2048``,
-    ``n_threads = n_threads_batch = --threads`` (default ``os.cpu_count()``, like the
-    node), ``n_batch=512``, ``max_tokens``) are streamed by:
+Part A — overhead against raw llama-cpp-python, measured side by side in one run, once
+    per ``--threads`` value (default ``1,2``). The same GGUF file, prompt and settings
+    (greedy ``temperature=0``, ``n_ctx=2048``, ``n_threads = n_threads_batch``,
+    ``n_batch=512``, ``max_tokens``) are streamed by:
 
     * ``raw``: ``llama_cpp.Llama.create_completion(stream=True)`` in a worker
       subprocess (this script with ``--_raw-worker``), so the baseline never shares a
@@ -19,7 +19,13 @@ Part A — overhead against raw llama-cpp-python, measured side by side in one r
     * ``node``: ``edgewise serve`` on a free 127.0.0.1 port, ``POST /v1/completions``
       with a plain-text prompt, streamed over HTTP (httpx) and parsed as SSE;
     * ``node+logprobs``: the same with ``logprobs: 1``. The engine records log-softmax
-      on every request anyway; this shows what reporting them (top-1 included) adds.
+      on every request anyway; this shows what reporting them (top-1 included) adds;
+    * ``raw-chat`` / ``node-chat``: the chat path, a user message asking for a long
+      text: ``Llama.create_chat_completion(stream=True)`` (the GGUF's template, as
+      llama-cpp-python applies it) against ``POST /v1/chat/completions`` — the node's
+      one chat path: validation, the router (a single-tier node needs no privacy
+      guard), the audit record, the local tier, SSE. ``node-chat`` is compared with
+      ``raw-chat``, the others with ``raw``.
 
     TTFT is the time from issuing the request to the first chunk with non-empty text;
     decode speed is ``(n_tokens - 1) / (t_last_chunk - t_first_chunk)``, the same
@@ -105,6 +111,17 @@ PROMPTS = [
     "Welcome to the annual report of the Riverside Gardening Club.",
 ]
 EVICT_PROMPT = "Zebra"  # shares no first token with any prompt above
+# The chat variants' user messages (index-paired with PROMPTS): asks for long answers.
+CHAT_PROMPTS = [
+    "Write a very long list of fruits, one per line, with a sentence about each.",
+    "Write a long story about an old lighthouse keeper and a storm.",
+    "Tell me the long history of the city of Lyon, century by century.",
+    "Explain photosynthesis in great detail, step by step, for a student.",
+    "Write a long fairy tale about a small village by the sea.",
+    "Write a detailed, long tutorial on baking bread at home.",
+    "Write a long diary entry about the strangest day of your life.",
+    "Write the long annual report of a gardening club, section by section.",
+]
 
 # Part B prompts are assembled from these, seeded per client.
 SOAK_SUBJECTS = ["a cat", "the moon", "rain", "a train", "coffee", "a river", "bees", "snow"]
@@ -116,13 +133,18 @@ SOAK_TASKS = [
     "What rhymes with {}?",
 ]
 
-VARIANTS = ["raw", "engine", "node", "node+logprobs"]
+VARIANTS = ["raw", "engine", "node", "node+logprobs", "raw-chat", "node-chat"]
 LABELS = {
     "raw": "raw llama-cpp-python (subprocess)",
     "engine": "edgewise engine, no HTTP (diagnostic)",
     "node": "node, HTTP /v1/completions",
     "node+logprobs": "node, HTTP, logprobs=1",
+    "raw-chat": "raw llama-cpp-python, create_chat_completion",
+    "node-chat": "node, HTTP /v1/chat/completions (the chat path)",
 }
+#: What each variant is compared with.
+BASELINE = {"engine": "raw", "node": "raw", "node+logprobs": "raw", "node-chat": "raw-chat"}
+CHAT_VARIANTS = ("raw-chat", "node-chat")
 TARGET_TPS_RATIO = 0.95  # node keeps >= 95% of raw decode tokens/s
 TARGET_TTFT_MS = 10.0  # node adds <= 10 ms to TTFT (p50)
 
@@ -238,9 +260,12 @@ def _raw_worker(model_path: str, threads: int) -> None:
     """
     import llama_cpp
 
+    from edgewise.chat import Message
     from edgewise.engines import Generation, SamplingParams
+    from edgewise.engines.cpu import ensure_backend
     from edgewise.engines.llamacpp import LlamaCppEngine
 
+    ensure_backend()  # the portable build: register this CPU's llama.cpp backend first
     llm = llama_cpp.Llama(
         model_path=model_path,
         n_ctx=N_CTX,
@@ -270,6 +295,18 @@ def _raw_worker(model_path: str, threads: int) -> None:
             # create_completion streams no usage. Exact count: "length" means it stopped
             # at max_tokens; on EOS every kept token was evaluated into the KV cache.
             n_prompt = len(llm.tokenize(prompt.encode(), add_bos=True))
+            n_out = max_tokens if finish == "length" else llm.n_tokens - n_prompt
+        elif req["mode"] == "raw-chat":
+            finish = None
+            messages: Any = [{"role": "user", "content": prompt}]
+            for chunk in llm.create_chat_completion(
+                messages, max_tokens=max_tokens, temperature=0, stream=True, **SAMPLING
+            ):
+                choice = chunk["choices"][0]
+                timer.text(choice["delta"].get("content") or "")
+                finish = choice["finish_reason"] or finish
+            # The same template and tokenization as llama-cpp-python's (benign content).
+            n_prompt = len(engine.chat_prompt([Message("user", prompt)]))
             n_out = max_tokens if finish == "length" else llm.n_tokens - n_prompt
         else:
             tokens = engine.tokenize(prompt)
@@ -381,21 +418,26 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[str]:
 
 
 def node_run(client: httpx.Client, variant: str, prompt: str, max_tokens: int) -> Run:
+    chat = variant == "node-chat"
     body: dict[str, Any] = {
         "model": "default",
-        "prompt": prompt,
         "max_tokens": max_tokens,
         "temperature": 0,
         "top_p": SAMPLING["top_p"],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
     if variant == "node+logprobs":
         body["logprobs"] = 1
     usage: dict[str, int] = {}
     finish, done = None, False
     timer = _Timer()
-    with client.stream("POST", "/v1/completions", json=body) as r:
+    route = "/v1/chat/completions" if chat else "/v1/completions"
+    with client.stream("POST", route, json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"node answered {r.status_code}: {r.read()[:500]!r}")
         for payload in _sse_payloads(r.iter_lines()):
@@ -406,7 +448,7 @@ def node_run(client: httpx.Client, variant: str, prompt: str, max_tokens: int) -
             if "error" in obj:
                 raise RuntimeError(f"node stream error: {obj['error']}")
             for choice in obj.get("choices") or []:
-                timer.text(choice["text"])
+                timer.text((choice["delta"].get("content") or "") if chat else choice["text"])
                 finish = choice["finish_reason"] or finish
             usage = obj.get("usage") or usage
     if not done or not usage:
@@ -427,22 +469,24 @@ def _evict_prompt_cache(client: httpx.Client) -> None:
 
 
 def part_a(
-    args: argparse.Namespace, model_path: Path, config: Path, port: int, workdir: Path
+    args: argparse.Namespace, model_path: Path, config: Path, port: int, workdir: Path,
+    threads: int,
 ) -> dict[str, Any]:
     order = random.Random(args.seed).sample(range(len(PROMPTS)), len(PROMPTS))
     load = ForeignLoad()
     runs: list[Run] = []
-    worker = RawWorker(model_path, args.threads)
+    worker = RawWorker(model_path, threads)
     load.pids.append(worker.proc.pid)
     try:
         with (
-            node_server(config, port, workdir / "node-a.log") as server,
+            node_server(config, port, workdir / f"node-a-{threads}.log") as server,
             httpx.Client(base_url=f"http://{HOST}:{port}", timeout=600) as client,
         ):
             load.pids.append(server.pid)
 
-            def one(variant: str, prompt: str) -> Run:
-                if variant in ("raw", "engine"):
+            def one(variant: str, p_idx: int) -> Run:
+                prompt = (CHAT_PROMPTS if variant in CHAT_VARIANTS else PROMPTS)[p_idx]
+                if variant in ("raw", "engine", "raw-chat"):
                     d = worker.generate(variant, prompt, args.max_tokens)
                     d["variant"] = variant
                     return Run(**d)
@@ -453,18 +497,19 @@ def part_a(
                 p_idx = order[rep % len(order)]
                 node_served = False
                 out = []
-                for variant in VARIANTS[rep % 4 :] + VARIANTS[: rep % 4]:
+                k = len(VARIANTS)
+                for variant in VARIANTS[rep % k :] + VARIANTS[: rep % k]:
                     if variant.startswith("node"):
                         if node_served:
                             _evict_prompt_cache(client)
                         node_served = True
                     before = load.snap()
-                    run = one(variant, PROMPTS[p_idx])
+                    run = one(variant, p_idx)
                     run.foreign_cores = load.cores_since(before)
                     run.rep, run.prompt_index = rep, p_idx
                     out.append(run)
                     _progress(
-                        f"A rep {rep}/{args.reps} {variant:14} "
+                        f"A t={threads} rep {rep}/{args.reps} {variant:14} "
                         f"ttft {run.ttft_s * 1e3:7.1f} ms  {run.tokens_per_s:6.1f} tok/s"
                         f"  n={run.completion_tokens}  others {run.foreign_cores:.2f} cores"
                         + ("  (warm-up)" if rep == 0 else "")
@@ -507,22 +552,26 @@ def summarize_a(all_runs: list[Run], wanted: int) -> dict[str, Any]:
     # Runs were appended one repetition (all variants, same prompt) at a time.
     k = len(VARIANTS)
     per_rep = [{r.variant: r for r in runs[i : i + k]} for i in range(0, len(runs), k)]
-    # Paired checks: same prompt in the same repetition must give the same tokens.
-    same_count = all(len({r.completion_tokens for r in g.values()}) == 1 for g in per_rep)
-    same_text = all(len({r.text for r in g.values()}) == 1 for g in per_rep)
-    raw = summary["raw"]
-    for v in VARIANTS[1:]:
-        s = summary[v]
+    # Paired checks: same prompt in the same repetition must give the same tokens, within
+    # each family (the completion variants continue one text, the chat ones answer
+    # another).
+    families = [[v for v in VARIANTS if v not in CHAT_VARIANTS], list(CHAT_VARIANTS)]
+    same_count = all(len({g[v].completion_tokens for v in fam}) == 1
+                     for g in per_rep for fam in families)
+    same_text = all(len({g[v].text for v in fam}) == 1 for g in per_rep for fam in families)
+    for v, base in BASELINE.items():
+        s, raw = summary[v], summary[base]
+        s["baseline"] = base
         s["ttft_delta_ms"] = s["ttft_p50_ms"] - raw["ttft_p50_ms"]
         s["tps_ratio"] = s["tokens_per_s_median"] / raw["tokens_per_s_median"]
         # Median of per-repetition ratios: robust to a slow repetition hitting both.
         s["tps_ratio_paired_median"] = statistics.median(
-            g[v].tokens_per_s / g["raw"].tokens_per_s for g in per_rep
+            g[v].tokens_per_s / g[base].tokens_per_s for g in per_rep
         )
         s["ttft_delta_paired_median_ms"] = statistics.median(
-            (g[v].ttft_s - g["raw"].ttft_s) * 1e3 for g in per_rep
+            (g[v].ttft_s - g[base].ttft_s) * 1e3 for g in per_rep
         )
-    for v in ("node", "node+logprobs"):
+    for v in ("node", "node+logprobs", "node-chat"):
         summary[v]["meets_tps_target"] = summary[v]["tps_ratio"] >= TARGET_TPS_RATIO
         summary[v]["meets_ttft_target"] = summary[v]["ttft_delta_ms"] <= TARGET_TTFT_MS
     return {
@@ -539,15 +588,15 @@ def summarize_a(all_runs: list[Run], wanted: int) -> dict[str, Any]:
 def table_a(a: dict[str, Any], max_foreign_load: float) -> str:
     s = a["summary"]
     lines = [
-        "| variant | completion tokens | TTFT p50 (ms) | Δ TTFT vs raw (ms) "
-        "| decode tok/s (median) | ÷ raw (paired) | targets |",
+        "| variant | completion tokens | TTFT p50 (ms) | Δ TTFT vs its raw (ms) "
+        "| decode tok/s (median) | ÷ its raw (paired) | targets |",
         "|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
         r = s[v]
         n = "/".join(str(x) for x in r["completion_tokens"])
         delta, ratio, target = "—", "—", ""
-        if v != "raw":
+        if v in BASELINE:
             delta = f"{r['ttft_delta_ms']:+.1f}"
             ratio = f"{r['tps_ratio']:.3f} ({r['tps_ratio_paired_median']:.3f})"
         if "meets_tps_target" in r:
@@ -568,7 +617,8 @@ def table_a(a: dict[str, Any], max_foreign_load: float) -> str:
         f"{a['discarded_reps']} redone because other processes used > {max_foreign_load:g}"
         " cores meanwhile. Same token count in every repetition:"
         f" {yes[a['same_token_counts']]}; identical greedy texts across variants:"
-        f" {yes[a['same_texts']]}. ÷ raw: ratio of medians (median of per-repetition ratios).",
+        f" {yes[a['same_texts']]}. ÷ its raw: ratio of medians (median of per-repetition"
+        " ratios); the chat variants are compared with raw-chat, the others with raw.",
     ]
     return "\n".join(lines)
 
@@ -803,9 +853,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="llama.cpp threads on every side (default: all cores, as the node's default)",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2],
+        help="llama.cpp threads on every side; Part A runs once per value (default 1,2)",
     )
     p.add_argument(
         "--max-foreign-load",
@@ -825,7 +875,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.raw_worker:
-        _raw_worker(args.raw_worker, args.threads)
+        _raw_worker(args.raw_worker, args.threads[0])
         return
     model = resolve_model(DEFAULT_MODEL)  # verifies the sha256
     info = machine_info(model)
@@ -842,29 +892,36 @@ def main(argv: list[str] | None = None) -> None:
         **SAMPLING,
         port=port,
         prompts=PROMPTS,
+        chat_prompts=CHAT_PROMPTS,
     )
     result: dict[str, Any] = {"machine": info, "settings": settings}
     tables: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgewise-bench-") as tmp:
         workdir = Path(tmp)
-        config = workdir / "node.yaml"
-        # max_queue well above --clients: the soak measures serving, not admission (429s).
-        # Sampling spelled out, so the node cannot drift from the raw side's settings.
-        config.write_text(
-            json.dumps(  # JSON is YAML
-                {
-                    "serving": {"max_queue": max(32, 2 * args.clients)},
-                    "engine": {"n_ctx": N_CTX, "n_batch": N_BATCH, "n_threads": args.threads},
-                    "sampling": SAMPLING,
-                }
+        def node_config(threads: int) -> Path:
+            # max_queue above --clients: the soak measures serving, not admission (429s).
+            # Sampling spelled out, so the node cannot drift from the raw side's settings.
+            # The node's state (audit log, job queue) lives in the temporary folder.
+            path = workdir / f"node-{threads}.yaml"
+            path.write_text(json.dumps({  # JSON is YAML
+                "serving": {"max_queue": max(32, 2 * args.clients)},
+                "engine": {"n_ctx": N_CTX, "n_batch": N_BATCH, "n_threads": threads},
+                "sampling": SAMPLING,
+                "audit": {"path": str(workdir / "audit.sqlite")},
+                "routing": {"jobs_path": str(workdir / "jobs.sqlite")},
+            }))
+            return path
+
+        result["part_a"] = {}
+        for threads in args.threads:
+            result["part_a"][str(threads)] = a = part_a(
+                args, model.path, node_config(threads), port, workdir, threads)
+            tables.append(
+                f"### Part A — node overhead vs raw llama-cpp-python, {threads} thread(s)\n\n"
+                + table_a(a, args.max_foreign_load)
             )
-        )
-        result["part_a"] = part_a(args, model.path, config, port, workdir)
-        tables.append(
-            "### Part A — node overhead vs raw llama-cpp-python\n\n"
-            + table_a(result["part_a"], args.max_foreign_load)
-        )
-        print(tables[-1] + "\n", flush=True)
+            print(tables[-1] + "\n", flush=True)
+        config = node_config(args.threads[-1])
         if not args.skip_soak:
             result["part_b"] = part_b(args, config, port, workdir)
             tables.append("### Part B — soak\n\n" + table_b(result["part_b"]))
