@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import LiveServer
+from conftest import LiveServer, closed_port
 
 EDGEWISE = str(Path(sys.executable).parent / "edgewise")
 
@@ -26,11 +26,13 @@ def test_chat_streams_answers_and_keeps_history(live_fake: LiveServer) -> None:
 
 
 def test_chat_says_when_the_node_is_unreachable() -> None:
-    r = subprocess.run([EDGEWISE, "chat", "--url", "http://127.0.0.1:9/v1"], input="hi\n",
-                       capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": "200"})
+    with closed_port() as port:  # not "port 9 is surely closed"
+        url = f"http://127.0.0.1:{port}/v1"
+        r = subprocess.run([EDGEWISE, "chat", "--url", url], input="hi\n",
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0
-    assert "cannot reach http://127.0.0.1:9/v1" in r.stdout
+    assert f"cannot reach {url}" in r.stdout
 
 
 def test_help_lists_commands() -> None:
