@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edgewise.api.middleware import send_error
 from edgewise.config import AuthConfig
 
 __all__ = ["ANONYMOUS", "ApiKeys", "Identity", "identity_of"]
@@ -42,16 +42,6 @@ def identity_of(scope: MutableMapping[str, Any]) -> Identity:
     state = scope.get("state")
     found = state.get("identity") if isinstance(state, dict) else None
     return found if isinstance(found, Identity) else ANONYMOUS
-
-
-async def _send_401(send: Send, message: str) -> None:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                 "param": None, "code": "invalid_api_key"}}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b'Bearer realm="edgewise"')]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class ApiKeys:
@@ -85,7 +75,8 @@ class ApiKeys:
                        "with one of the keys in its auth.keys")
             else:
                 why = "unknown API key (auth.keys lists the sha256 of each valid key)"
-            await _send_401(send, why)
+            await send_error(send, 401, why, "invalid_api_key",
+                             headers=((b"www-authenticate", b'Bearer realm="edgewise"'),))
             return
         scope.setdefault("state", {})["identity"] = ident
         await self.app(scope, receive, send)

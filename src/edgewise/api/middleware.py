@@ -23,8 +23,9 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgewise.telemetry import NodeMetrics
+from edgewise.wire import error_body
 
-__all__ = ["AccessLog", "BodyLimit", "Draining", "NodeHeaders"]
+__all__ = ["AccessLog", "BodyLimit", "Draining", "NodeHeaders", "send_error"]
 
 access_log = logging.getLogger("edgewise.access")
 
@@ -49,30 +50,28 @@ class NodeHeaders:
         await self.app(scope, receive, stamped)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {
-        "message": f"request body is larger than the node's limit of {limit} bytes "
-                   "(serving.max_body_bytes); shorten the prompt",
-        "type": "invalid_request_error", "param": None, "code": "payload_too_large",
-    }}).encode()
-    await send({"type": "http.response.start", "status": 413,
+async def send_error(send: Send, status: int, message: str, code: str, *,
+                     type_: str = "invalid_request_error",
+                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A whole OpenAI-shaped error response from ASGI middleware (before the app runs)."""
+    body = json.dumps(error_body(message, type_, None, code)).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    await send_error(send, 413, f"request body is larger than the node's limit of {limit} "
+                                "bytes (serving.max_body_bytes); shorten the prompt",
+                     "payload_too_large")
 
 
 async def _send_408(send: Send, timeout_s: float) -> None:
-    body = json.dumps({"error": {
-        "message": f"the request body did not arrive within {timeout_s:g} s "
-                   "(serving.body_timeout_s); send it at once",
-        "type": "invalid_request_error", "param": None, "code": "request_timeout",
-    }}).encode()
     # The rest of the body may still be on its way: the connection cannot be reused.
-    await send({"type": "http.response.start", "status": 408,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 408, f"the request body did not arrive within {timeout_s:g} s "
+                                "(serving.body_timeout_s); send it at once",
+                     "request_timeout", headers=((b"connection", b"close"),))
 
 
 class BodyLimit:
@@ -175,12 +174,6 @@ class Draining:
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["error_type"] = "shutting_down"
-        body = json.dumps({"error": {
-            "message": "the node is shutting down; retry on another node or later",
-            "type": "service_unavailable", "param": None, "code": "shutting_down",
-        }}).encode()
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"retry-after", b"5"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 503, "the node is shutting down; retry on another node or "
+                                    "later", "shutting_down", type_="service_unavailable",
+                         headers=((b"retry-after", b"5"), (b"connection", b"close")))
