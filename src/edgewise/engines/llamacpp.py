@@ -24,6 +24,9 @@ pieces are tokenized with special parsing and each content as plain text, so its
 ``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A template
 that transforms content in any other way is refused (``EngineError``) rather than
 tokenized unsafely.
+
+``vocab_only=True`` loads the vocabulary and chat template without the weights, for
+tokenization alone (``steps`` and ``score`` then refuse).
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class LlamaCppEngine:
         n_threads: int | None = None,
         n_batch: int = 512,
         lora_path: str | None = None,
+        vocab_only: bool = False,
+        chat_template: str | None = None,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
@@ -100,6 +105,13 @@ class LlamaCppEngine:
         #: A GGUF LoRA adapter applied on top of the model at load time (llama.cpp adds
         #: ``scale · B·A·x`` to each adapted layer; the base file is not modified).
         self.lora_path = lora_path
+        #: Load only the vocabulary and chat template (tokenize, chat_prompt, token_bytes;
+        #: no weights, so ``steps`` and ``score`` refuse): a fraction of a second and a
+        #: few MB, for tools and tests that only need the model's tokenization.
+        self.vocab_only = vocab_only
+        #: A Jinja chat template used instead of the GGUF's ``tokenizer.chat_template``
+        #: (as llama.cpp's ``--chat-template``): for a base model, or a broken template.
+        self.chat_template = chat_template
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
@@ -131,6 +143,7 @@ class LlamaCppEngine:
                 n_batch=self.n_batch,
                 logits_all=False,
                 lora_path=self.lora_path,
+                vocab_only=self.vocab_only,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -139,7 +152,7 @@ class LlamaCppEngine:
             raise EngineError(f"llama.cpp could not load {what} (a truncated or corrupt "
                               f"model file?): {exc}") from exc
         self._special, self._special_len, self._max_token_bytes = _scan_vocab(self._llm)
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        template = self.chat_template or self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model
             eos, bos = self._llm.token_eos(), self._llm.token_bos()
@@ -160,6 +173,13 @@ class LlamaCppEngine:
         if self._llm is None:
             raise EngineError("llama.cpp engine used before load()")
         return self._llm
+
+    def _weights(self) -> Any:
+        """The model, for work that needs its weights (not loaded with ``vocab_only``)."""
+        if self.vocab_only:
+            raise EngineError(f"{self.model.name} was loaded vocab_only (tokenization "
+                              "only); load it without vocab_only to generate or score")
+        return self.llm
 
     def info(self) -> EngineInfo:
         llm = self.llm
@@ -278,7 +298,7 @@ class LlamaCppEngine:
     ) -> Iterator[Step]:
         import llama_cpp
 
-        llm = self.llm
+        llm = self._weights()
         n_ctx = llm.n_ctx()
         if len(prompt) >= n_ctx:
             raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={n_ctx}")
@@ -355,6 +375,7 @@ class LlamaCppEngine:
         return out
 
     def _check_fits(self, n: int) -> None:
+        self._weights()
         if n > self.llm.n_ctx():
             raise EngineError(f"{n} tokens do not fit n_ctx={self.llm.n_ctx()}")
 
