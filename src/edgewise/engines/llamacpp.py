@@ -16,14 +16,14 @@ The chat template's markup (``<|im_start|>``, ``<start_of_turn>``…) must be to
 with special-token parsing, but a user message that contains such a string must not be,
 or the user can forge a system turn. The template is rendered twice — once with each
 message's content replaced by a random marker, once with the real content — and
-checked to place every content verbatim where its marker is (or trimmed, for templates
-that ``| trim`` it). If no content contains, or forms across its edges, the text of a
-special token (llama.cpp parses control and user-defined tokens), the whole prompt is
-tokenized in one call, exactly as llama.cpp's server does. Otherwise the template's
-pieces are tokenized with special parsing and each content as plain text, so its
-``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A template
-that transforms content in any other way is refused (``EngineError``) rather than
-tokenized unsafely.
+checked to place every content verbatim where its marker is, or trimmed (``| trim``),
+chosen per message: Gemma's template trims user turns but not the system prompt. If no
+content contains, or forms across its edges, the text of a special token (llama.cpp
+parses control and user-defined tokens), the whole prompt is tokenized in one call,
+exactly as llama.cpp's server does. Otherwise the template's pieces are tokenized with
+special parsing and each content as plain text, so its ``<|im_start|>`` becomes the
+tokens of the characters ``<``, ``|``, ``im``… A template that transforms content in any
+other way is refused (``EngineError``) rather than tokenized unsafely.
 
 ``vocab_only=True`` loads the vocabulary and chat template without the weights, for
 tokenization alone (``steps`` and ``score`` then refuse).
@@ -236,11 +236,8 @@ class LlamaCppEngine:
         real = self._render(roles, contents)
         parts = re.split(f"EW{nonce}M(\\d+)E", marked)
         template, slots = parts[0::2], [int(i) for i in parts[1::2]]
-        for transform in (_same, _trim):
-            values = [transform(contents[i]) for i in slots]
-            if "".join(_interleave(template, values)) == real:
-                break
-        else:
+        values = _placed(template, [contents[i] for i in slots], real)
+        if values is None:
             raise EngineError("the model's chat template changes message content in a way "
                               "edgewise cannot tokenize safely (it supports templates that "
                               "insert content as is or trimmed)")
@@ -435,12 +432,42 @@ def _interleave(template: Sequence[str], values: Sequence[str]) -> list[str]:
     return out
 
 
-def _same(text: str) -> str:
-    return text
+def _placed(template: Sequence[str], contents: Sequence[str], real: str) -> list[str] | None:
+    """Each content as the template put it into ``real``: verbatim or trimmed (``| trim``,
+    which is Python's ``str.strip()``), chosen per message — Gemma's template trims user
+    turns but not the system prompt — or None if ``real`` is not ``template[0], c0,
+    template[1], c1, …`` for such a choice.
 
-
-def _trim(text: str) -> str:
-    return text.strip()
+    A depth-first search over the two choices per content, verbatim first; a (content,
+    position) pair is visited once, so it is linear in practice and polynomial at worst.
+    """
+    if not real.startswith(template[0]):
+        return None
+    # Search states: (content index, position in real, node); node i of ``nodes`` is
+    # (value chosen, parent node), -1 the root — the choices made, without copying them.
+    nodes: list[tuple[str, int]] = []
+    stack = [(0, len(template[0]), -1)]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        k, pos, node = stack.pop()
+        if k == len(contents):
+            if pos != len(real):
+                continue
+            out: list[str] = []
+            while node >= 0:
+                value, node = nodes[node]
+                out.append(value)
+            return out[::-1]
+        if (k, pos) in seen:
+            continue
+        seen.add((k, pos))
+        after = template[k + 1]
+        for value in reversed(list(dict.fromkeys((contents[k], contents[k].strip())))):
+            end = pos + len(value)  # pushed trimmed first, so verbatim is tried first
+            if real.startswith(value, pos) and real.startswith(after, end):
+                nodes.append((value, node))
+                stack.append((k + 1, end + len(after), len(nodes) - 1))
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
