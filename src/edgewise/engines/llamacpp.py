@@ -23,7 +23,8 @@ parses control and user-defined tokens), the whole prompt is tokenized in one ca
 exactly as llama.cpp's server does. Otherwise the template's pieces are tokenized with
 special parsing and each content as plain text, so its ``<|im_start|>`` becomes the
 tokens of the characters ``<``, ``|``, ``im``… A template that transforms content in any
-other way is refused (``EngineError``) rather than tokenized unsafely.
+other way is refused (``EngineError``) rather than tokenized unsafely. A template
+that renders ``{{ bos_token }}`` supplies the BOS, so none is added in front of it.
 
 ``vocab_only=True`` loads the vocabulary and chat template without the weights, for
 tokenization alone (``steps`` and ``score`` then refuse).
@@ -119,6 +120,7 @@ class LlamaCppEngine:
         #: (control and user-defined); None until loaded.
         self._special: Any = None
         self._special_len = 0
+        self._bos_text = ""
         self._max_token_bytes = 0
         self.backend: BackendInfo | None = None
 
@@ -156,10 +158,11 @@ class LlamaCppEngine:
         if template:
             model = self._llm._model
             eos, bos = self._llm.token_eos(), self._llm.token_bos()
+            self._bos_text = model.token_get_text(bos) if bos != -1 else ""
             self._formatter = Jinja2ChatFormatter(
                 template=template,
                 eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
+                bos_token=self._bos_text,
                 add_generation_prompt=True,
             )
 
@@ -241,13 +244,16 @@ class LlamaCppEngine:
             raise EngineError("the model's chat template changes message content in a way "
                               "edgewise cannot tokenize safely (it supports templates that "
                               "insert content as is or trimmed)")
+        # A template that renders the BOS text ({{ bos_token }}) has made the BOS: asking
+        # llama.cpp to add one too doubles it (and it warns on every prompt).
+        add_bos = not (self._bos_text and template[0].startswith(self._bos_text))
         if not self._content_could_be_special(template, values):
-            return self.tokenize(real, special=True)
+            return self.tokenize(real, special=True, add_bos=add_bos)
         ids: list[int] = []
         for k, text in enumerate(_interleave(template, values)):
             if text:  # odd k: a message's content, plain text; even k: template markup
-                ids += self.tokenize(text, special=k % 2 == 0, add_bos=not ids)
-        return self.tokenize_fix_bos(ids)
+                ids += self.tokenize(text, special=k % 2 == 0, add_bos=add_bos and not ids)
+        return ids
 
     def _content_could_be_special(self, template: Sequence[str], values: Sequence[str]
                                   ) -> bool:
