@@ -18,13 +18,17 @@ or the user can forge a system turn. The template is rendered twice — once wit
 message's content replaced by a random marker, once with the real content — and
 checked to place every content verbatim where its marker is, or trimmed (``| trim``),
 chosen per message: Gemma's template trims user turns but not the system prompt. If no
-content contains, or forms across its edges, the text of a special token (llama.cpp
-parses control and user-defined tokens), the whole prompt is tokenized in one call,
-exactly as llama.cpp's server does. Otherwise the template's pieces are tokenized with
-special parsing and each content as plain text, so its ``<|im_start|>`` becomes the
-tokens of the characters ``<``, ``|``, ``im``… A template that transforms content in any
-other way is refused (``EngineError``) rather than tokenized unsafely. A template
-that renders ``{{ bos_token }}`` supplies the BOS, so none is added in front of it.
+content contains, or forms across its edges, the text of a control token, the whole
+prompt is tokenized in one call, exactly as llama.cpp's server does. User-defined
+tokens (Qwen's ``<tool_call>``, Gemma's runs of newlines) do not count: llama.cpp
+matches them in plain text too, so they only matter where one crosses a content's edge
+into a chain of overlapping special texts that holds a control token's. Otherwise the
+template's pieces are tokenized with special parsing and each content as plain text, so
+its ``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A
+template that transforms content in any other way is refused (``EngineError``) rather
+than tokenized unsafely. A template that renders ``{{ bos_token }}`` supplies the BOS,
+so none is added in front of it. ``/v1/completions`` tokenizes a string prompt as plain
+text (:meth:`LlamaCppEngine.tokenize`, ``special=False``); token ids are taken as given.
 
 ``vocab_only=True`` loads the vocabulary and chat template without the weights, for
 tokenization alone (``steps`` and ``score`` then refuse).
@@ -33,10 +37,12 @@ tokenization alone (``steps`` and ``score`` then refuse).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +122,9 @@ class LlamaCppEngine:
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
-        #: Matches the texts of the tokens llama.cpp parses with ``special=True``
-        #: (control and user-defined); None until loaded.
-        self._special: Any = None
-        self._special_len = 0
+        #: The texts of the tokens llama.cpp parses with ``special=True``; None until
+        #: loaded, or if the vocabulary has none.
+        self._special: _SpecialTexts | None = None
         self._bos_text = ""
         self._max_token_bytes = 0
         self.backend: BackendInfo | None = None
@@ -153,7 +158,7 @@ class LlamaCppEngine:
                 else str(self.model.path)
             raise EngineError(f"llama.cpp could not load {what} (a truncated or corrupt "
                               f"model file?): {exc}") from exc
-        self._special, self._special_len, self._max_token_bytes = _scan_vocab(self._llm)
+        self._special, self._max_token_bytes = _scan_vocab(self._llm)
         template = self.chat_template or self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model
@@ -247,34 +252,14 @@ class LlamaCppEngine:
         # A template that renders the BOS text ({{ bos_token }}) has made the BOS: asking
         # llama.cpp to add one too doubles it (and it warns on every prompt).
         add_bos = not (self._bos_text and template[0].startswith(self._bos_text))
-        if not self._content_could_be_special(template, values):
+        pieces = _interleave(template, values)
+        if self._special is None or not self._special.could_change_controls(pieces):
             return self.tokenize(real, special=True, add_bos=add_bos)
         ids: list[int] = []
-        for k, text in enumerate(_interleave(template, values)):
+        for k, text in enumerate(pieces):
             if text:  # odd k: a message's content, plain text; even k: template markup
                 ids += self.tokenize(text, special=k % 2 == 0, add_bos=add_bos and not ids)
         return ids
-
-    def _content_could_be_special(self, template: Sequence[str], values: Sequence[str]
-                                  ) -> bool:
-        """Whether tokenizing the rendered prompt in one call could make a special token
-        out of content: the text of one occurs inside a content, or across its edges."""
-        if self._special is None:
-            return False
-        pos, spans, text = 0, [], []
-        for k, piece in enumerate(_interleave(template, values)):
-            if k % 2:
-                spans.append((pos, pos + len(piece)))
-            text.append(piece)
-            pos += len(piece)
-        joined, reach = "".join(text), self._special_len - 1
-        for a, b in spans:
-            lo = max(0, a - reach)
-            for m in self._special.finditer(joined, lo, min(len(joined), b + reach),
-                                            overlapped=True):
-                if m.start() < b and m.end() > a and m.end() > m.start():
-                    return True
-        return False
 
     def tokenize_fix_bos(self, ids: list[int]) -> list[int]:
         """Drop a doubled BOS (the template rendered its text and add_bos added one)."""
@@ -501,28 +486,94 @@ def _check_gguf(path: str | Path) -> None:
 _ATTR_UNKNOWN, _ATTR_CONTROL, _ATTR_USER_DEFINED = 1 << 0, 1 << 3, 1 << 4
 
 
-def _scan_vocab(llm: Any) -> tuple[Any, int, int]:
-    """One pass over the vocabulary: a matcher for the text of every token llama.cpp
-    parses as special (``regex``'s named lists match a set of literal strings without
-    trying each at every position; None if there are none), the longest such text, and
-    the most bytes a token's text has — an upper bound on what one token decodes to
+@dataclass(frozen=True)
+class _SpecialTexts:
+    """The texts of a vocabulary's special tokens, and whether content can change which
+    control tokens a prompt holds if it is tokenized in one call with special parsing.
+
+    llama.cpp's special parsing cuts the text at special tokens' texts, longest first;
+    of two texts that overlap, one is taken. So a content is unsafe if the text of a
+    control (or unknown) token occurs in it or across its edges — it would become that
+    token — or if a user-defined token's text (llama.cpp matches those in plain text too:
+    Gemma's runs of newlines and HTML tags, Qwen's ``<tool_call>``) crosses its edge and
+    a chain of overlapping special texts leads from it to a control token's text, which
+    it could take apart. A user-defined token inside a content tokenizes the same either
+    way, so it alone does not force the split path (nor does Gemma's three-newline token
+    made of a system prompt's last newline and the two its template puts after it).
+    """
+
+    #: Matches every text (``regex``'s named lists match a set of literal strings without
+    #: trying each at every position).
+    matcher: Any
+    #: The texts of control and unknown tokens; the rest are user-defined.
+    control: frozenset[str]
+    longest: int
+
+    @classmethod
+    def of(cls, texts: Iterable[str], control: Iterable[str]) -> _SpecialTexts | None:
+        import regex
+
+        texts = sorted(set(texts))
+        if not texts:
+            return None
+        return cls(regex.compile(r"\L<special>", special=texts), frozenset(control),
+                   max(map(len, texts)))
+
+    def could_change_controls(self, pieces: Sequence[str]) -> bool:
+        """For ``pieces`` = template markup, content, markup, … content, markup."""
+        bounds = list(itertools.accumulate(map(len, pieces), initial=0))
+        joined, reach = "".join(pieces), self.longest - 1
+        for k in range(1, len(pieces), 2):  # piece k is joined[bounds[k]:bounds[k + 1]]
+            a, b = bounds[k], bounds[k + 1]
+            for m in self.matcher.finditer(joined, max(0, a - reach),
+                                           min(len(joined), b + reach), overlapped=True):
+                s, e = m.span()
+                if s >= b or e <= a:
+                    continue  # does not touch this content
+                if m.group() in self.control:
+                    return True
+                if (s < a or e > b) and self._reaches_control(joined, s, e):
+                    return True
+        return False
+
+    def _reaches_control(self, joined: str, s: int, e: int) -> bool:
+        """Whether the texts that overlap ``joined[s:e]``, those that overlap them, and so
+        on, include a control token's. (Texts apart from such a chain are parsed the same
+        whatever it holds.)"""
+        reach = self.longest - 1
+        lo, hi, grew = s, e, True
+        while grew:  # [lo, hi): the chain's span (overlapping texts leave no gaps)
+            grew = False
+            for m in self.matcher.finditer(joined, max(0, lo - reach),
+                                           min(len(joined), hi + reach), overlapped=True):
+                s2, e2 = m.span()
+                if s2 < hi and e2 > lo:
+                    if m.group() in self.control:
+                        return True
+                    if s2 < lo or e2 > hi:
+                        lo, hi, grew = min(lo, s2), max(hi, e2), True
+        return False
+
+
+def _scan_vocab(llm: Any) -> tuple[_SpecialTexts | None, int]:
+    """One pass over the vocabulary: the texts of the tokens llama.cpp parses as special,
+    and the most bytes a token's text has — an upper bound on what one token decodes to
     (GPT-2 byte-level BPE and SentencePiece spell a byte with one or more bytes)."""
     import llama_cpp
-    import regex
 
     vocab = llm._model.vocab
-    special, widest = set(), 0
+    special, control, widest = set(), set(), 0
     get_attr, get_text = llama_cpp.llama_vocab_get_attr, llama_cpp.llama_vocab_get_text
-    flags = _ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN
     for t in range(llm.n_vocab()):
         raw = get_text(vocab, t) or b""
         widest = max(widest, len(raw))
-        if raw and get_attr(vocab, t) & flags:
-            special.add(raw.decode("utf-8", "replace"))
-    if not special:
-        return None, 0, widest
-    return (regex.compile(r"\L<special>", special=sorted(special)),
-            max(map(len, special)), widest)
+        attr = get_attr(vocab, t) if raw else 0
+        if attr & (_ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN):
+            text = raw.decode("utf-8", "replace")
+            special.add(text)
+            if attr & (_ATTR_CONTROL | _ATTR_UNKNOWN):
+                control.add(text)
+    return _SpecialTexts.of(special, control), widest
 
 
 register_engine("llamacpp", LlamaCppEngine.from_config)
