@@ -16,23 +16,33 @@ The chat template's markup (``<|im_start|>``, ``<start_of_turn>``…) must be to
 with special-token parsing, but a user message that contains such a string must not be,
 or the user can forge a system turn. The template is rendered twice — once with each
 message's content replaced by a random marker, once with the real content — and
-checked to place every content verbatim where its marker is (or trimmed, for templates
-that ``| trim`` it). If no content contains, or forms across its edges, the text of a
-special token (llama.cpp parses control and user-defined tokens), the whole prompt is
-tokenized in one call, exactly as llama.cpp's server does. Otherwise the template's
-pieces are tokenized with special parsing and each content as plain text, so its
-``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A template
-that transforms content in any other way is refused (``EngineError``) rather than
-tokenized unsafely.
+checked to place every content verbatim where its marker is, or trimmed (``| trim``),
+chosen per message: Gemma's template trims user turns but not the system prompt. If no
+content contains, or forms across its edges, the text of a control token, the whole
+prompt is tokenized in one call, exactly as llama.cpp's server does. User-defined
+tokens (Qwen's ``<tool_call>``, Gemma's runs of newlines) do not count: llama.cpp
+matches them in plain text too, so they only matter where one crosses a content's edge
+into a chain of overlapping special texts that holds a control token's. Otherwise the
+template's pieces are tokenized with special parsing and each content as plain text, so
+its ``<|im_start|>`` becomes the tokens of the characters ``<``, ``|``, ``im``… A
+template that transforms content in any other way is refused (``EngineError``) rather
+than tokenized unsafely. A template that renders ``{{ bos_token }}`` supplies the BOS,
+so none is added in front of it. ``/v1/completions`` tokenizes a string prompt as plain
+text (:meth:`LlamaCppEngine.tokenize`, ``special=False``); token ids are taken as given.
+
+``vocab_only=True`` loads the vocabulary and chat template without the weights, for
+tokenization alone (``steps`` and ``score`` then refuse).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +98,8 @@ class LlamaCppEngine:
         n_threads: int | None = None,
         n_batch: int = 512,
         lora_path: str | None = None,
+        vocab_only: bool = False,
+        chat_template: str | None = None,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
@@ -100,13 +112,20 @@ class LlamaCppEngine:
         #: A GGUF LoRA adapter applied on top of the model at load time (llama.cpp adds
         #: ``scale · B·A·x`` to each adapted layer; the base file is not modified).
         self.lora_path = lora_path
+        #: Load only the vocabulary and chat template (tokenize, chat_prompt, token_bytes;
+        #: no weights, so ``steps`` and ``score`` refuse): a fraction of a second and a
+        #: few MB, for tools and tests that only need the model's tokenization.
+        self.vocab_only = vocab_only
+        #: A Jinja chat template used instead of the GGUF's ``tokenizer.chat_template``
+        #: (as llama.cpp's ``--chat-template``): for a base model, or a broken template.
+        self.chat_template = chat_template
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
-        #: Matches the texts of the tokens llama.cpp parses with ``special=True``
-        #: (control and user-defined); None until loaded.
-        self._special: Any = None
-        self._special_len = 0
+        #: The texts of the tokens llama.cpp parses with ``special=True``; None until
+        #: loaded, or if the vocabulary has none.
+        self._special: _SpecialTexts | None = None
+        self._bos_text = ""
         self._max_token_bytes = 0
         self.backend: BackendInfo | None = None
 
@@ -131,6 +150,7 @@ class LlamaCppEngine:
                 n_batch=self.n_batch,
                 logits_all=False,
                 lora_path=self.lora_path,
+                vocab_only=self.vocab_only,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -138,15 +158,16 @@ class LlamaCppEngine:
                 else str(self.model.path)
             raise EngineError(f"llama.cpp could not load {what} (a truncated or corrupt "
                               f"model file?): {exc}") from exc
-        self._special, self._special_len, self._max_token_bytes = _scan_vocab(self._llm)
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        self._special, self._max_token_bytes = _scan_vocab(self._llm)
+        template = self.chat_template or self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model
             eos, bos = self._llm.token_eos(), self._llm.token_bos()
+            self._bos_text = model.token_get_text(bos) if bos != -1 else ""
             self._formatter = Jinja2ChatFormatter(
                 template=template,
                 eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
+                bos_token=self._bos_text,
                 add_generation_prompt=True,
             )
 
@@ -160,6 +181,13 @@ class LlamaCppEngine:
         if self._llm is None:
             raise EngineError("llama.cpp engine used before load()")
         return self._llm
+
+    def _weights(self) -> Any:
+        """The model, for work that needs its weights (not loaded with ``vocab_only``)."""
+        if self.vocab_only:
+            raise EngineError(f"{self.model.name} was loaded vocab_only (tokenization "
+                              "only); load it without vocab_only to generate or score")
+        return self.llm
 
     def info(self) -> EngineInfo:
         llm = self.llm
@@ -216,42 +244,22 @@ class LlamaCppEngine:
         real = self._render(roles, contents)
         parts = re.split(f"EW{nonce}M(\\d+)E", marked)
         template, slots = parts[0::2], [int(i) for i in parts[1::2]]
-        for transform in (_same, _trim):
-            values = [transform(contents[i]) for i in slots]
-            if "".join(_interleave(template, values)) == real:
-                break
-        else:
+        values = _placed(template, [contents[i] for i in slots], real)
+        if values is None:
             raise EngineError("the model's chat template changes message content in a way "
                               "edgewise cannot tokenize safely (it supports templates that "
                               "insert content as is or trimmed)")
-        if not self._content_could_be_special(template, values):
-            return self.tokenize(real, special=True)
+        # A template that renders the BOS text ({{ bos_token }}) has made the BOS: asking
+        # llama.cpp to add one too doubles it (and it warns on every prompt).
+        add_bos = not (self._bos_text and template[0].startswith(self._bos_text))
+        pieces = _interleave(template, values)
+        if self._special is None or not self._special.could_change_controls(pieces):
+            return self.tokenize(real, special=True, add_bos=add_bos)
         ids: list[int] = []
-        for k, text in enumerate(_interleave(template, values)):
+        for k, text in enumerate(pieces):
             if text:  # odd k: a message's content, plain text; even k: template markup
-                ids += self.tokenize(text, special=k % 2 == 0, add_bos=not ids)
-        return self.tokenize_fix_bos(ids)
-
-    def _content_could_be_special(self, template: Sequence[str], values: Sequence[str]
-                                  ) -> bool:
-        """Whether tokenizing the rendered prompt in one call could make a special token
-        out of content: the text of one occurs inside a content, or across its edges."""
-        if self._special is None:
-            return False
-        pos, spans, text = 0, [], []
-        for k, piece in enumerate(_interleave(template, values)):
-            if k % 2:
-                spans.append((pos, pos + len(piece)))
-            text.append(piece)
-            pos += len(piece)
-        joined, reach = "".join(text), self._special_len - 1
-        for a, b in spans:
-            lo = max(0, a - reach)
-            for m in self._special.finditer(joined, lo, min(len(joined), b + reach),
-                                            overlapped=True):
-                if m.start() < b and m.end() > a and m.end() > m.start():
-                    return True
-        return False
+                ids += self.tokenize(text, special=k % 2 == 0, add_bos=add_bos and not ids)
+        return ids
 
     def tokenize_fix_bos(self, ids: list[int]) -> list[int]:
         """Drop a doubled BOS (the template rendered its text and add_bos added one)."""
@@ -278,7 +286,7 @@ class LlamaCppEngine:
     ) -> Iterator[Step]:
         import llama_cpp
 
-        llm = self.llm
+        llm = self._weights()
         n_ctx = llm.n_ctx()
         if len(prompt) >= n_ctx:
             raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={n_ctx}")
@@ -355,6 +363,7 @@ class LlamaCppEngine:
         return out
 
     def _check_fits(self, n: int) -> None:
+        self._weights()
         if n > self.llm.n_ctx():
             raise EngineError(f"{n} tokens do not fit n_ctx={self.llm.n_ctx()}")
 
@@ -414,12 +423,42 @@ def _interleave(template: Sequence[str], values: Sequence[str]) -> list[str]:
     return out
 
 
-def _same(text: str) -> str:
-    return text
+def _placed(template: Sequence[str], contents: Sequence[str], real: str) -> list[str] | None:
+    """Each content as the template put it into ``real``: verbatim or trimmed (``| trim``,
+    which is Python's ``str.strip()``), chosen per message — Gemma's template trims user
+    turns but not the system prompt — or None if ``real`` is not ``template[0], c0,
+    template[1], c1, …`` for such a choice.
 
-
-def _trim(text: str) -> str:
-    return text.strip()
+    A depth-first search over the two choices per content, verbatim first; a (content,
+    position) pair is visited once, so it is linear in practice and polynomial at worst.
+    """
+    if not real.startswith(template[0]):
+        return None
+    # Search states: (content index, position in real, node); node i of ``nodes`` is
+    # (value chosen, parent node), -1 the root — the choices made, without copying them.
+    nodes: list[tuple[str, int]] = []
+    stack = [(0, len(template[0]), -1)]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        k, pos, node = stack.pop()
+        if k == len(contents):
+            if pos != len(real):
+                continue
+            out: list[str] = []
+            while node >= 0:
+                value, node = nodes[node]
+                out.append(value)
+            return out[::-1]
+        if (k, pos) in seen:
+            continue
+        seen.add((k, pos))
+        after = template[k + 1]
+        for value in reversed(list(dict.fromkeys((contents[k], contents[k].strip())))):
+            end = pos + len(value)  # pushed trimmed first, so verbatim is tried first
+            if real.startswith(value, pos) and real.startswith(after, end):
+                nodes.append((value, node))
+                stack.append((k + 1, end + len(after), len(nodes) - 1))
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -447,26 +486,92 @@ def _check_gguf(path: str | Path) -> None:
 _ATTR_UNKNOWN, _ATTR_CONTROL, _ATTR_USER_DEFINED = 1 << 0, 1 << 3, 1 << 4
 
 
-def _scan_vocab(llm: Any) -> tuple[Any, int, int]:
-    """One pass over the vocabulary: a matcher for the text of every token llama.cpp
-    parses as special (``regex``'s named lists match a set of literal strings without
-    trying each at every position; None if there are none), the longest such text, and
-    the most bytes a token's text has — an upper bound on what one token decodes to
+@dataclass(frozen=True)
+class _SpecialTexts:
+    """The texts of a vocabulary's special tokens, and whether content can change which
+    control tokens a prompt holds if it is tokenized in one call with special parsing.
+
+    llama.cpp's special parsing cuts the text at special tokens' texts, longest first;
+    of two texts that overlap, one is taken. So a content is unsafe if the text of a
+    control (or unknown) token occurs in it or across its edges — it would become that
+    token — or if a user-defined token's text (llama.cpp matches those in plain text too:
+    Gemma's runs of newlines and HTML tags, Qwen's ``<tool_call>``) crosses its edge and
+    a chain of overlapping special texts leads from it to a control token's text, which
+    it could take apart. A user-defined token inside a content tokenizes the same either
+    way, so it alone does not force the split path (nor does Gemma's three-newline token
+    made of a system prompt's last newline and the two its template puts after it).
+    """
+
+    #: Matches every text (``regex``'s named lists match a set of literal strings without
+    #: trying each at every position).
+    matcher: Any
+    #: The texts of control and unknown tokens; the rest are user-defined.
+    control: frozenset[str]
+    longest: int
+
+    @classmethod
+    def of(cls, texts: Iterable[str], control: Iterable[str]) -> _SpecialTexts | None:
+        import regex
+
+        texts = sorted(set(texts))
+        if not texts:
+            return None
+        return cls(regex.compile(r"\L<special>", special=texts), frozenset(control),
+                   max(map(len, texts)))
+
+    def could_change_controls(self, pieces: Sequence[str]) -> bool:
+        """For ``pieces`` = template markup, content, markup, … content, markup."""
+        bounds = list(itertools.accumulate(map(len, pieces), initial=0))
+        joined, reach = "".join(pieces), self.longest - 1
+        for k in range(1, len(pieces), 2):  # piece k is joined[bounds[k]:bounds[k + 1]]
+            a, b = bounds[k], bounds[k + 1]
+            for m in self.matcher.finditer(joined, max(0, a - reach),
+                                           min(len(joined), b + reach), overlapped=True):
+                s, e = m.span()
+                if s >= b or e <= a:
+                    continue  # does not touch this content
+                if m.group() in self.control:
+                    return True
+                if (s < a or e > b) and self._reaches_control(joined, s, e):
+                    return True
+        return False
+
+    def _reaches_control(self, joined: str, s: int, e: int) -> bool:
+        """Whether the texts that overlap ``joined[s:e]``, those that overlap them, and so
+        on, include a control token's. (Texts apart from such a chain are parsed the same
+        whatever it holds.)"""
+        reach = self.longest - 1
+        lo, hi, grew = s, e, True
+        while grew:  # [lo, hi): the chain's span (overlapping texts leave no gaps)
+            grew = False
+            for m in self.matcher.finditer(joined, max(0, lo - reach),
+                                           min(len(joined), hi + reach), overlapped=True):
+                s2, e2 = m.span()
+                if s2 < hi and e2 > lo:
+                    if m.group() in self.control:
+                        return True
+                    if s2 < lo or e2 > hi:
+                        lo, hi, grew = min(lo, s2), max(hi, e2), True
+        return False
+
+
+def _scan_vocab(llm: Any) -> tuple[_SpecialTexts | None, int]:
+    """One pass over the vocabulary: the texts of the tokens llama.cpp parses as special,
+    and the most bytes a token's text has — an upper bound on what one token decodes to
     (GPT-2 byte-level BPE and SentencePiece spell a byte with one or more bytes)."""
     import llama_cpp
-    import regex
 
     vocab = llm._model.vocab
-    special, widest = set(), 0
+    special, control, widest = set(), set(), 0
     get_attr, get_text = llama_cpp.llama_vocab_get_attr, llama_cpp.llama_vocab_get_text
-    flags = _ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN
     for t in range(llm.n_vocab()):
         raw = get_text(vocab, t) or b""
         widest = max(widest, len(raw))
-        if raw and get_attr(vocab, t) & flags:
-            special.add(raw.decode("utf-8", "replace"))
-    if not special:
-        return None, 0, widest
-    return (regex.compile(r"\L<special>", special=sorted(special)),
-            max(map(len, special)), widest)
+        attr = get_attr(vocab, t) if raw else 0
+        if attr & (_ATTR_CONTROL | _ATTR_USER_DEFINED | _ATTR_UNKNOWN):
+            text = raw.decode("utf-8", "replace")
+            special.add(text)
+            if attr & (_ATTR_CONTROL | _ATTR_UNKNOWN):
+                control.add(text)
+    return _SpecialTexts.of(special, control), widest
 
