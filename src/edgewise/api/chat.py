@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from edgewise.api.errors import public_message
@@ -36,6 +36,7 @@ from edgewise.api.requests import (
     check_tools,
     context,
     max_tokens_of,
+    message_count,
 )
 from edgewise.api.requests import reject_unsupported as _reject
 from edgewise.api.schemas import ChatCompletionRequest
@@ -122,7 +123,8 @@ def _headers(routed: Routed, request_id: str) -> dict[str, str]:
     return {**routed.headers(), "x-request-id": request_id, "x-edgewise-model": routed.model}
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None,
+             dependencies=[Depends(message_count)])
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     node, rt = _node(request), _router(request)
     _reject(body)

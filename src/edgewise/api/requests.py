@@ -8,8 +8,9 @@ cheap ones first, so a hostile request costs the node almost nothing:
    ``functions``, non-text ``response_format``…) are refused, never silently ignored;
 2. message shapes (tool calls only on assistant messages, ``content: null`` only with
    them, valid Unicode everywhere);
-3. size: at most ``serving.max_messages`` messages, and no more text than the largest
-   context window of the node's tiers could hold — ``n_ctx × max_token_bytes`` for the
+3. size: at most ``serving.max_messages`` messages (counted on the parsed JSON before
+   pydantic validates each of them, :func:`message_count`), and no more text than the
+   largest context window of the node's tiers could hold — ``n_ctx × max_token_bytes`` for the
    local engine (each token stands for at most ``max_token_bytes`` bytes, so a longer
    text cannot fit, however it tokenizes); a node with a remote tier of unknown window
    only has the body limit;
@@ -22,6 +23,7 @@ Steering headers: ``x-edgewise-sensitivity`` (public|internal|pii|phi), ``…-ma
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import Request
 
@@ -36,10 +38,9 @@ from edgewise.tiers.local import LocalEndpoint
 from edgewise.wire import tool_calls_from_openai
 
 __all__ = ["chat_request", "check_size", "check_tools", "context", "max_tokens_of",
-           "reject_unsupported", "valid_text"]
+           "message_count", "parsed_json", "reject_unsupported", "valid_text"]
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
-
 
 def valid_text(text: str, param: str) -> str:
     """JSON may carry lone surrogates (``"\\ud800"``) that no tokenizer can encode."""
@@ -170,14 +171,44 @@ def max_tokens_of(body: ChatCompletionRequest | CompletionRequest, node: Node,
     return value
 
 
-def check_size(texts: list[str], n_messages: int, node: Node, router: Router, *,
-               param: str) -> None:
-    """Step 3 of the module docstring: before any rendering or tokenizing."""
+def _check_count(n_messages: int, node: Node, param: str) -> None:
     limit = node.config.serving.max_messages
     if n_messages > limit:
         raise InvalidRequestError(
             f"{n_messages} messages are more than this node accepts in one request "
             f"({limit}, serving.max_messages)", param=param, code="too_many_messages")
+
+
+async def message_count(request: Request) -> None:
+    """The message count of a chat body, checked on the parsed JSON *before* pydantic
+    validates the messages: validating them is done on the event loop, one model per
+    message, and 100,000 of them (3.4 MB, under the body limit) held it for half a
+    second, during which not even ``/healthz`` was answered. A route dependency, so it
+    runs after FastAPI has parsed the body (``request.json()`` is cached) and before
+    the body is validated."""
+    data = await parsed_json(request)
+    messages = data.get("messages") if data is not None else None
+    if isinstance(messages, list):
+        _check_count(len(messages), request.app.state.node, "messages")
+
+
+async def parsed_json(request: Request) -> dict[str, Any] | None:
+    """The JSON object FastAPI parsed from the body (cached: not a second parse), for a
+    route dependency; ``None`` if the body is not JSON or not an object (validation
+    then says what is wrong)."""
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if not (media == "application/json"
+            or (media.startswith("application/") and media.endswith("+json"))
+            ) or not await request.body():
+        return None  # FastAPI did not parse it as JSON
+    data = await request.json()
+    return data if isinstance(data, dict) else None
+
+
+def check_size(texts: list[str], n_messages: int, node: Node, router: Router, *,
+               param: str) -> None:
+    """Step 3 of the module docstring: before any rendering or tokenizing."""
+    _check_count(n_messages, node, param)
     window, room = _windows(node, router)
     if room is None:
         return
