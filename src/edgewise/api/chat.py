@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from edgewise.api.errors import public_message
 from edgewise.api.requests import (
+    ParsedOffLoop,
     chat_request,
     check_size,
     check_tools,
@@ -59,7 +60,7 @@ __all__ = ["ClientDisconnected", "queued_response", "router", "until_disconnect"
 
 log = logging.getLogger("edgewise.api")
 
-router = APIRouter()
+router = APIRouter(route_class=ParsedOffLoop)
 
 #: The status logged (and counted) for a request whose client went away first.
 CLIENT_CLOSED = 499

@@ -20,7 +20,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from edgewise.api.chat import CLIENT_CLOSED, ClientDisconnected, until_disconnect
-from edgewise.api.requests import check_size, context, max_tokens_of, reject_unsupported, valid_text
+from edgewise.api.requests import (
+    ParsedOffLoop,
+    check_size,
+    context,
+    max_tokens_of,
+    reject_unsupported,
+    valid_text,
+)
 from edgewise.api.schemas import CompletionRequest
 from edgewise.chat import ChatRequest, Message, TokenLogprob
 from edgewise.engines import Chunk, SamplingParams
@@ -39,7 +46,7 @@ from edgewise.wire import SSE_DONE, legacy_logprobs, sse, sse_error, usage
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=ParsedOffLoop)
 
 
 def _finish(reason: str) -> str:
