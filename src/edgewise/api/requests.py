@@ -262,8 +262,9 @@ def check_size(texts: list[str], n_messages: int, node: Node, router: Router, *,
     size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     if size > room:
         raise ContextLengthError(
-            f"this model's context window is {window} tokens and the {param} hold {size} "
-            f"bytes of text, more than {window} tokens can stand for; shorten the {param}",
+            f"this model's context window is {window} tokens and the {param} "
+            f"{'holds' if param == 'prompt' else 'hold'} {size} bytes of text, more than "
+            f"{window} tokens can stand for; shorten the {param}",
             param=param)
 
 
