@@ -136,6 +136,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         check_size([str(p) for p in body.prompt], 1, node, rt, param="prompt")
     max_tokens = max_tokens_of(body, node, rt)
     ctx = context(request, rt)
+    precheck_queue(node)  # 503 while loading or after a failed load, before tokenizing
     prompt, text = await asyncio.to_thread(_prompt, node, body)
     if not prompt:
         raise InvalidRequestError("prompt is empty", param="prompt")
