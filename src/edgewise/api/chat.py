@@ -56,7 +56,8 @@ from edgewise.wire import (
     usage,
 )
 
-__all__ = ["ClientDisconnected", "queued_response", "router", "until_disconnect"]
+__all__ = ["ClientDisconnected", "cut_when_draining", "queued_response", "router",
+           "until_disconnect"]
 
 log = logging.getLogger("edgewise.api")
 
@@ -160,14 +161,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
                         headers=_headers(routed, ctx.request_id))
 
 
-async def _cut_when_draining(node: Node, deltas: AsyncIterator[Delta]
-                             ) -> AsyncIterator[Delta]:
-    """``deltas``, ended with :class:`ShuttingDownError` if the node's drain timeout
-    passes first (``Node.drain_expired``), so the client learns the answer is cut."""
+async def cut_when_draining(node: Node, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``items`` (a stream's deltas or chunks), ended with :class:`ShuttingDownError` if
+    the node's drain timeout passes first (``Node.drain_expired``), so the client
+    learns the answer is cut."""
     expired = node.drain_expired
-    it = aiter(deltas)
+    it = aiter(items)
     waiter = asyncio.ensure_future(expired.wait())
-    step: asyncio.Future[Delta] | None = None
+    step: asyncio.Future[T] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(it))
@@ -211,7 +212,7 @@ async def _sse(request: Request, deltas: AsyncIterator[Delta], routed: Routed, c
     yield frame({"role": "assistant", "content": ""})
     n_tokens, final = 0, None
     try:
-        async for d in _cut_when_draining(_node(request), deltas):
+        async for d in cut_when_draining(_node(request), deltas):
             if d.final is not None:
                 final = d.final
                 continue

@@ -19,7 +19,12 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from edgewise.api.chat import CLIENT_CLOSED, ClientDisconnected, until_disconnect
+from edgewise.api.chat import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    cut_when_draining,
+    until_disconnect,
+)
 from edgewise.api.requests import (
     ParsedOffLoop,
     check_size,
@@ -236,7 +241,8 @@ async def _stream(request: Request, run: LocalRun, cid: str, created: int, echo_
                 yield frame(echo_text, None, None)
             chunks = run.chunks()
             try:
-                async for c in chunks:
+                # At the drain timeout: an error event, not a "stop" that looks complete.
+                async for c in cut_when_draining(run.node, chunks):
                     yield frame(c.text, c.tokens, None)
                     offset += len(c.text)
             finally:
