@@ -157,7 +157,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     async def audit(outcome: str) -> None:
         await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=None,
                         decision=None, outcome=outcome, route="completions",
-                        reason=f"{node.tier}: this node's engine")
+                        reason=f"{node.tier}: this node's engine", tier=node.tier)
 
     if body.stream:
         precheck_queue(node)

@@ -368,8 +368,10 @@ class Router:
     async def record(self, *, request_id: str, requester: str, outcome: str,
                      guard: RequestGuard | None, decision: Decision | None,
                      routed: Routed | None = None, reason: str | None = None,
-                     route: str = "chat") -> None:
-        """Append one audit record (a no-op with ``audit.enabled: false``)."""
+                     route: str = "chat", tier: str | None = None) -> None:
+        """Append one audit record (a no-op with ``audit.enabled: false``). ``tier``:
+        the tier that answered, for a request not routed (``routed`` says it for the
+        others)."""
         if self.audit is None:
             return
         why = reason if reason is not None else (
@@ -383,7 +385,7 @@ class Router:
             detected_level=(str(guard.detected) if guard is not None and guard.detection
                             is not None else None),
             entities=guard.entity_counts() if guard is not None else {},
-            tier=routed.tier or None if routed is not None else None,
+            tier=(routed.tier or None) if routed is not None else tier,
             plan=decision.plan if decision is not None else (), reason=why,
             escalations=routed.escalations if routed is not None else 0,
             failovers=routed.failovers if routed is not None else 0,
