@@ -316,6 +316,10 @@ class Router:
         except RequestError as exc:  # a tier judged the request bad (answered as 4xx)
             await self.refused(exc, ctx, guard, decision, outcome="failed")
             raise
+        except asyncio.CancelledError:  # the client went away (api/chat.until_disconnect)
+            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
+                              guard=guard, decision=decision, outcome="failed:disconnected")
+            raise
         assert isinstance(result, ChatAnswer)
         await self.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,
                           decision=decision, routed=routed, outcome="answered")
@@ -339,6 +343,10 @@ class Router:
             raise
         except RequestError as exc:
             await self.refused(exc, ctx, guard, decision, outcome="failed")
+            raise
+        except asyncio.CancelledError:  # gone before the first byte (a buffered cascade)
+            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
+                              guard=guard, decision=decision, outcome="failed:disconnected")
             raise
         deltas = replay(result) if isinstance(result, ChatAnswer) else result
         return self._audited(deltas, ctx, guard, decision, routed), routed
