@@ -23,8 +23,22 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 EDGEWISE = str(Path(sys.executable).parent / "edgewise")
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way must not leave its `edgewise serve` running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class Proc:
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, per_test: bool = True) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -32,6 +46,8 @@ class Proc:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "COLUMNS": "200"},
         )
+        if per_test:  # killed when the test ends, whatever happened
+            _STARTED.append(self.proc)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -55,7 +71,7 @@ class Proc:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Proc]:
-    p = Proc()
+    p = Proc(per_test=False)
     p.wait_ready()
     yield p
     p.stop()

@@ -119,17 +119,57 @@ def models(
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
         return
-    table = Table(title="edgewise models")
-    # Names and digests never wrap mid-word; the path (or install command) takes the rest.
-    for col in ("name", "installed", "size", "sha256", "path / install"):
-        table.add_column(col, overflow="fold", no_wrap=col != "path / install")
+    cells = []
     for r in rows:
         state = ("[green]yes[/]" if r.verified else "[red]digest mismatch[/]"
                  if r.verified is False else "yes") if r.installed else "[yellow]no[/]"
         where = r.path or ("parts installed, assembled on first use" if r.installed
                            else CATALOGUE[r.name].install_hint)
-        table.add_row(r.name, state, f"{r.size_bytes / 1e6:.1f} MB", r.sha256[:16] + "…", where)
-    Console().print(table)
+        cells.append([r.name, state, f"{r.size_bytes / 1e6:.1f} MB", r.sha256[:16] + "…",
+                      where])
+    _print_rows("edgewise models", ["name", "installed", "size", "sha256", "path / install"],
+                cells, wrap={"path / install"})
+
+
+#: The narrowest a free-text column of a table may get before rows print as blocks.
+_MIN_TEXT_WIDTH = 16
+
+
+def _print_rows(title: str, columns: list[str], rows: list[list[str]], *,
+                wrap: set[str]) -> None:
+    """``rows`` (rich markup) as a table whose identifier columns (all but ``wrap``)
+    never wrap, when the terminal is wide enough for them whole and for each ``wrap``
+    column to get :data:`_MIN_TEXT_WIDTH` characters; otherwise one block per row,
+    ``column: value`` pairs that wrap only between words. (A rich table narrower than
+    its unwrappable columns cuts them: ``clinic-frontd`` at 80 columns.)"""
+    from rich.cells import cell_len
+    from rich.columns import Columns
+    from rich.padding import Padding
+    from rich.text import Text
+
+    out = Console()
+    width = 1  # the table's right edge; each column adds 2 of padding and 1 of border
+    for i, col in enumerate(columns):
+        longest = max([cell_len(col)] + [Text.from_markup(r[i]).cell_len for r in rows])
+        width += 3 + (min(longest, _MIN_TEXT_WIDTH) if col in wrap else longest)
+    if width <= out.width:
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, overflow="fold", no_wrap=col not in wrap)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    out.print(f"[bold]{title}[/]", highlight=False)
+    for row in rows:
+        out.print()
+        out.print(Columns([Text.from_markup(f"[dim]{c}:[/] {v}")
+                           for c, v in zip(columns, row, strict=True) if c not in wrap],
+                          padding=(0, 2)))
+        for c, v in zip(columns, row, strict=True):
+            if c in wrap:
+                out.print(Padding(Text.from_markup(f"[dim]{c}:[/] {v}"), (0, 0, 0, 2)),
+                          highlight=False)
 
 
 @models_app.command("install")
@@ -515,12 +555,7 @@ def audit_show(
         for entry in entries:
             typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
         return
-    table = Table(title=f"edgewise audit log {cfg.path}")
-    # Identifiers never wrap mid-word; the free text (entities, reason) takes the rest.
-    for col in ("seq", "time (UTC)", "requester", "level", "entities", "tier", "outcome",
-                "esc/fail", "redacted", "reason"):
-        table.add_column(col, overflow="fold", no_wrap=col not in ("entities", "redacted",
-                                                                   "reason"))
+    cells = []
     for e in entries:
         r = e.record
         ents = ", ".join(f"{k}×{n}" for k, n in r.entities.items()) or "-"
@@ -528,10 +563,14 @@ def audit_show(
                if r.redaction.applied else "-")
         if r.clearance_override:
             red += f"; sent as is to {','.join(r.clearance_override)}"
-        table.add_row(str(e.seq), r.ts.strftime("%Y-%m-%d %H:%M:%S"), r.requester,
+        cells.append([str(e.seq), r.ts.strftime("%Y-%m-%d %H:%M:%S"), r.requester,
                       r.level, ents, r.tier or "-", r.outcome,
-                      f"{r.escalations}/{r.failovers}", red, r.reason)
-    Console().print(table)
+                      f"{r.escalations}/{r.failovers}", red, r.reason])
+    # Identifiers never wrap mid-word; the free text (entities, reason) takes the rest.
+    _print_rows(f"edgewise audit log {cfg.path}",
+                ["seq", "time (UTC)", "requester", "level", "entities", "tier", "outcome",
+                 "esc/fail", "redacted", "reason"], cells,
+                wrap={"entities", "redacted", "reason"})
     console.print(f"{len(entries)} record(s) shown; not verified here (run `edgewise "
                   "audit verify`)", highlight=False)
 

@@ -26,16 +26,18 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from edgewise.api.errors import public_message
 from edgewise.api.requests import (
+    ParsedOffLoop,
     chat_request,
     check_size,
     check_tools,
     context,
     max_tokens_of,
+    message_count,
 )
 from edgewise.api.requests import reject_unsupported as _reject
 from edgewise.api.schemas import ChatCompletionRequest
@@ -54,11 +56,12 @@ from edgewise.wire import (
     usage,
 )
 
-__all__ = ["ClientDisconnected", "queued_response", "router", "until_disconnect"]
+__all__ = ["ClientDisconnected", "cut_when_draining", "queued_response", "router",
+           "until_disconnect"]
 
 log = logging.getLogger("edgewise.api")
 
-router = APIRouter()
+router = APIRouter(route_class=ParsedOffLoop)
 
 #: The status logged (and counted) for a request whose client went away first.
 CLIENT_CLOSED = 499
@@ -122,7 +125,8 @@ def _headers(routed: Routed, request_id: str) -> dict[str, str]:
     return {**routed.headers(), "x-request-id": request_id, "x-edgewise-model": routed.model}
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None,
+             dependencies=[Depends(message_count)])
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     node, rt = _node(request), _router(request)
     _reject(body)
@@ -157,14 +161,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
                         headers=_headers(routed, ctx.request_id))
 
 
-async def _cut_when_draining(node: Node, deltas: AsyncIterator[Delta]
-                             ) -> AsyncIterator[Delta]:
-    """``deltas``, ended with :class:`ShuttingDownError` if the node's drain timeout
-    passes first (``Node.drain_expired``), so the client learns the answer is cut."""
+async def cut_when_draining(node: Node, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``items`` (a stream's deltas or chunks), ended with :class:`ShuttingDownError` if
+    the node's drain timeout passes first (``Node.drain_expired``), so the client
+    learns the answer is cut."""
     expired = node.drain_expired
-    it = aiter(deltas)
+    it = aiter(items)
     waiter = asyncio.ensure_future(expired.wait())
-    step: asyncio.Future[Delta] | None = None
+    step: asyncio.Future[T] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(it))
@@ -208,7 +212,7 @@ async def _sse(request: Request, deltas: AsyncIterator[Delta], routed: Routed, c
     yield frame({"role": "assistant", "content": ""})
     n_tokens, final = 0, None
     try:
-        async for d in _cut_when_draining(_node(request), deltas):
+        async for d in cut_when_draining(_node(request), deltas):
             if d.final is not None:
                 final = d.final
                 continue

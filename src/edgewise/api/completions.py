@@ -16,11 +16,24 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from edgewise.api.chat import CLIENT_CLOSED, ClientDisconnected, until_disconnect
-from edgewise.api.requests import check_size, context, max_tokens_of, reject_unsupported, valid_text
+from edgewise.api.chat import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    cut_when_draining,
+    until_disconnect,
+)
+from edgewise.api.requests import (
+    ParsedOffLoop,
+    check_size,
+    context,
+    max_tokens_of,
+    parsed_json,
+    reject_unsupported,
+    valid_text,
+)
 from edgewise.api.schemas import CompletionRequest
 from edgewise.chat import ChatRequest, Message, TokenLogprob
 from edgewise.engines import Chunk, SamplingParams
@@ -39,19 +52,42 @@ from edgewise.wire import SSE_DONE, legacy_logprobs, sse, sse_error, usage
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=ParsedOffLoop)
 
 
 def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
+_ONE_PROMPT = "only one prompt per request is supported; send a string or a list with one string"
+
+
+def _too_long(n_ctx: int, prompt_len: int) -> ContextLengthError:
+    return ContextLengthError(
+        f"this model's context window is {n_ctx} tokens and the prompt uses {prompt_len}; "
+        "shorten the prompt (or serve with a larger engine.n_ctx)", param="prompt")
+
+
+async def prompt_length(request: Request) -> None:
+    """A prompt list's length, checked on the parsed JSON before pydantic validates it
+    item by item (a million token ids, 2 MB, held the event loop for a third of a
+    second): more than one string, or at least ``n_ctx`` token ids, is refused now."""
+    data = await parsed_json(request)
+    prompt = data.get("prompt") if data is not None else None
+    if not isinstance(prompt, list) or len(prompt) <= 1:
+        return
+    if isinstance(prompt[0], str):
+        raise InvalidRequestError(_ONE_PROMPT, param="prompt")
+    node: Node = request.app.state.node
+    if node.ready and len(prompt) >= node.info.n_ctx:
+        raise _too_long(node.info.n_ctx, len(prompt))
+
+
 def _prompt(node: Node, body: CompletionRequest) -> tuple[list[int], str]:
     """Token ids and text of the prompt: a string, a one-string list, or token ids."""
     if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
         if len(body.prompt) != 1:
-            raise InvalidRequestError("only one prompt per request is supported; send a "
-                                      "string or a list with one string", param="prompt")
+            raise InvalidRequestError(_ONE_PROMPT, param="prompt")
         text = valid_text(str(body.prompt[0]), "prompt")
         return node.engine.tokenize(text), text
     if isinstance(body.prompt, list):
@@ -70,10 +106,7 @@ def _sampling(node: Node, body: CompletionRequest, prompt_len: int,
               max_tokens: int | None) -> SamplingParams:
     n_ctx = node.info.n_ctx
     if prompt_len >= n_ctx:
-        raise ContextLengthError(
-            f"this model's context window is {n_ctx} tokens and the prompt uses "
-            f"{prompt_len}; shorten the prompt (or serve with a larger engine.n_ctx)",
-            param="prompt")
+        raise _too_long(n_ctx, prompt_len)
     d = node.config.sampling
     return SamplingParams(
         max_tokens=max_tokens if max_tokens is not None else n_ctx - prompt_len,
@@ -98,7 +131,7 @@ async def _screen(rt: Router, node: Node, text: str, ctx: RequestContext) -> Non
         raise exc
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, dependencies=[Depends(prompt_length)])
 async def completions(body: CompletionRequest, request: Request) -> Response:
     node, rt = request.app.state.node, request.app.state.router
     reject_unsupported(body)
@@ -108,6 +141,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         check_size([str(p) for p in body.prompt], 1, node, rt, param="prompt")
     max_tokens = max_tokens_of(body, node, rt)
     ctx = context(request, rt)
+    precheck_queue(node)  # 503 while loading or after a failed load, before tokenizing
     prompt, text = await asyncio.to_thread(_prompt, node, body)
     if not prompt:
         raise InvalidRequestError("prompt is empty", param="prompt")
@@ -123,7 +157,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     async def audit(outcome: str) -> None:
         await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=None,
                         decision=None, outcome=outcome, route="completions",
-                        reason=f"{node.tier}: this node's engine")
+                        reason=f"{node.tier}: this node's engine", tier=node.tier)
 
     if body.stream:
         precheck_queue(node)
@@ -207,7 +241,8 @@ async def _stream(request: Request, run: LocalRun, cid: str, created: int, echo_
                 yield frame(echo_text, None, None)
             chunks = run.chunks()
             try:
-                async for c in chunks:
+                # At the drain timeout: an error event, not a "stop" that looks complete.
+                async for c in cut_when_draining(run.node, chunks):
                     yield frame(c.text, c.tokens, None)
                     offset += len(c.text)
             finally:

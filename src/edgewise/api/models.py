@@ -63,7 +63,9 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     node: Node = request.app.state.node
     cards = _cards(node, request.app.state.router)
-    if model_id in ("auto", "default") and node.ready:
+    if model_id in ("auto", "default"):
+        # node.model_id is a 503 (loading, or why the load failed) before the model is
+        # ready: "auto" exists, it only has no model yet.
         return cards[node.model_id]
     if model_id not in cards:
         # The requested name is not echoed: error messages never quote request content.

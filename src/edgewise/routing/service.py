@@ -316,6 +316,10 @@ class Router:
         except RequestError as exc:  # a tier judged the request bad (answered as 4xx)
             await self.refused(exc, ctx, guard, decision, outcome="failed")
             raise
+        except asyncio.CancelledError:  # the client went away (api/chat.until_disconnect)
+            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
+                              guard=guard, decision=decision, outcome="failed:disconnected")
+            raise
         assert isinstance(result, ChatAnswer)
         await self.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,
                           decision=decision, routed=routed, outcome="answered")
@@ -339,6 +343,10 @@ class Router:
             raise
         except RequestError as exc:
             await self.refused(exc, ctx, guard, decision, outcome="failed")
+            raise
+        except asyncio.CancelledError:  # gone before the first byte (a buffered cascade)
+            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
+                              guard=guard, decision=decision, outcome="failed:disconnected")
             raise
         deltas = replay(result) if isinstance(result, ChatAnswer) else result
         return self._audited(deltas, ctx, guard, decision, routed), routed
@@ -368,8 +376,10 @@ class Router:
     async def record(self, *, request_id: str, requester: str, outcome: str,
                      guard: RequestGuard | None, decision: Decision | None,
                      routed: Routed | None = None, reason: str | None = None,
-                     route: str = "chat") -> None:
-        """Append one audit record (a no-op with ``audit.enabled: false``)."""
+                     route: str = "chat", tier: str | None = None) -> None:
+        """Append one audit record (a no-op with ``audit.enabled: false``). ``tier``:
+        the tier that answered, for a request not routed (``routed`` says it for the
+        others)."""
         if self.audit is None:
             return
         why = reason if reason is not None else (
@@ -383,7 +393,7 @@ class Router:
             detected_level=(str(guard.detected) if guard is not None and guard.detection
                             is not None else None),
             entities=guard.entity_counts() if guard is not None else {},
-            tier=routed.tier or None if routed is not None else None,
+            tier=(routed.tier or None) if routed is not None else tier,
             plan=decision.plan if decision is not None else (), reason=why,
             escalations=routed.escalations if routed is not None else 0,
             failovers=routed.failovers if routed is not None else 0,
