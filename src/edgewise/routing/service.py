@@ -299,27 +299,39 @@ class Router:
         return Queued(job, why.message)
 
     # -- answering ----------------------------------------------------------------------
-    async def chat(self, req: ChatRequest, ctx: RequestContext
-                   ) -> tuple[ChatAnswer, Routed] | Queued:
-        """Answer in full: screen, decide, walk the plan (cascade, failover); audited."""
+    async def _answer(self, req: ChatRequest, ctx: RequestContext, *, live: bool
+                      ) -> tuple[ChatAnswer | AsyncIterator[Delta], Routed, RequestGuard,
+                                 Decision] | Queued:
+        """Screen, decide and walk the plan; refusals and failures are audited here, a
+        request no eligible tier can take is queued when it asked to be."""
         guard, decision, queued = await self._plan(req, ctx)
         if queued is not None:
             return queued
-        assert decision is not None
+        assert guard is not None and decision is not None
         try:
-            result, routed = await self._walk(req, decision, guard, live=False)
+            result, routed = await self._walk(req, decision, guard, live=live)
         except UnavailableError as exc:
-            if ctx.is_async and guard is not None:
+            if ctx.is_async:
                 return await self._queue(req, ctx, guard, exc)
             await self.refused(exc, ctx, guard, decision)
             raise
         except RequestError as exc:  # a tier judged the request bad (answered as 4xx)
             await self.refused(exc, ctx, guard, decision, outcome="failed")
             raise
-        except asyncio.CancelledError:  # the client went away (api/chat.until_disconnect)
+        except asyncio.CancelledError:  # the client went away before the answer (or, for
+            # a stream, its first byte: a buffered cascade); see api/chat.until_disconnect
             self.record_later(request_id=ctx.request_id, requester=ctx.requester,
                               guard=guard, decision=decision, outcome="failed:disconnected")
             raise
+        return result, routed, guard, decision
+
+    async def chat(self, req: ChatRequest, ctx: RequestContext
+                   ) -> tuple[ChatAnswer, Routed] | Queued:
+        """Answer in full: screen, decide, walk the plan (cascade, failover); audited."""
+        got = await self._answer(req, ctx, live=False)
+        if isinstance(got, Queued):
+            return got
+        result, routed, guard, decision = got
         assert isinstance(result, ChatAnswer)
         await self.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,
                           decision=decision, routed=routed, outcome="answered")
@@ -330,24 +342,10 @@ class Router:
         """Stream: returns once the answering tier is known (so the status and the
         ``x-edgewise-*`` headers can be sent), with the deltas still to iterate; the
         audit record is written when the stream ends, however it ends."""
-        guard, decision, queued = await self._plan(req, ctx)
-        if queued is not None:
-            return queued
-        assert decision is not None
-        try:
-            result, routed = await self._walk(req, decision, guard, live=True)
-        except UnavailableError as exc:
-            if ctx.is_async and guard is not None:
-                return await self._queue(req, ctx, guard, exc)
-            await self.refused(exc, ctx, guard, decision)
-            raise
-        except RequestError as exc:
-            await self.refused(exc, ctx, guard, decision, outcome="failed")
-            raise
-        except asyncio.CancelledError:  # gone before the first byte (a buffered cascade)
-            self.record_later(request_id=ctx.request_id, requester=ctx.requester,
-                              guard=guard, decision=decision, outcome="failed:disconnected")
-            raise
+        got = await self._answer(req, ctx, live=True)
+        if isinstance(got, Queued):
+            return got
+        result, routed, guard, decision = got
         deltas = replay(result) if isinstance(result, ChatAnswer) else result
         return self._audited(deltas, ctx, guard, decision, routed), routed
 
