@@ -213,9 +213,9 @@ def cloud_transport() -> Iterator[httpx.AsyncBaseTransport]:
 def test_calibrate_command_writes_a_threshold_that_loads(
         tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgewise.cli
+    import edgewise.cli.calibrate
 
-    monkeypatch.setattr(edgewise.cli, "_calibrate_transports",
+    monkeypatch.setattr(edgewise.cli.calibrate, "_calibrate_transports",
                         lambda: {CLOUD_URL: cloud_transport})
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
@@ -268,9 +268,9 @@ def test_calibrate_command_names_the_bad_line(tmp_path: Path) -> None:
 def test_calibrate_command_with_a_sampling_scorer(
         tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgewise.cli
+    import edgewise.cli.calibrate
 
-    monkeypatch.setattr(edgewise.cli, "_calibrate_transports",
+    monkeypatch.setattr(edgewise.cli.calibrate, "_calibrate_transports",
                         lambda: {CLOUD_URL: cloud_transport})
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite")).replace(

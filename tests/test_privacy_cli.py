@@ -42,7 +42,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     def build(privacy: Any) -> Detector:
         return Detector(privacy, nlp_engine=default_detector().nlp_engine)
 
-    monkeypatch.setattr(cli, "_scan_detector", build)
+    monkeypatch.setattr(cli.scan, "_scan_detector", build)
     return CliRunner()
 
 
