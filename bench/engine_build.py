@@ -65,16 +65,16 @@ if cfg["portable"]:
     variant = info.variant
 else:
     variant = "native"
-    if not cfg["extra_bufts"]:
-        # llama-cpp-python does not expose it: patch the defaults it starts from.
-        orig = llama_cpp.llama_model_default_params
-        def params():
-            p = orig()
-            p.use_extra_bufts = False
-            return p
-        llama_cpp.llama_model_default_params = params
-        import llama_cpp.llama as mod
-        mod.llama_cpp.llama_model_default_params = params
+if not cfg.get("extra_bufts", True):
+    # llama-cpp-python does not expose it: patch the defaults it starts from.
+    orig = llama_cpp.llama_model_default_params
+    def params():
+        p = orig()
+        p.use_extra_bufts = False
+        return p
+    llama_cpp.llama_model_default_params = params
+    import llama_cpp.llama as mod
+    mod.llama_cpp.llama_model_default_params = params
 llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_batch=512,
                       n_threads=cfg["threads"], n_threads_batch=cfg["batch_threads"],
                       verbose=False)
@@ -143,7 +143,7 @@ def main() -> None:
     p.add_argument("--native-wheel", type=Path, help="pip's default (native) build")
     p.add_argument("--threads", type=int, default=1, help="Part A threads (both sides)")
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3, help="Part A alternations")
+    p.add_argument("--rounds", type=int, default=8, help="Part A alternations")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=96)
     p.add_argument("--skip-threads", action="store_true")
@@ -193,7 +193,8 @@ def main() -> None:
                           cfg_a | {"portable": False, "extra_bufts": False})]
             for name, py, cfg in (runs if r % 2 == 0 else runs[::-1]):
                 got = _child(py, cfg)
-                side = sides.setdefault(name, {"prompt": [], "decode": [], "crashed": None})
+                side = sides.setdefault(name, {"prompt": [], "decode": [], "crashed": None,
+                                               "rounds": []})
                 if "crashed" in got:
                     side["crashed"] = got["crashed"]
                     side["stderr"] = got["stderr"]
@@ -201,21 +202,30 @@ def main() -> None:
                     side["prompt"] += got["prompt"]
                     side["decode"] += got["decode"]
                     side["variant"] = got["variant"]
+                    side["rounds"].append((_med(got["prompt"]), _med(got["decode"])))
                 print(f"A round {r} {name}: {got.get('crashed') or ''} "
                       f"prompt {_med(got.get('prompt', []))!s:.6} "
                       f"decode {_med(got.get('decode', []))!s:.6}", file=sys.stderr)
     result["part_a"] = sides
     ref = sides["portable"]
     lines += [f"### Part A — builds ({args.threads} thread(s), {args.prompt_tokens}-token "
-              f"prompt, {args.max_tokens} decoded tokens, {args.rounds} × {args.reps} runs)",
-              "", "| build | runs? | prompt tok/s (median) | ÷ portable | decode tok/s "
-              "(median) | ÷ portable |", "|---|---|---|---|---|---|"]
+              f"prompt, {args.max_tokens} decoded tokens, {args.rounds} rounds × {args.reps} "
+              "runs, sides alternating)", "",
+              "| build | runs? | prompt tok/s (median) | ÷ portable, paired (range) "
+              "| decode tok/s (median) | ÷ portable, paired (range) |",
+              "|---|---|---|---|---|---|"]
+
+    def paired(side: dict[str, Any], k: int) -> str:
+        ratios = sorted(a[k] / b[k] for a, b in zip(side["rounds"], ref["rounds"],
+                                                    strict=False))
+        return f"{_med(ratios):.3f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+
     for name, side in sides.items():
         if side["prompt"]:
             pr, de = _med(side["prompt"]), _med(side["decode"])
             lines.append(f"| {name}{' (' + side['variant'] + ')' if name == 'portable' else ''}"
-                         f" | yes | {pr:.1f} | {pr / _med(ref['prompt']):.3f} | {de:.1f} | "
-                         f"{de / _med(ref['decode']):.3f} |")
+                         f" | yes | {pr:.1f} | {paired(side, 0)} | {de:.1f} | "
+                         f"{paired(side, 1)} |")
         else:
             lines.append(f"| {name} | **no: {side['crashed']}** | — | — | — | — |")
 
