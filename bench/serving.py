@@ -44,9 +44,11 @@ Part A — overhead against raw llama-cpp-python, measured side by side in one r
     statistics use undisturbed repetitions only (the JSON keeps all of them).
 
     llama-cpp-python reuses its KV cache when a prompt starts like the previous one.
-    The prompts start with different words so every run evaluates its prompt from
-    scratch; the node, which serves two variants per repetition, gets a one-token
-    request with another prompt in between (``_evict_prompt_cache``).
+    The completion prompts start with different words, and the raw side resets its
+    cache before each run (the chat prompts share their template's system turn), so
+    every run evaluates its prompt from scratch; the node, which serves several
+    variants per repetition, gets a one-token request with another prompt in between
+    (``_evict_prompt_cache``).
 
 Part B — soak: ``--clients`` concurrent streaming chat clients for ``--soak-seconds``
     against a fresh node whose ``serving.max_queue`` is large enough that nobody gets
@@ -283,6 +285,11 @@ def _raw_worker(model_path: str, threads: int) -> None:
     for line in sys.stdin:
         req = json.loads(line)
         prompt, max_tokens = req["prompt"], req["max_tokens"]
+        # Cold, like the node (which never reuses a previous prompt): the chat prompts
+        # share their template's system turn, which llama-cpp-python would otherwise
+        # keep in its KV cache from the previous chat run.
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         timer = _Timer()
         if req["mode"] == "raw":
             finish = None
