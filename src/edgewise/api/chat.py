@@ -150,7 +150,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
                 headers={**_headers(routed, ctx.request_id), "cache-control": "no-cache"})
         answered = await until_disconnect(request, rt.chat(req, ctx))
     except ClientDisconnected:
-        request.state.error_type = "client_disconnected"
         return Response(status_code=CLIENT_CLOSED)
     if isinstance(answered, Queued):
         return queued_response(answered)

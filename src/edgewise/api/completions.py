@@ -183,7 +183,6 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     try:
         leading, chunks = await until_disconnect(request, answer())
     except ClientDisconnected:
-        request.state.error_type = "client_disconnected"
         await audit("failed:disconnected")
         return Response(status_code=CLIENT_CLOSED)
     except (RequestError, UnavailableError, EngineError) as exc:

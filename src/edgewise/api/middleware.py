@@ -153,7 +153,8 @@ class AccessLog:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(elapsed)
             error_type = scope.get("state", {}).get("error_type")
-            if status >= 400 or error_type:
+            # 499: the client went away first, a cancellation (counted as such), no error
+            if (status >= 400 and status != 499) or error_type:
                 self.metrics.errors.labels(error_type or f"http_{status}").inc()
             access_log.info("%s %s %d %.1fms", scope["method"], endpoint, status,
                             elapsed * 1000)
