@@ -26,13 +26,23 @@ content (prompts may be sensitive).
     │   ├── BudgetError              400, no eligible tier is within x-edgewise-max-cost
     │   ├── ClearanceError           403, the data may not go to any tier that could serve it
     │   ├── UnknownModelError        404, the request names a model (or tier) not served here
-    │   └── PayloadTooLargeError     413, request body over the configured limit
+    │   ├── PayloadTooLargeError     413, request body over the configured limit
+    │   ├── AuthenticationError      401, no credential, or one that is malformed, expired,
+    │   │                                 from another CA or fleet, or badly signed
+    │   ├── ForbiddenError           403, a valid identity that may not do this (scope,
+    │   │                                 revoked node, a SAN or node name not allowed)
+    │   └── RateLimitedError         429, too many failed attempts from this client
     ├── UnavailableError         the node cannot take the request now -> 429 / 503
     │   ├── OverloadedError          429, the admission queue is full (has retry_after)
     │   ├── ShuttingDownError        503, the node is draining
     │   ├── NoTierAvailableError     503, every eligible tier is down (async: queued instead)
     │   └── GuardUnavailableError    503, the privacy guard is loading, failed to load, or
     │                                     failed on this request (the request is not routed)
+    ├── PKIError                 the fleet's CA or a node's key/certificate files cannot be
+    │                                 created, read or decrypted (names the file and the fix)
+    ├── ControlStoreError        the control plane's database (SQLite / PostgreSQL) cannot
+    │                                 be opened, migrated, read or written
+    ├── FleetError               a node agent cannot join, renew or reach the control plane
     └── SupplyError              the model supply chain (``edgewise build``) failed
         ├── RecipeError              a recipe with unknown stages or keys, or bad values
         ├── DatasetError             a dataset that does not parse (names file and line)
@@ -46,14 +56,18 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "AuditKeyError",
+    "AuthenticationError",
     "BudgetError",
     "ClearanceError",
     "ConfigError",
     "ContextLengthError",
+    "ControlStoreError",
     "DatasetError",
     "DoesNotFitError",
     "EdgewiseError",
     "EngineError",
+    "FleetError",
+    "ForbiddenError",
     "GuardUnavailableError",
     "InvalidRequestError",
     "JobStateError",
@@ -64,8 +78,10 @@ __all__ = [
     "ModelNotFoundError",
     "NoTierAvailableError",
     "OverloadedError",
+    "PKIError",
     "PayloadTooLargeError",
     "PrivacyError",
+    "RateLimitedError",
     "RecipeError",
     "RequestError",
     "ShuttingDownError",
@@ -199,6 +215,38 @@ class PayloadTooLargeError(RequestError):
     code = "payload_too_large"
 
 
+class AuthenticationError(RequestError):
+    """No credential, or one that does not authenticate: malformed, expired, signed by
+    another CA or key, for another fleet or audience, a join token unknown or used (401)."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "unauthenticated"
+
+
+class ForbiddenError(RequestError):
+    """An authenticated caller that may not do this: a token without the scope, a
+    revoked node, a CSR asking for names its join token does not allow (403)."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class RateLimitedError(RequestError):
+    """Too many failed attempts from one client (join-token guessing): 429 with
+    ``retry_after`` seconds."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = str(max(1, round(retry_after)))
+
+
 class UnavailableError(EdgewiseError):
     """The node cannot take this request right now."""
 
@@ -240,6 +288,21 @@ class GuardUnavailableError(UnavailableError):
     this one): nothing is routed unscreened (503)."""
 
     code = "privacy_guard_unavailable"
+
+
+class PKIError(EdgewiseError):
+    """A CA, key or certificate file cannot be created, read or decrypted (a wrong
+    ``$EDGEWISE_CA_PASSPHRASE``, a missing or corrupt file); names the file and the fix."""
+
+
+class ControlStoreError(EdgewiseError):
+    """The control plane's database cannot be opened, migrated, read or written; names
+    the database (without its password) and the fix."""
+
+
+class FleetError(EdgewiseError):
+    """A node agent cannot join, renew its certificate or reach the control plane
+    (a wrong ``--ca-sha256``, a refused token, a network error); says what to do."""
 
 
 class SupplyError(EdgewiseError):
