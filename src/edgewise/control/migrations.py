@@ -1,0 +1,190 @@
+"""The control store's schema and how it evolves: numbered migrations, applied once.
+
+A control plane may run as several replicas on one PostgreSQL database, and they may
+all start at the same moment after an upgrade. :func:`migrate` therefore applies the
+pending migrations in ONE transaction that first takes a lock every replica contends
+for — ``pg_advisory_xact_lock`` on PostgreSQL (released by the commit), ``BEGIN
+IMMEDIATE`` (the database's write lock) on SQLite. The first replica migrates; the
+others wait, then find nothing pending. DDL is transactional on both databases, so a
+migration that fails leaves the schema exactly as it was.
+
+``schema_migrations`` records each applied version. A database whose newest version is
+beyond :data:`LATEST` was written by a newer edgewise, and this one refuses it rather
+than misread it.
+
+Rules for a new migration: append it to :data:`MIGRATIONS` with the next version; never
+edit a released one (databases in the field already ran it). Each migration declares
+the tables it creates in its own :class:`~sqlalchemy.MetaData`, frozen as of that
+version; the query-side tables in :mod:`edgewise.control.store` describe the *current*
+schema, and a test checks the two agree after all migrations ran.
+
+Column types shared by both (:class:`UTCDateTime`, :data:`JSON_BODY`) live here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Dialect
+
+from edgewise.errors import ControlStoreError
+
+__all__ = ["JSON_BODY", "LATEST", "MIGRATIONS", "SCHEMA_MIGRATIONS", "Migration",
+           "UTCDateTime", "migrate"]
+
+#: SQLite keeps times as fixed-width ISO-8601 UTC text: 27 characters for every year
+#: 1000-9999, so text order is time order and ``expires_at > :now`` compares correctly.
+_SQLITE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: The advisory-lock key every replica's migration takes: "edgewise" in ASCII, as a
+#: (positive) bigint.
+MIGRATION_LOCK = int.from_bytes(b"edgewise", "big")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware UTC ``datetime`` in Python; ``timestamptz`` on PostgreSQL and
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` text on SQLite (microseconds on both).
+
+    A naive datetime is refused with ``ValueError`` (the caller's bug: "when" would
+    depend on the server's time zone); it surfaces unchanged, not as a store error.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(27))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: the control store takes "
+                             "timezone-aware times, e.g. datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.strftime(_SQLITE_TIME) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.strptime(value, _SQLITE_TIME).replace(tzinfo=UTC)
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+
+
+#: A JSON object column: ``jsonb`` on PostgreSQL, JSON text on SQLite.
+JSON_BODY: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+_meta = sa.MetaData()
+SCHEMA_MIGRATIONS = sa.Table(
+    "schema_migrations", _meta,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", UTCDateTime(), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``apply`` runs inside the migration transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    """Join tokens, nodes, every certificate ever issued, the deny list, configs."""
+    md = sa.MetaData()
+    sa.Table(
+        "join_tokens", md,
+        sa.Column("digest", sa.Text, primary_key=True),  # sha256 of the token, never it
+        sa.Column("node", sa.Text, nullable=False),
+        sa.Column("tier", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("used_at", UTCDateTime()),
+        sa.Column("created_by", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "nodes", md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("tier", sa.Text, nullable=False),
+        sa.Column("spiffe_id", sa.Text, nullable=False),
+        sa.Column("serial", sa.Text, nullable=False),
+        sa.Column("cert_not_after", UTCDateTime(), nullable=False),
+        sa.Column("enrolled_at", UTCDateTime(), nullable=False),
+        sa.Column("renewed_at", UTCDateTime()),
+        sa.Column("last_seen", UTCDateTime()),
+        sa.Column("revoked_at", UTCDateTime()),
+        sa.Column("heartbeat", JSON_BODY, nullable=False),
+        sa.Column("applied_config", sa.Integer),
+        sa.Column("config_error", sa.Text),
+    )
+    sa.Table(
+        "node_certs", md,
+        sa.Column("serial", sa.Text, primary_key=True),
+        sa.Column("node", sa.Text, sa.ForeignKey("nodes.name"), nullable=False, index=True),
+        sa.Column("issued_at", UTCDateTime(), nullable=False),
+        sa.Column("not_after", UTCDateTime(), nullable=False),
+    )
+    sa.Table(
+        "denied_serials", md,
+        sa.Column("serial", sa.Text, primary_key=True),
+        sa.Column("node", sa.Text, sa.ForeignKey("nodes.name"), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),  # "revoked" | "superseded"
+        sa.Column("denied_at", UTCDateTime(), nullable=False),
+        sa.CheckConstraint("reason IN ('revoked', 'superseded')", name="denied_reason"),
+    )
+    sa.Table(
+        "configs", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("target_kind", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("body", JSON_BODY, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.Text, nullable=False),
+        sa.UniqueConstraint("target_kind", "target", "version", name="configs_target_version"),
+        sa.CheckConstraint("target_kind IN ('node', 'tier')", name="configs_target_kind"),
+        sqlite_autoincrement=True,  # ids never reused, like PostgreSQL's sequence
+    )
+    md.create_all(conn, checkfirst=False)  # a table already there is not ours: fail
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the initial schema", _v1_initial),
+)
+#: The newest schema version this edgewise knows.
+LATEST = MIGRATIONS[-1].version
+
+
+def migrate(conn: Connection, *, database: str, now: datetime | None = None) -> list[int]:
+    """Bring the schema to :data:`LATEST` in ``conn``'s transaction, which the caller
+    opened (on SQLite with ``BEGIN IMMEDIATE``); returns the versions applied now.
+
+    Raises :class:`ControlStoreError` for a schema newer than this code knows.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    _meta.create_all(conn)  # schema_migrations itself, if this is a new database
+    found = conn.execute(sa.select(sa.func.max(SCHEMA_MIGRATIONS.c.version))).scalar() or 0
+    if found > LATEST:
+        raise ControlStoreError(
+            f"{database}: schema version {found} is newer than this edgewise (knows "
+            f"{LATEST}): upgrade edgewise")
+    applied = []
+    for step in MIGRATIONS:
+        if step.version > found:
+            step.apply(conn)
+            conn.execute(SCHEMA_MIGRATIONS.insert().values(
+                version=step.version, applied_at=now or datetime.now(UTC)))
+            applied.append(step.version)
+    return applied
