@@ -37,6 +37,7 @@ __all__ = [
     "EdgewiseConfig",
     "EndpointConfig",
     "EngineConfig",
+    "FleetConfig",
     "HealthConfig",
     "NodeConfig",
     "PatternConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "SamplingDefaults",
     "ServingConfig",
     "TierConfig",
+    "TlsConfig",
     "load_config",
     "parse_config",
 ]
@@ -99,6 +101,25 @@ class EngineConfig:
 
 @with_config(_STRICT)
 @dataclass
+class TlsConfig:
+    """HTTPS on the node's API with its fleet certificate (a joined node only), and
+    which fleet peers may call it."""
+
+    #: Serve HTTPS with the certificate ``edgewise join`` obtained (``fleet.state_dir``);
+    #: renewed certificates are used for new connections without a restart.
+    enabled: bool = False
+    #: Client certificates: ``none`` (not asked for), ``optional`` (fleet peers present
+    #: theirs; applications may use tokens or API keys instead) or ``required`` (only fleet
+    #: nodes may connect: the TLS handshake refuses anyone else).
+    client_certs: Literal["none", "optional", "required"] = "optional"
+    #: Fleet peers allowed to call ``/v1`` with their certificate: ``node:<name>``,
+    #: ``tier:<tier>`` or a SPIFFE ID. Empty: any fleet node that is not revoked.
+    allow: list[Annotated[str, Field(pattern=r"^(node:|tier:|spiffe://)[A-Za-z0-9_.\-/:]+$")]] = (
+        field(default_factory=list))
+
+
+@with_config(_STRICT)
+@dataclass
 class ServingConfig:
     """Admission control and limits of the HTTP front end."""
 
@@ -128,6 +149,7 @@ class ServingConfig:
     #: Most client connections open at once; at the cap a new one replaces the oldest
     #: idle one. ``None``: min(1024, the file-descriptor limit ``ulimit -n`` - 64).
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 @with_config(_STRICT)
@@ -162,12 +184,21 @@ class EndpointConfig:
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     #: Relative share of this tier's traffic among its healthy endpoints.
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    #: The fleet identity expected at an ``https://`` URL that is another fleet node:
+    #: ``node:<name>`` (that node) or ``tier:<tier>`` (any node of that tier). The call
+    #: then uses mutual TLS with this node's certificate, and the peer's certificate must
+    #: be from the fleet CA, carry that identity and not be revoked, all checked before
+    #: the request is sent. Needs a joined node (``fleet.state_dir``).
+    peer: Annotated[str, Field(
+        pattern=r"^(node|tier):[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")] | None = None
 
     def __post_init__(self) -> None:
         if (self.engine is None) == (self.url is None):
             raise ValueError("an endpoint needs exactly one of `engine` (local) or `url` (remote)")
         if self.engine is not None and self.api_key_env is not None:
             raise ValueError("`api_key_env` only applies to `url` endpoints")
+        if self.peer is not None and not (self.url or "").startswith("https://"):
+            raise ValueError("`peer` needs an https:// `url` (fleet peers talk mutual TLS)")
 
     @property
     def label(self) -> str:
@@ -365,6 +396,25 @@ class AuthConfig:
     """Client API keys. With none configured, the node accepts requests without one."""
 
     keys: list[ApiKeyConfig] = field(default_factory=list)
+    #: On a joined node: accept the control plane's short-lived access tokens
+    #: (``Authorization: Bearer <jwt>``, verified offline with its public key; ``/v1``
+    #: needs the ``infer`` scope).
+    access_tokens: bool = True
+    #: ``/metrics`` needs an access token with the ``metrics`` scope (a joined node).
+    metrics_scope: bool = False
+
+
+@with_config(_STRICT)
+@dataclass
+class FleetConfig:
+    """Membership of a fleet: where ``edgewise join`` left this node's identity."""
+
+    #: The node's fleet state (key, certificate, CA, deny list, last good central
+    #: config). Without ``fleet.json`` in it the node never joined and runs alone.
+    state_dir: str = ".edgewise/fleet"
+    #: Seconds between two heartbeats to the control plane (``None``: what the control
+    #: plane said at join).
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
 @with_config(_STRICT)
@@ -383,6 +433,7 @@ class EdgewiseConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tiers]
@@ -507,7 +558,7 @@ def parse_config(data: Any, *, source: str = "config") -> EdgewiseConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections "
                           "(node, engine, serving, sampling, tiers, routing, privacy, "
-                          "audit, auth), "
+                          "audit, auth, fleet), "
                           f"got {type(data).__name__}")
     try:
         return _ADAPTER.validate_python(data)

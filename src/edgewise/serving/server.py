@@ -44,6 +44,15 @@ its head arrives (up to ``header_timeout_s``), the very thing the cap prevents, 
 writing one before the request arrives can be lost to a TCP reset; closing it is
 immediate, and a client sees it as a connection error it can retry.
 
+**TLS.** With an ``ssl.SSLContext`` (``build_server(..., ssl_context=...)``: a joined
+node's ``serving.tls``, the control plane) uvicorn serves HTTPS with it. uvicorn does
+not tell the app who the client is: :class:`GuardedProtocol` reads the certificate the
+handshake verified and hands it to the app in the ASGI TLS extension
+(``scope["extensions"]["tls"]["client_cert_chain"]``, PEM, leaf only: Python's ``ssl``
+exposes only the leaf). The context is the caller's object, so loading a renewed
+certificate into it (``load_cert_chain``) takes effect for the next handshake without a
+restart; open connections keep theirs.
+
 WebSockets are switched off (``ws="none"``): the node has no WebSocket route, and an
 upgraded connection would leave this protocol, and so the cap.
 
@@ -75,6 +84,7 @@ import gc
 import json
 import logging
 import resource
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -176,7 +186,10 @@ class ServerConfig(uvicorn.Config):
     """uvicorn's Config plus what :class:`GuardedProtocol` needs: the header timeout and
     the connection slots shared by every connection of the server."""
 
-    def __init__(self, app: Any, *, serving: ServingConfig, **uvicorn_options: Any) -> None:
+    def __init__(self, app: Any, *, serving: ServingConfig,
+                 ssl_context: ssl.SSLContext | None = None, **uvicorn_options: Any) -> None:
+        if ssl_context is not None:
+            uvicorn_options["ssl_context_factory"] = lambda _cfg, _default: ssl_context
         super().__init__(
             app, http=GuardedProtocol, ws="none",
             # uvicorn annotates it int but only hands it to loop.call_later.
@@ -215,6 +228,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False  # the parser has begun a request head
         self.has_slot = False
+        self.tls: dict[str, Any] | None = None  # the ASGI TLS extension, per connection
         self.timeout_response = _error_408(
             f"the request head did not arrive within {self.header_timeout_s:g} s "
             "(serving.header_timeout_s); send the request line and headers at once")
@@ -226,6 +240,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self.slots.admit():
             transport.abort()  # nothing to flush: free the descriptor now
             return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            der = ssl_object.getpeercert(binary_form=True)
+            self.tls = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+                        "tls_version": None, "cipher_suite": None}
         self.has_slot = True
         self._become_idle()
         self._arm_header_timer()
@@ -246,6 +265,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_started = True
+        if self.tls is not None:
+            self.scope["extensions"] = {"tls": self.tls}  # type: ignore[dict-item]
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
@@ -257,6 +278,17 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self.has_slot and not self.transport.is_closing() and self._idle():
             self._become_idle()
+
+    def shutdown(self) -> None:
+        # uvicorn closes idle connections at shutdown with transport.close(); over TLS
+        # that waits for the peer's close_notify, which an idle pooled client never
+        # sends, so the server would wait out its graceful timeout and leave the socket
+        # open. An idle connection has nothing in flight: abort it.
+        if self.tls is not None and self._idle() and not self.transport.is_closing():
+            self._leave()
+            self.transport.abort()
+            return
+        super().shutdown()
 
     # the limits
 
@@ -363,7 +395,8 @@ class NodeServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> NodeServer:
+def build_server(app: Any, cfg: EdgewiseConfig, *, ssl_context: ssl.SSLContext | None = None,
+                 **uvicorn_options: Any) -> NodeServer:
     """A uvicorn server for ``app`` on ``node.host:node.port`` with the ``serving.*``
     connection limits, lifespan on and ``serving.drain_timeout_s`` for a graceful stop.
 
@@ -377,15 +410,16 @@ def build_server(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> NodeS
         **uvicorn_options,
     }
     node = getattr(getattr(app, "state", None), "node", None)
-    return NodeServer(ServerConfig(app, serving=cfg.serving, **options),
+    return NodeServer(ServerConfig(app, serving=cfg.serving, ssl_context=ssl_context, **options),
                       drain=node.drain if node is not None else None,
                       fatal=(lambda: node.load_error) if node is not None else None,
                       ready=(lambda: node.ready) if node is not None else None)
 
 
-def serve(app: Any, cfg: EdgewiseConfig, **uvicorn_options: Any) -> str | None:
+def serve(app: Any, cfg: EdgewiseConfig, *, ssl_context: ssl.SSLContext | None = None,
+          **uvicorn_options: Any) -> str | None:
     """Serve ``app`` until SIGINT/SIGTERM (then drain), or until the node cannot serve
     (its model failed to load): returns that reason, ``None`` after a requested stop."""
-    server = build_server(app, cfg, **uvicorn_options)
+    server = build_server(app, cfg, ssl_context=ssl_context, **uvicorn_options)
     server.run()
     return server.failure
