@@ -1,0 +1,311 @@
+"""``edgewise control ...``: create and run a fleet's control plane, and administer it
+(on its host with ``--dir``, or remotely with ``--url`` and an admin token) — and
+``edgewise join`` on a node."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgewise.cli._app import app, console, fail, print_rows, setup_logging
+from edgewise.errors import ConfigError, EdgewiseError
+
+__all__ = ["control_app", "parse_duration"]
+
+control_app = typer.Typer(help="The fleet control plane: identity, fleet state, config.",
+                          no_args_is_help=True)
+token_app = typer.Typer(help="Join tokens (one per node, single use).", no_args_is_help=True)
+config_app = typer.Typer(help="Central routing config (tiers, routing, privacy).",
+                         no_args_is_help=True)
+control_app.add_typer(token_app, name="token")
+control_app.add_typer(config_app, name="config")
+app.add_typer(control_app, name="control")
+
+_DIR = Annotated[Path | None, typer.Option("--dir", help="The control plane's directory "
+                                           "(on its host).")]
+_URL = Annotated[str | None, typer.Option("--url", help="A remote control plane, "
+                                          "https://HOST:PORT (needs --token).")]
+_TOKEN = Annotated[str | None, typer.Option("--token", envvar="EDGEWISE_ADMIN_TOKEN",
+                                            help="Admin access token for --url.")]
+_CA = Annotated[Path | None, typer.Option("--ca", help="The fleet's root CA file, for --url.")]
+_PIN = Annotated[str | None, typer.Option("--ca-sha256",
+                                          help="The fleet CA's sha256, for --url.")]
+_DB = Annotated[str | None, typer.Option("--database-url",
+                                         help="postgresql://... (default: the directory's "
+                                              "SQLite, or control.yaml's database_url).")]
+_JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def parse_duration(text: str, *, what: str = "--ttl") -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``7d`` (or plain seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise ConfigError(f"{what} {text!r}: expected a number with s, m, h or d (e.g. 15m)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return timedelta(seconds=float(m.group(1)) * unit)
+
+
+def _admin(directory: Path | None, url: str | None, token: str | None, ca: Path | None,
+           pin: str | None, database_url: str | None = None) -> Any:
+    from edgewise.control.client import LocalAdmin, RemoteAdmin
+
+    if (directory is None) == (url is None):
+        raise ConfigError("give exactly one of --dir DIR (on the control plane's host) or "
+                          "--url URL (a remote control plane, with --token)")
+    if directory is not None:
+        return LocalAdmin(directory, database_url=database_url)
+    assert url is not None
+    return RemoteAdmin(url, token=token or "", ca_file=ca, ca_sha256=pin)
+
+
+@control_app.command("init")
+def init(
+    directory: Annotated[Path, typer.Option("--dir", help="Directory to create.")],
+    fleet: Annotated[str, typer.Option(help="Fleet name (a DNS label).")] = "fleet",
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="A DNS name or address in the control plane's certificate "
+                       "(repeatable; default localhost, 127.0.0.1, ::1).")] = None,
+    port: Annotated[int, typer.Option(help="Port `control serve` listens on.")] = 8443,
+) -> None:
+    """Create a fleet: root CA (key encrypted with $EDGEWISE_CA_PASSPHRASE), online
+    intermediate CA, the control plane's certificate and control.yaml. Prints the CA
+    fingerprint that nodes pin with `edgewise join --ca-sha256`."""
+    from edgewise.control.settings import ControlSettings, save_settings
+    from edgewise.security.pki import check_name, init_ca
+
+    try:
+        check_name("fleet", fleet)
+        passphrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "")
+        if not passphrase:
+            raise ConfigError("set $EDGEWISE_CA_PASSPHRASE: it encrypts the root CA key")
+        hosts = host or ["localhost", "127.0.0.1", "::1"]
+        ca = init_ca(directory, fleet=fleet, passphrase=passphrase.encode("utf-8"),
+                     hosts=hosts)
+        save_settings(directory, ControlSettings(fleet=fleet, hosts=hosts, port=port))
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"fleet [bold]{fleet}[/] created in {directory}; root CA key "
+                  f"{directory / 'ca' / 'root.key'} is encrypted and can be moved offline",
+                  highlight=False)
+    console.print("nodes join with --ca-sha256 (printed on stdout)", highlight=False)
+    print(ca.root_fingerprint)
+
+
+@control_app.command("serve")
+def serve(
+    directory: Annotated[Path, typer.Option("--dir", help="The control plane's directory.")],
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+    database_url: _DB = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the control API and the fleet page over TLS (until Ctrl-C)."""
+    from edgewise.config import parse_config
+    from edgewise.control.app import create_control_app
+    from edgewise.control.service import ControlPlane
+    from edgewise.security.pki import server_context
+    from edgewise.serving.server import serve as run_server
+
+    setup_logging(log_level)
+    try:
+        cp = ControlPlane(directory, database_url=database_url)
+        h = host or cp.settings.host
+        p = cp.settings.port if port is None else port
+        ctx = server_context(cp.files.server_cert, cp.files.server_key, cp.files.root_cert,
+                             client_certs="optional")
+        cfg = parse_config({"node": {"host": h, "port": p, "name": "control"},
+                            "serving": {"drain_timeout_s": 1}})
+        asgi = create_control_app(cp)
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"[bold]edgewise[/] control plane of fleet [cyan]{cp.fleet}[/] on "
+                  f"[bold]https://{h}:{p}[/] (store {cp.store.url_for_display}; CA "
+                  f"{cp.ca.root_fingerprint})", highlight=False)
+    try:
+        run_server(asgi, cfg, ssl_context=ctx, log_config=None, access_log=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cp.close()
+
+
+@token_app.command("create")
+def token_create(
+    node: Annotated[str, typer.Option(help="The node this token enrols (its name).")],
+    tier: Annotated[str, typer.Option(help="The node's tier (device, gateway, cloud...).")],
+    ttl: Annotated[str | None, typer.Option(help="Validity, e.g. 15m (default from "
+                                            "control.yaml).")] = None,
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
+) -> None:
+    """A one-time join token for NODE, printed alone on the last line."""
+    try:
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            out = admin.create_token(node, tier, parse_duration(ttl) if ttl else None)
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"join token for node [bold]{node}[/] (tier {tier}), single use, valid "
+                  f"until {out['expires_at']}:", highlight=False)
+    print(out["token"])
+
+
+@control_app.command("nodes")
+def nodes(directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+          ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False) -> None:
+    """The fleet's nodes: identity, status, certificate expiry, last heartbeat."""
+    try:
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            rows = admin.nodes()
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print_rows("fleet nodes", ["node", "tier", "status", "spiffe id", "cert until",
+                               "last seen", "model"],
+               [[r["name"], r["tier"], r["status"], r["spiffe_id"],
+                 r["cert_not_after"][:19], (r["last_seen"] or "—")[:19],
+                 str((r["heartbeat"] or {}).get("model") or "—")] for r in rows],
+               wrap={"model"})
+
+
+@control_app.command("revoke")
+def revoke(node: Annotated[str, typer.Argument(help="The node to revoke.")],
+           directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+           ca_sha256: _PIN = None, database_url: _DB = None) -> None:
+    """Revoke NODE: its certificates go on the deny list, which reaches every node with
+    its next heartbeat; its renewals are refused."""
+    try:
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            serials = admin.revoke(node)
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"node {node} revoked ({len(serials)} certificate(s) denied); nodes "
+                  "refuse it from their next heartbeat", highlight=False)
+
+
+@config_app.command("push")
+def config_push(
+    file: Annotated[Path, typer.Argument(help="YAML with tiers / routing / privacy.")],
+    node: Annotated[str | None, typer.Option(help="For this node.")] = None,
+    tier: Annotated[str | None, typer.Option(help="For every node of this tier.")] = None,
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None,
+) -> None:
+    """Validate FILE and store it as the next config version for a node or a tier;
+    nodes apply it at their next heartbeat."""
+    from edgewise.config import read_yaml
+    from edgewise.control.service import validate_central_config
+
+    try:
+        if (node is None) == (tier is None):
+            raise ConfigError("give exactly one of --node NAME or --tier TIER")
+        _, body = read_yaml(file, ConfigError, "config file")
+        validate_central_config(body, source=str(file))
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            kind, target = ("node", node) if node else ("tier", tier)
+            assert target is not None
+            out = admin.push_config(kind, target, body, str(file))
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"config v{out['version']} (id {out['id']}) stored for {out['target']}; "
+                  "nodes apply it at their next heartbeat", highlight=False)
+
+
+@config_app.command("list")
+def config_list(directory: _DIR = None, url: _URL = None, token: _TOKEN = None,
+                ca: _CA = None, ca_sha256: _PIN = None, database_url: _DB = None,
+                as_json: _JSON = False) -> None:
+    """Every stored config version."""
+    try:
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            rows = admin.configs()
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print_rows("central config", ["id", "target", "version", "created", "by"],
+               [[str(r["id"]), r["target"], str(r["version"]), r["created_at"][:19],
+                 r["created_by"]] for r in rows], wrap=set())
+
+
+@control_app.command("access-token")
+def access_token(
+    subject: Annotated[str, typer.Option(help="Who the token is for (audit name).")],
+    scope: Annotated[list[str], typer.Option(help="infer, admin or metrics (repeatable).")],
+    ttl: Annotated[str, typer.Option(help="Validity, at most 15m.")] = "15m",
+    node: Annotated[str | None, typer.Option(help="Only valid on this node.")] = None,
+    sensitivity: Annotated[str | None, typer.Option(
+        help="Declared sensitivity of every request made with it.")] = None,
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None,
+) -> None:
+    """A short-lived scoped access token (JWT), printed alone on the last line."""
+    try:
+        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
+        try:
+            out = admin.access_token(subject, scope, parse_duration(ttl), node, sensitivity)
+        finally:
+            admin.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    print(out)
+
+
+@app.command("join")
+def join(
+    url: Annotated[str, typer.Argument(help="The control plane, https://HOST:PORT.")],
+    token: Annotated[str, typer.Option(help="The join token from `control token create`.")],
+    ca_sha256: Annotated[str, typer.Option("--ca-sha256",
+                                           help="The fleet CA's sha256 (from `control init`).")],
+    node: Annotated[str | None, typer.Option(help="This node's name (the token's).")] = None,
+    state_dir: Annotated[Path, typer.Option(help="Where to keep the node's identity "
+                                            "(fleet.state_dir).")] = Path(".edgewise/fleet"),
+) -> None:
+    """Join a fleet: pin its CA, make a key pair here, get a short-lived certificate."""
+    from edgewise.config import _default_node_name
+    from edgewise.fleet.agent import join as do_join
+
+    name = node or _default_node_name().lower()
+    try:
+        m = do_join(url, token=token, ca_sha256=ca_sha256, state_dir=state_dir, node=name)
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"joined fleet [bold]{m.fleet}[/] as [cyan]{m.spiffe_id}[/] (tier "
+                  f"{m.tier}); identity in {state_dir}", highlight=False)
+    if state_dir != Path(".edgewise/fleet"):
+        console.print(f"set fleet.state_dir: {state_dir} in the node's config", highlight=False)

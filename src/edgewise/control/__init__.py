@@ -1,0 +1,3 @@
+"""The fleet control plane."""
+
+__all__: list[str] = []

@@ -1,0 +1,354 @@
+"""The control plane's HTTP API and fleet page (``edgewise control serve``), over TLS.
+
+Who may call what:
+
+=====================================  ==============================================
+``GET /healthz``, ``GET /v1/fleet/ca``   anyone (the CA is public; a joining node pins
+                                         its sha256 before trusting it)
+``POST /v1/join``                        a join token (single use, bound to the node
+                                         name, rate-limited per client address)
+``POST /v1/renew``, ``/v1/heartbeat``    a node's certificate (mutual TLS: verified by
+                                         the handshake, checked against the deny list)
+``/v1/admin/...``                        an access token with the ``admin`` scope
+``/``, ``/nodes/<name>``                 the fleet page: ``admin`` scope, as a bearer
+                                         token or the cookie ``/login`` sets
+=====================================  ==============================================
+
+The TLS listener asks for a client certificate but does not require one (joining nodes
+have none yet); routes that need one check it. Every refusal is one line in OpenAI's
+error shape and an audit record (:mod:`edgewise.control.service`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from importlib.resources import files
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgewise import __version__
+from edgewise.api.errors import install_error_handlers
+from edgewise.api.middleware import BodyLimit
+from edgewise.control.page import FleetPage, NodeRow
+from edgewise.control.service import ControlPlane
+from edgewise.control.store import NodeRecord
+from edgewise.errors import (
+    AuthenticationError,
+    ControlStoreError,
+    InvalidRequestError,
+)
+from edgewise.security.peers import peer_identity_from_scope
+from edgewise.security.pki import NodeIdentity
+from edgewise.security.tokens import AccessClaims
+
+__all__ = ["create_control_app"]
+
+T = TypeVar("T")
+_STRICT = ConfigDict(extra="forbid")
+_COOKIE = "edgewise_admin"
+_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+class JoinBody(BaseModel):
+    model_config = _STRICT
+    token: Annotated[str, Field(max_length=256)]
+    node: Annotated[str, Field(max_length=64)]
+    csr: Annotated[str, Field(max_length=16384)]
+
+
+class RenewBody(BaseModel):
+    model_config = _STRICT
+    csr: Annotated[str, Field(max_length=16384)]
+
+
+_Label = Annotated[str, Field(max_length=256)]
+
+
+class TierStat(BaseModel):
+    model_config = _STRICT
+    breaker: Annotated[str, Field(max_length=32)] = "closed"
+    requests: Annotated[int, Field(ge=0)] = 0
+
+
+class HeartbeatBody(BaseModel):
+    """What a node reports (:mod:`edgewise.fleet.agent`); every field bounded."""
+
+    model_config = _STRICT
+    version: Annotated[str, Field(max_length=64)]
+    model: _Label | None = None
+    model_digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    tiers: Annotated[dict[Annotated[str, Field(max_length=64)], TierStat],
+                     Field(max_length=64)] = Field(default_factory=dict)
+    queue_depth: Annotated[int, Field(ge=0)] = 0
+    tokens_per_s: Annotated[float, Field(ge=0)] | None = None
+    ttft_p50_ms: Annotated[float, Field(ge=0)] | None = None
+    ttft_p95_ms: Annotated[float, Field(ge=0)] | None = None
+    error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    requests: Annotated[int, Field(ge=0)] = 0
+    escalations: Annotated[int, Field(ge=0)] = 0
+    redactions: Annotated[int, Field(ge=0)] = 0
+    energy_j: Annotated[float, Field(ge=0)] | None = None
+    audit_head: Annotated[str, Field(max_length=128)] | None = None
+    applied_config: Annotated[int, Field(ge=0)] | None = None
+    config_error: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class TokenBody(BaseModel):
+    model_config = _STRICT
+    node: Annotated[str, Field(max_length=64)]
+    tier: Annotated[str, Field(max_length=64)]
+    ttl_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+
+
+class AccessTokenBody(BaseModel):
+    model_config = _STRICT
+    subject: Annotated[str, Field(max_length=128)]
+    scopes: Annotated[list[Literal["infer", "admin", "metrics"]], Field(min_length=1)]
+    ttl_s: Annotated[float, Field(gt=0, le=900)] = 900
+    node: Annotated[str, Field(max_length=64)] | None = None
+    sensitivity: Literal["public", "internal", "pii", "phi"] | None = None
+
+
+class ConfigBody(BaseModel):
+    model_config = _STRICT
+    target_kind: Literal["node", "tier"]
+    target: Annotated[str, Field(max_length=64)]
+    body: dict[str, Any]
+
+
+def node_row(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> NodeRow:
+    """The fleet page's view of a node record and its latest heartbeat."""
+    hb = rec.heartbeat or {}
+    tiers = hb.get("tiers") or {}
+    total = sum(int(t.get("requests", 0)) for t in tiers.values()) if isinstance(tiers, dict) else 0
+    share = {name: int(t.get("requests", 0)) / total for name, t in tiers.items()} if total else {}
+    return NodeRow(
+        name=rec.name, spiffe_id=rec.spiffe_id, tier=rec.tier,
+        status=rec.status(now, heartbeat_s), cert_not_after=rec.cert_not_after,
+        last_seen=rec.last_seen, version=hb.get("version"), model=hb.get("model"),
+        model_digest=hb.get("model_digest"), queue_depth=hb.get("queue_depth"),
+        tokens_per_s=hb.get("tokens_per_s"), ttft_p50_ms=hb.get("ttft_p50_ms"),
+        ttft_p95_ms=hb.get("ttft_p95_ms"), error_rate=hb.get("error_rate"),
+        requests=hb.get("requests"), tier_share=share,
+        escalations=hb.get("escalations"), redactions=hb.get("redactions"),
+        breakers={n: str(t.get("breaker", "closed")) for n, t in tiers.items()},
+        energy_j=hb.get("energy_j"), audit_head=hb.get("audit_head"),
+        config_version=None if rec.applied_config is None else str(rec.applied_config),
+        config_error=rec.config_error)
+
+
+def node_json(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> dict[str, Any]:
+    return {"name": rec.name, "tier": rec.tier, "spiffe_id": rec.spiffe_id,
+            "status": rec.status(now, heartbeat_s), "serial": rec.serial,
+            "cert_not_after": rec.cert_not_after.isoformat(),
+            "enrolled_at": rec.enrolled_at.isoformat(),
+            "last_seen": rec.last_seen.isoformat() if rec.last_seen else None,
+            "revoked_at": rec.revoked_at.isoformat() if rec.revoked_at else None,
+            "applied_config": rec.applied_config, "config_error": rec.config_error,
+            "heartbeat": rec.heartbeat}
+
+
+def create_control_app(cp: ControlPlane) -> FastAPI:
+    app = FastAPI(title=f"edgewise control plane ({cp.fleet})", version=__version__,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.control = cp
+    install_error_handlers(app)
+    page = FleetPage(fleet=cp.fleet, refresh_s=max(2, int(cp.settings.heartbeat_s)))
+    ca_fpr = cp.ca.root_fingerprint
+
+    @app.exception_handler(ControlStoreError)
+    async def _store_down(request: Request, exc: ControlStoreError) -> JSONResponse:
+        return JSONResponse({"error": {"message": str(exc), "type": "service_unavailable",
+                                       "param": None, "code": "store_unavailable"}},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(partial(fn, *args, **kwargs))
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def peer_of(request: Request) -> NodeIdentity:
+        ident = peer_identity_from_scope(request.scope, cp.fleet)
+        if ident is None:
+            raise AuthenticationError("this route needs the node's fleet certificate "
+                                      "(mutual TLS); join first with `edgewise join`")
+        return ident
+
+    def bearer(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+    async def admin(request: Request) -> AccessClaims:
+        return await run(cp.authorize, bearer(request), scope="admin",
+                         client=client_of(request))
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "fleet": cp.fleet}
+
+    @app.get("/v1/fleet/ca")
+    async def fleet_ca() -> dict[str, Any]:
+        """The fleet's root CA: a joining node checks its sha256 against --ca-sha256."""
+        return {"fleet": cp.fleet, "ca": cp.ca.root_pem().decode("ascii"),
+                "sha256": ca_fpr}
+
+    @app.post("/v1/join")
+    async def join(body: JoinBody, request: Request) -> dict[str, Any]:
+        res = await run(cp.join, token=body.token, node=body.node, csr_pem=body.csr,
+                        client=client_of(request))
+        return {"fleet": res.fleet, "node": res.node, "tier": res.tier,
+                "spiffe_id": res.spiffe_id, "certificate": res.certificate, "ca": res.ca,
+                "token_key": res.token_key, "token_issuer": res.token_issuer,
+                "heartbeat_s": res.heartbeat_s, "not_after": res.not_after.isoformat()}
+
+    @app.post("/v1/renew")
+    async def renew(body: RenewBody, request: Request) -> dict[str, Any]:
+        chain, not_after = await run(cp.renew, peer_of(request), body.csr)
+        return {"certificate": chain, "not_after": not_after.isoformat()}
+
+    @app.post("/v1/heartbeat")
+    async def heartbeat(body: HeartbeatBody, request: Request) -> dict[str, Any]:
+        data = body.model_dump(exclude={"applied_config", "config_error"})
+        return await run(cp.heartbeat, peer_of(request), data,
+                         applied_config=body.applied_config, config_error=body.config_error)
+
+    # -- admin ----------------------------------------------------------------------------
+    @app.post("/v1/admin/tokens")
+    async def create_token(body: TokenBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        ttl = timedelta(seconds=body.ttl_s) if body.ttl_s else None
+        token, expires = await run(cp.create_join_token, node=body.node, tier=body.tier,
+                                   ttl=ttl, by=who.subject)
+        return {"token": token, "node": body.node, "tier": body.tier,
+                "expires_at": expires.isoformat()}
+
+    @app.get("/v1/admin/nodes")
+    async def list_nodes(request: Request) -> dict[str, Any]:
+        await admin(request)
+        now = datetime.now(UTC)
+        recs = await run(cp.nodes)
+        return {"nodes": [node_json(r, now=now, heartbeat_s=cp.settings.heartbeat_s)
+                          for r in recs]}
+
+    @app.post("/v1/admin/nodes/{name}/revoke")
+    async def revoke(name: str, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        serials = await run(cp.revoke, name, by=who.subject)
+        return {"node": name, "revoked_serials": serials}
+
+    @app.post("/v1/admin/config")
+    async def push_config(body: ConfigBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        v = await run(cp.push_config, target_kind=body.target_kind, target=body.target,
+                      body=body.body, by=who.subject, source=f"{body.target_kind} {body.target}")
+        return {"id": v.id, "version": v.version, "target": f"{v.target_kind}:{v.target}"}
+
+    @app.get("/v1/admin/config")
+    async def list_configs(request: Request) -> dict[str, Any]:
+        await admin(request)
+        rows = await run(cp.store.configs)
+        return {"configs": [{"id": c.id, "version": c.version,
+                             "target": f"{c.target_kind}:{c.target}",
+                             "created_at": c.created_at.isoformat(),
+                             "created_by": c.created_by} for c in rows]}
+
+    @app.post("/v1/admin/access-tokens")
+    async def access_token(body: AccessTokenBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        token = await run(cp.issue_access_token, subject=body.subject, scopes=body.scopes,
+                          ttl=timedelta(seconds=body.ttl_s), node=body.node,
+                          sensitivity=body.sensitivity, by=who.subject)
+        return {"token": token, "expires_in": body.ttl_s}
+
+    # -- the fleet page ---------------------------------------------------------------------
+    async def page_admin(request: Request) -> AccessClaims | None:
+        token = bearer(request) or request.cookies.get(_COOKIE)
+        if not token:
+            return None
+        try:
+            return await run(cp.authorize, token, scope="admin", client=client_of(request))
+        except (AuthenticationError, InvalidRequestError):
+            return None
+
+    def to_login(path: str) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
+
+    @app.get("/", response_class=HTMLResponse, response_model=None)
+    async def fleet_page(request: Request) -> Response:
+        if await page_admin(request) is None:
+            return to_login("/")
+        now = datetime.now(UTC)
+        recs = await run(cp.nodes)
+        rows = [node_row(r, now=now, heartbeat_s=cp.settings.heartbeat_s) for r in recs]
+        return HTMLResponse(page.fleet(rows, now=now, ca_fingerprint=ca_fpr, admin=True))
+
+    @app.get("/nodes/{name}", response_class=HTMLResponse, response_model=None)
+    async def node_page(name: str, request: Request) -> Response:
+        if await page_admin(request) is None:
+            return to_login(f"/nodes/{quote(name)}")
+        rec = await run(cp.store.node, name)
+        if rec is None:
+            return JSONResponse({"error": {"message": f"no node named {name!r}",
+                                           "type": "not_found_error", "param": None,
+                                           "code": "not_found"}}, status_code=404)
+        now = datetime.now(UTC)
+        return HTMLResponse(page.node(node_row(rec, now=now,
+                                               heartbeat_s=cp.settings.heartbeat_s),
+                                      now=now, admin=True))
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_form(next: str = "/") -> HTMLResponse:
+        return HTMLResponse(page.login(next_path=_local_path(next)))
+
+    @app.post("/login", response_class=HTMLResponse, response_model=None)
+    async def login(request: Request) -> Response:
+        form = (await request.body()).decode("utf-8", "replace")
+        from urllib.parse import parse_qs
+
+        fields = parse_qs(form, max_num_fields=4)
+        token = (fields.get("token") or [""])[0].strip()
+        nxt = _local_path((fields.get("next") or ["/"])[0])
+        try:
+            claims = await run(cp.authorize, token, scope="admin", client=client_of(request))
+        except (AuthenticationError, InvalidRequestError) as exc:
+            return HTMLResponse(page.login(error=exc.message, next_path=nxt), status_code=401)
+        except Exception as exc:  # ForbiddenError: a token without admin scope
+            msg = getattr(exc, "message", "not allowed")
+            return HTMLResponse(page.login(error=msg, next_path=nxt), status_code=403)
+        resp = RedirectResponse(nxt, status_code=303)
+        max_age = max(1, int((claims.expires_at - datetime.now(UTC)).total_seconds()))
+        resp.set_cookie(_COOKIE, token, max_age=max_age, httponly=True, secure=True,
+                        samesite="strict")
+        return resp
+
+    @app.get("/static/fleet.css")
+    async def stylesheet() -> Response:
+        css = files("edgewise.control").joinpath("static/fleet.css").read_text("utf-8")
+        return Response(css, media_type="text/css")
+
+    app.add_middleware(BodyLimit, max_bytes=1 << 20, timeout_s=30.0)
+    return app
+
+
+def _local_path(path: str) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    ok = path.startswith("/") and not path.startswith("//") and "\\" not in path \
+        and all(c.isprintable() for c in path)
+    return path if ok else "/"

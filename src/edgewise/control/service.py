@@ -1,0 +1,350 @@
+"""The control plane's decisions, without HTTP: enrolment, renewal, revocation,
+heartbeats, central config, access tokens — each admin action and each refusal an audit
+record.
+
+:class:`ControlPlane` is what ``edgewise control serve`` exposes over TLS
+(:mod:`edgewise.control.app`) and what the admin commands call directly with
+``--dir`` on the control plane's host. Its state lives in the
+:class:`~edgewise.control.store.ControlStore` (SQLite, or PostgreSQL shared by several
+replicas) and, for the CA, in files under the control directory (see
+:mod:`edgewise.security.pki`). Methods are synchronous (the app runs them in a thread).
+
+Trust decisions, in order, for a join: the join token's format, then the store's atomic
+single-use redemption bound to the node name (a replica race cannot enrol twice), then
+the CSR (its self-signature, and no name the token does not grant). Renewal and
+heartbeats authenticate with the node's current certificate, verified by the TLS
+handshake against the fleet root and checked here against the deny list.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edgewise.config import parse_config
+from edgewise.control.settings import ControlSettings, load_settings
+from edgewise.control.store import ConfigVersion, ControlStore, NodeRecord
+from edgewise.errors import (
+    AuthenticationError,
+    ConfigError,
+    EdgewiseError,
+    ForbiddenError,
+    InvalidRequestError,
+    RateLimitedError,
+    RequestError,
+)
+from edgewise.security.audit import AuditLog
+from edgewise.security.audit_record import AuditRecord
+from edgewise.security.pki import (
+    CAFiles,
+    FleetCA,
+    NodeIdentity,
+    check_name,
+    load_csr,
+    load_private_key,
+)
+from edgewise.security.tokens import (
+    AccessClaims,
+    AccessTokenIssuer,
+    AccessTokenVerifier,
+    check_join_token,
+    fleet_audience,
+    join_token_digest,
+    new_join_token,
+    node_audience,
+)
+
+__all__ = ["CONFIG_SECTIONS", "ControlPlane", "JoinResult", "validate_central_config"]
+
+log = logging.getLogger("edgewise.control")
+
+#: The sections of a node's config the control plane holds centrally.
+CONFIG_SECTIONS = ("tiers", "routing", "privacy")
+
+
+def validate_central_config(body: Any, *, source: str) -> dict[str, Any]:
+    """Check a central config body: only :data:`CONFIG_SECTIONS`, and valid as a node
+    config (``ConfigError`` with the same key-path messages as a node's YAML)."""
+    if not isinstance(body, dict):
+        raise ConfigError(f"{source}: a central config is a mapping of "
+                          f"{', '.join(CONFIG_SECTIONS)}, got {type(body).__name__}")
+    extra = sorted(set(body) - set(CONFIG_SECTIONS))
+    if extra:
+        raise ConfigError(f"{source}: {', '.join(extra)}: not held centrally; a central "
+                          f"config may set only {', '.join(CONFIG_SECTIONS)}")
+    parse_config(body, source=source)
+    return body
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    fleet: str
+    node: str
+    tier: str
+    spiffe_id: str
+    certificate: str  # leaf + intermediate, PEM
+    ca: str  # the root, PEM
+    token_key: str  # public key of access tokens, PEM
+    token_issuer: str
+    heartbeat_s: float
+    not_after: datetime
+
+
+class _FailureWindow:
+    """Failed join attempts per client address in the last minute (brute-force guard;
+    per replica, in memory: a replica restart forgets it, which only helps an attacker
+    by one minute's worth of attempts against 256-bit tokens)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            q = self._seen.get(client)
+            while q and now - q[0] > self.window_s:
+                q.popleft()
+            if q and len(q) >= self.limit:
+                raise RateLimitedError(
+                    f"too many failed join attempts from {client}; wait "
+                    f"{self.window_s - (now - q[0]):.0f} s",
+                    retry_after=self.window_s - (now - q[0]))
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._seen.setdefault(client, deque()).append(time.monotonic())
+            if len(self._seen) > 100_000:  # bounded memory under a flood of addresses
+                self._seen.pop(next(iter(self._seen)))
+
+
+class ControlPlane:
+    """One fleet's control plane, opened from its directory (module docstring)."""
+
+    def __init__(self, directory: str | Path, *, database_url: str | None = None) -> None:
+        self.dir = Path(directory)
+        self.settings: ControlSettings = load_settings(self.dir)
+        self.fleet = self.settings.fleet
+        self.files = CAFiles.under(self.dir)
+        self.ca = FleetCA.load(self.dir)
+        url = database_url or self.settings.database_url or \
+            f"sqlite:///{(self.dir / 'control.sqlite').resolve()}"
+        self.store = ControlStore.open(url)
+        self.audit = AuditLog(self.dir / "audit.sqlite")
+        key = load_private_key(self.files.signing_key.read_bytes(),
+                               source=str(self.files.signing_key))
+        self.issuer_name = f"spiffe://{self.fleet}/control"
+        self.issuer = AccessTokenIssuer(key, issuer=self.issuer_name)
+        self.verifier = AccessTokenVerifier(key.public_key(), issuer=self.issuer_name,
+                                            audiences=[fleet_audience(self.fleet),
+                                                       node_audience(self.fleet, "control")])
+        self.token_key_pem = self.files.signing_pub.read_text(encoding="ascii")
+        self._failures = _FailureWindow(self.settings.join_failures_per_minute)
+
+    def close(self) -> None:
+        self.store.close()
+        self.audit.close()
+
+    # -- audit ------------------------------------------------------------------------
+    def record(self, action: str, *, by: str, node: str | None = None,
+               outcome: str = "answered", reason: str = "") -> None:
+        """One audit record of an admin action or a refusal (never a secret)."""
+        try:
+            self.audit.append(AuditRecord(
+                requester=by, request_id=f"ctl-{secrets.token_hex(8)}",
+                route=f"control/{action}", node=node or "control", outcome=outcome,
+                reason=reason[:500]))
+        except (EdgewiseError, ValueError) as exc:  # never lose the action over the log
+            log.error("audit record for control/%s failed: %s", action, exc)
+
+    def refused(self, action: str, exc: RequestError, *, by: str,
+                node: str | None = None) -> None:
+        code = (exc.code or "refused").replace("-", "_")
+        self.record(action, by=by, node=node if node and _safe(node) else None,
+                    outcome=f"refused:{code}", reason=exc.message)
+
+    # -- join tokens and enrolment ------------------------------------------------------
+    def create_join_token(self, *, node: str, tier: str, ttl: timedelta | None = None,
+                          by: str) -> tuple[str, datetime]:
+        check_name("node", node)
+        check_name("tier", tier)
+        if node == "control":
+            raise ConfigError("node name 'control' is the control plane's own; pick another")
+        ttl = ttl or timedelta(minutes=self.settings.join_token_minutes)
+        if ttl <= timedelta(0) or ttl > timedelta(days=7):
+            raise ConfigError("--ttl must be between 1 s and 7 days")
+        token = new_join_token()
+        now = datetime.now(UTC)
+        self.store.add_join_token(join_token_digest(token), node=node, tier=tier,
+                                  expires_at=now + ttl, created_by=by, now=now)
+        self.record("token_create", by=by, node=node,
+                    reason=f"join token for node {node} tier {tier}, valid {ttl}")
+        return token, now + ttl
+
+    def join(self, *, token: str, node: str, csr_pem: str, client: str) -> JoinResult:
+        """Enrol ``node``: redeem its join token and sign its CSR."""
+        self._failures.check(client)
+        try:
+            check_name("node", node)
+            try:
+                check_join_token(token)
+            except AuthenticationError:
+                raise
+            csr = load_csr(csr_pem)
+            now = datetime.now(UTC)
+            grant = self.store.redeem_join_token(join_token_digest(token), node=node, now=now)
+            cert = self.ca.issue_node(csr, node=node, tier=grant.tier,
+                                      lifetime=timedelta(hours=self.settings.node_cert_hours))
+        except ConfigError as exc:
+            err = InvalidRequestError(str(exc), param="node")
+            self._failures.failed(client)
+            self.refused("join", err, by=client, node=None)
+            raise err from exc
+        except RequestError as exc:
+            self._failures.failed(client)
+            self.refused("join", exc, by=_requester(client), node=node)
+            raise
+        from edgewise.security.pki import identity_of
+
+        ident = identity_of(cert, fleet=self.fleet)
+        self.store.enrol(node=node, tier=grant.tier, spiffe_id=ident.spiffe_id,
+                         serial=ident.serial, not_after=ident.not_after, now=now)
+        self.record("join", by=_requester(client), node=node,
+                    reason=f"enrolled {ident.spiffe_id} tier {ident.tier} serial "
+                           f"{ident.serial[:16]}")
+        return JoinResult(fleet=self.fleet, node=node, tier=grant.tier,
+                          spiffe_id=ident.spiffe_id,
+                          certificate=self.ca.chain_pem(cert).decode("ascii"),
+                          ca=self.ca.root_pem().decode("ascii"), token_key=self.token_key_pem,
+                          token_issuer=self.issuer_name, heartbeat_s=self.settings.heartbeat_s,
+                          not_after=ident.not_after)
+
+    def check_peer(self, peer: NodeIdentity) -> NodeRecord:
+        """A node presenting a certificate the TLS layer verified: refuse it if it is
+        revoked or unknown (a certificate from before a re-enrolment counts as revoked
+        once its serial is on the deny list)."""
+        if self.store.is_denied(peer.serial):
+            raise ForbiddenError(f"node {peer.node} is revoked; its certificate "
+                                 f"{peer.serial[:16]} is no longer accepted")
+        rec = self.store.node(peer.node)
+        if rec is None:
+            raise ForbiddenError(f"node {peer.node} is not enrolled in fleet {self.fleet}")
+        if rec.revoked_at is not None:
+            raise ForbiddenError(f"node {peer.node} is revoked")
+        return rec
+
+    def renew(self, peer: NodeIdentity, csr_pem: str) -> tuple[str, datetime]:
+        try:
+            rec = self.check_peer(peer)
+            csr = load_csr(csr_pem)
+            cert = self.ca.issue_node(csr, node=peer.node, tier=rec.tier,
+                                      lifetime=timedelta(hours=self.settings.node_cert_hours))
+        except RequestError as exc:
+            self.refused("renew", exc, by=peer.spiffe_id, node=peer.node)
+            raise
+        from edgewise.security.pki import identity_of
+
+        ident = identity_of(cert, fleet=self.fleet)
+        self.store.renew(node=peer.node, old_serial=peer.serial, serial=ident.serial,
+                         not_after=ident.not_after, now=datetime.now(UTC))
+        self.record("renew", by=peer.spiffe_id, node=peer.node,
+                    reason=f"certificate {ident.serial[:16]} until "
+                           f"{ident.not_after:%Y-%m-%dT%H:%MZ}")
+        return self.ca.chain_pem(cert).decode("ascii"), ident.not_after
+
+    def revoke(self, node: str, *, by: str) -> list[str]:
+        serials = self.store.revoke(node, now=datetime.now(UTC))
+        self.record("revoke", by=by, node=node if _safe(node) else None,
+                    reason=f"revoked node {node}: {len(serials)} certificate(s) denied")
+        return serials
+
+    # -- heartbeats and config -----------------------------------------------------------
+    def heartbeat(self, peer: NodeIdentity, body: dict[str, Any], *,
+                  applied_config: int | None, config_error: str | None) -> dict[str, Any]:
+        try:
+            self.check_peer(peer)
+        except RequestError as exc:
+            self.refused("heartbeat", exc, by=peer.spiffe_id, node=peer.node)
+            raise
+        self.store.heartbeat(peer.node, body, now=datetime.now(UTC),
+                             applied_config=applied_config, config_error=config_error)
+        deny = self.store.deny_list()
+        answer: dict[str, Any] = {
+            "heartbeat_s": self.settings.heartbeat_s,
+            "deny": {"version": deny.version, "serials": list(deny.serials),
+                     "nodes": list(deny.nodes)},
+            "config": None,
+        }
+        cfg = self.store.config_for(node=peer.node, tier=peer.tier)
+        if cfg is not None and cfg.id != applied_config:
+            answer["config"] = {"id": cfg.id, "version": cfg.version,
+                                "target": f"{cfg.target_kind}:{cfg.target}", "body": cfg.body}
+        return answer
+
+    def push_config(self, *, target_kind: str, target: str, body: Any, by: str,
+                    source: str = "config") -> ConfigVersion:
+        check_name(target_kind, target)
+        try:
+            validate_central_config(body, source=source)
+        except ConfigError as exc:
+            self.record("config_push", by=by, outcome="refused:invalid_config",
+                        reason=f"config for {target_kind} {target} does not validate")
+            raise InvalidRequestError(str(exc), param="body") from exc
+        if target_kind not in ("node", "tier"):
+            raise InvalidRequestError("target must be a node or a tier")
+        version = self.store.push_config(target_kind=target_kind,  # type: ignore[arg-type]
+                                         target=target, body=body, created_by=by,
+                                         now=datetime.now(UTC))
+        self.record("config_push", by=by, node=target if target_kind == "node" else None,
+                    reason=f"config v{version.version} (id {version.id}) for "
+                           f"{target_kind} {target}")
+        return version
+
+    # -- access tokens -------------------------------------------------------------------
+    def issue_access_token(self, *, subject: str, scopes: list[str], ttl: timedelta,
+                           node: str | None = None, sensitivity: str | None = None,
+                           by: str) -> str:
+        audience = node_audience(self.fleet, node) if node else fleet_audience(self.fleet)
+        token = self.issuer.issue(subject=subject, scopes=scopes, audience=audience, ttl=ttl,
+                                  sensitivity=sensitivity)
+        self.record("access_token", by=by,
+                    reason=f"token for {subject} scopes {' '.join(sorted(scopes))} "
+                           f"audience {audience} valid {ttl}")
+        return token
+
+    def authorize(self, token: str | None, *, scope: str, client: str) -> AccessClaims:
+        """The claims of a bearer token that has ``scope``; a refusal is audited as a
+        failed login."""
+        try:
+            if not token:
+                raise AuthenticationError(
+                    f"this route needs an access token with the {scope} scope: send "
+                    "'Authorization: Bearer <token>' (`edgewise control access-token`)")
+            return self.verifier.verify(token, scope=scope)
+        except RequestError as exc:
+            self.record("login", by=_requester(client), outcome="refused:"
+                        + (exc.code or "unauthenticated"), reason=exc.message)
+            raise
+
+    def nodes(self) -> list[NodeRecord]:
+        return self.store.nodes()
+
+
+def _requester(client: str) -> str:
+    """An audit requester for a client address (``ip:port`` shapes are fine)."""
+    return client if _safe(client) else "unknown"
+
+
+def _safe(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@:/+=\-]{0,63}", name) is not None
