@@ -9,6 +9,7 @@ package: they work on a machine with no internet.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,35 +20,57 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from edgewise import __version__
-from edgewise.api.auth import ApiKeys
+from edgewise.api.auth import ApiKeys, FleetAuth
 from edgewise.api.chat import router as chat_router
 from edgewise.api.completions import router as completions_router
 from edgewise.api.errors import install_error_handlers, public_message
 from edgewise.api.middleware import AccessLog, BodyLimit, Draining, NodeHeaders
 from edgewise.api.models import router as models_router
+from edgewise.errors import EdgewiseError
+from edgewise.fleet.agent import NodeAgent
+from edgewise.fleet.member import FleetMember, with_central
 from edgewise.node import Node
 from edgewise.privacy.enforce import DetectorLike
 from edgewise.routing.service import Router
+from edgewise.security.peers import PeerRule
 from edgewise.tiers.fleet import Fleet
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("edgewise.node")
+
 
 def create_app(node: Node, *, manage_lifecycle: bool = True,
                transports: dict[str, httpx.AsyncBaseTransport] | None = None,
-               detector: DetectorLike | None = None) -> FastAPI:
+               detector: DetectorLike | None = None,
+               member: FleetMember | None = None,
+               control_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the app for a node. With ``manage_lifecycle`` the app's lifespan loads the
     engine and starts the router at start-up, and drains and unloads at shutdown (tests
     that drive the app in-process start them by hand). ``transports`` maps upstream
     URLs to httpx transports (tests reach other nodes in-process that way); ``detector``
     is an already-built privacy detector (else the router loads one in the background
-    when some tier needs it)."""
-    router = Router(node.config, Fleet(node.config, node, transports=transports),
+    when some tier needs it). ``member``: the fleet membership of a joined node (its
+    agent then runs beside the app: heartbeats, renewal, deny list, central config)."""
+    agent: NodeAgent | None = None
+    if member is not None:
+        last = member.state.last_config()
+        if last is not None:  # offline first: start with the last good central config
+            try:
+                node.config = with_central(node.config, last.body, source=(
+                    f"central config {last.target} v{last.version}"))
+            except EdgewiseError as exc:
+                log.warning("not using the last central config (%s); starting with the "
+                            "local one", " ".join(str(exc).split()))
+    router = Router(node.config, Fleet(node.config, node, transports=transports,
+                                       peer_tls=member.peer_tls if member else None),
                     node.metrics, detector=detector)
 
     async def start() -> None:
         await node.start()
         router.start()
+        if agent is not None:
+            agent.start()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +83,9 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
             yield
         finally:
             await loading  # a load in progress cannot be interrupted (it is in a thread)
-            await router.stop()
+            if agent is not None:
+                await agent.stop()
+            await app.state.router.stop()
             await node.stop()
 
     app = FastAPIOffline(
@@ -71,6 +96,16 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     )
     app.state.node = node
     app.state.router = router
+    if member is not None:
+        from edgewise.api.membership import config_applier, heartbeat_report
+
+        agent = NodeAgent(member.state, report=heartbeat_report(node, lambda: app.state.router),
+                          apply_config=config_applier(node, app.state, member,
+                                                      transports=transports),
+                          server_context=member.server_tls, client_tls=member.client_tls,
+                          deny=member.deny, heartbeat_s=node.config.fleet.heartbeat_s,
+                          transport=control_transport)
+    app.state.agent = agent
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(completions_router)
@@ -104,7 +139,7 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
         if node.admission is not None:
             node.metrics.queue_depth.set(node.admission.waiting)
             node.metrics.active.set(node.admission.active)
-        for tier, endpoints in router.fleet.endpoints.items():
+        for tier, endpoints in app.state.router.fleet.endpoints.items():
             for e in endpoints:
                 node.metrics.breaker_open.labels(tier, e.label).set(
                     0 if e.breaker.state.value == "closed" else 1)
@@ -114,7 +149,16 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     # Outermost first: headers on everything (413s included), then the access log.
     app.add_middleware(BodyLimit, max_bytes=node.config.serving.max_body_bytes,
                        timeout_s=node.config.serving.body_timeout_s)
-    app.add_middleware(ApiKeys, config=node.config.auth)  # before the body is read
+    fleet_auth = None
+    if member is not None:
+        tls = node.config.serving.tls
+        fleet_auth = FleetAuth(fleet=member.membership.fleet, deny=member.deny,
+                               verifier=member.verifier,
+                               allow=tuple(PeerRule.parse(r) for r in tls.allow),
+                               certs_required=tls.enabled and tls.client_certs == "required",
+                               metrics_scope=node.config.auth.metrics_scope)
+    # before the body is read
+    app.add_middleware(ApiKeys, config=node.config.auth, fleet=fleet_auth)
     app.add_middleware(Draining, node=node)
     app.add_middleware(AccessLog, metrics=node.metrics)
     app.add_middleware(NodeHeaders, node=node.name, tier=node.tier)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from edgewise.cli._app import app, console, fail, setup_logging
-from edgewise.errors import EdgewiseError
+from edgewise.errors import ConfigError, EdgewiseError
 
 
 @app.command()
@@ -25,6 +25,7 @@ def serve(
     """Start a node serving the OpenAI API with a local model."""
     from edgewise.api.app import create_app
     from edgewise.config import load_config
+    from edgewise.fleet.member import FleetMember
     from edgewise.node import Node, build_engine
 
     setup_logging(log_level)
@@ -35,11 +36,20 @@ def serve(
             node_over["host"] = host
         if port is not None:
             node_over["port"] = port
+        member = FleetMember.open(cfg)
+        if member is not None:  # a joined node is who its certificate says
+            node_over["name"] = member.membership.node
+            if not cfg.tiers:
+                node_over["tier"] = member.membership.tier
         cfg = cfg.replace(node=node_over, engine={"model": model} if model else {})
+        if cfg.serving.tls.enabled and member is None:
+            raise ConfigError("serving.tls needs a joined node: run `edgewise join` first "
+                              f"(no fleet membership in {cfg.fleet.state_dir})")
         with console.status(f"checking model {cfg.engine.model}…"):
             engine = build_engine(cfg)
         node = Node(cfg, engine)
-        asgi = create_app(node)  # builds the fleet: checks tier URLs and API-key variables
+        # builds the fleet: checks tier URLs, API-key variables and fleet peers
+        asgi = create_app(node, member=member)
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -47,16 +57,19 @@ def serve(
     served = local[1].model if cfg.tiers and local and local[1].model != "auto" \
         else cfg.engine.model
     ladder = " → ".join(t.name for t in cfg.ladder())
+    scheme = "https" if member is not None and member.server_tls is not None else "http"
+    joined = f", fleet {member.membership.fleet} as {member.membership.spiffe_id}" \
+        if member is not None else ""
     console.print(
-        f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tiers {ladder}) serving "
-        f"[green]{served}[/] on [bold]http://{cfg.node.host}:{cfg.node.port}[/]"
+        f"[bold]edgewise[/] node [cyan]{cfg.node.name}[/] (tiers {ladder}{joined}) serving "
+        f"[green]{served}[/] on [bold]{scheme}://{cfg.node.host}:{cfg.node.port}[/]"
         "  (Ctrl-C drains and stops)", highlight=False)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; make that a clean
     # exit (status 0, no KeyboardInterrupt traceback) once the drain is done.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     failure = None
     with contextlib.suppress(KeyboardInterrupt):
-        failure = _run_uvicorn(asgi, cfg)
+        failure = _run_uvicorn(asgi, cfg, member.server_tls if member else None)
     if failure is not None:
 
         console.print(f"[bold red]error:[/] {failure}", highlight=False)
@@ -68,10 +81,10 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run_uvicorn(asgi: Any, cfg: Any) -> str | None:
+def _run_uvicorn(asgi: Any, cfg: Any, ssl_context: Any = None) -> str | None:
     """Serve until stopped (``None``) or until the node cannot serve (the reason)."""
     from edgewise.serving.server import serve
 
     # Host, port, lifespan on and the drain timeout come from cfg, and so do the
     # connection limits (header/body/keep-alive timeouts, max_connections).
-    return serve(asgi, cfg, log_config=None, access_log=False)
+    return serve(asgi, cfg, ssl_context=ssl_context, log_config=None, access_log=False)

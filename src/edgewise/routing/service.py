@@ -160,6 +160,28 @@ class Router:
             log.info("recovered %d async job(s) interrupted by a restart", recovered)
         self._delivery = asyncio.create_task(self._deliver_loop())
 
+    def reconfigure(self, config: EdgewiseConfig, fleet: Fleet) -> Fleet:
+        """Route the next requests with ``config`` (a new central ``tiers`` / ``routing``
+        / ``privacy``) over ``fleet``; returns the previous fleet, which requests already
+        in flight keep using: the caller stops it once they are done. The audit log, the
+        async-job store and its delivery loop carry on unchanged. A changed ``privacy``
+        section loads a new detector in the background; until it is ready the previous
+        one keeps screening (and with none yet, requests wait for it as at start-up)."""
+        old_fleet, old_privacy = self.fleet, self.config.privacy
+        self.config = config
+        self.fleet = fleet
+        self.cascade = config.routing.cascade
+        self.scorer = build_scorer(self.cascade.scorer, ScorerOptions.from_cascade(self.cascade))
+        self.needs_guard = config.privacy.enabled and any(
+            t.clearance < Level.PHI for t in fleet.tiers)
+        reload = self.detector is None or config.privacy != old_privacy
+        idle = self._detector_load is None or self._detector_load.done()
+        if self.needs_guard and reload and idle:
+            self.detector_error = None
+            self._detector_load = asyncio.create_task(self._load_detector())
+        fleet.start()
+        return old_fleet
+
     async def _load_detector(self) -> None:
         from edgewise.privacy.detector import Detector
 

@@ -11,7 +11,9 @@ import random
 import httpx
 
 from edgewise.config import EdgewiseConfig, TierConfig
+from edgewise.errors import ConfigError
 from edgewise.node import Node
+from edgewise.security.peers import PeerRule, PeerTLS
 from edgewise.tiers.base import Endpoint, EndpointError, TierView
 from edgewise.tiers.breaker import BreakerState
 from edgewise.tiers.local import LocalEndpoint
@@ -25,9 +27,11 @@ log = logging.getLogger("edgewise.fleet")
 class Fleet:
     def __init__(self, config: EdgewiseConfig, node: Node | None, *,
                  transports: dict[str, httpx.AsyncBaseTransport] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, peer_tls: PeerTLS | None = None) -> None:
         """``transports`` maps an endpoint URL to the httpx transport to reach it
-        (tests: ``httpx.ASGITransport`` of another node; default: the network)."""
+        (tests: ``httpx.ASGITransport`` of another node; default: the network).
+        ``peer_tls``: a joined node's mutual TLS, for endpoints whose ``peer`` names a
+        fleet node or tier."""
         self.config = config
         self.health = config.routing.health
         self.tiers: list[TierConfig] = config.ladder()
@@ -43,8 +47,16 @@ class Fleet:
                     eps.append(LocalEndpoint(tier.name, node))
                 else:
                     assert ep.url is not None
+                    transport = transports.get(ep.url)
+                    if ep.peer is not None and transport is None:
+                        if peer_tls is None:
+                            raise ConfigError(
+                                f"tier {tier.name!r} endpoint {ep.url} names fleet peer "
+                                f"{ep.peer}, but this node has not joined a fleet "
+                                "(`edgewise join`, fleet.state_dir)")
+                        transport = peer_tls.transport(PeerRule.parse(ep.peer))
                     eps.append(RemoteEndpoint(tier.name, ep, self.health, timeout=tier.timeout,
-                                              transport=transports.get(ep.url)))
+                                              transport=transport))
             self.endpoints[tier.name] = eps
         self._probe_task: asyncio.Task[None] | None = None
 

@@ -79,6 +79,13 @@ class RemoteEndpoint:
     def _check_status(self, status: int, headers: httpx.Headers, content: bytes) -> None:
         if status >= 500 or status == 429:
             raise self._failed(f"answered HTTP {status}")
+        if status in (401, 403):
+            # The upstream refuses this node (a wrong key, a revoked or not-allowed fleet
+            # identity): the tier is unusable from here, whatever the request says.
+            message = ""
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                message = ": " + str(json.loads(content)["error"]["message"])[:200]
+            raise self._failed(f"refused this node (HTTP {status}{message})")
         if status >= 400:
             # The upstream judged the request itself bad: not a health problem.
             message = "rejected the request"
