@@ -23,6 +23,18 @@ from edgewise.wire import answer_from_body, request_body
 __all__ = ["RemoteEndpoint"]
 
 
+def _transport_failure(exc: httpx.HTTPError) -> str:
+    """One line for a failed connection; TLS identity failures say which (a fleet peer
+    with the wrong certificate is not just "unreachable")."""
+    text = " ".join(str(exc).split())
+    if "refused fleet peer" in text:
+        return text[text.index("refused fleet peer"):][:240]
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        why = text.split("certificate verify failed:")[-1].split("(_ssl.c")[0].strip(" .")
+        return f"TLS handshake failed: {why[:200] or 'peer certificate not accepted'}"
+    return f"unreachable ({type(exc).__name__})"
+
+
 class RemoteEndpoint:
     def __init__(self, tier: str, cfg: EndpointConfig, health: HealthConfig, *,
                  timeout: float | None = None,
@@ -72,7 +84,7 @@ class RemoteEndpoint:
         except httpx.TimeoutException:
             raise self._failed("timed out") from None
         except httpx.TransportError as exc:
-            raise self._failed(f"unreachable ({type(exc).__name__})") from None
+            raise self._failed(_transport_failure(exc)) from None
         self._check_status(r.status_code, r.headers, r.content)
         return r
 
@@ -148,7 +160,7 @@ class RemoteEndpoint:
         except httpx.TimeoutException:
             raise self._failed("timed out") from None
         except httpx.TransportError as exc:
-            raise self._failed(f"unreachable ({type(exc).__name__})") from None
+            raise self._failed(_transport_failure(exc)) from None
         except (ValueError, KeyError, TypeError):
             raise self._failed("sent a malformed stream") from None
         answer.text = "".join(text)
@@ -163,7 +175,7 @@ class RemoteEndpoint:
         try:
             r = await self.client.get("/models", timeout=self.probe_timeout)
         except httpx.HTTPError as exc:
-            raise EndpointError(f"{self.label}: probe failed ({type(exc).__name__})") from None
+            raise EndpointError(f"{self.label}: probe failed: {_transport_failure(exc)}") from None
         if r.status_code >= 500:
             raise EndpointError(f"{self.label}: probe answered HTTP {r.status_code}")
         # A server that lists no models is up but cannot answer yet (an edgewise node
