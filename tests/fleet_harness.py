@@ -101,8 +101,10 @@ class ControlServer(_Threaded):
                                    log_level="warning", timeout_graceful_shutdown=1)
         self._start(self.url, ctx, "/healthz")
 
-    def token(self, node: str, tier: str, ttl: timedelta | None = None) -> str:
-        return self.cp.create_join_token(node=node, tier=tier, ttl=ttl, by="test")[0]
+    def token(self, node: str, tier: str, ttl: timedelta | None = None,
+              hosts: tuple[str, ...] = ()) -> str:
+        return self.cp.create_join_token(node=node, tier=tier, ttl=ttl, by="test",
+                                         hosts=hosts)[0]
 
     def access_token(self, *scopes: str, subject: str = "tester",
                      node: str | None = None, ttl: timedelta = timedelta(minutes=5)) -> str:
@@ -114,9 +116,10 @@ class ControlServer(_Threaded):
         self.cp.close()
 
 
-def join_node(control: ControlServer, name: str, tier: str, state_dir: Path) -> FleetState:
-    join(control.url, token=control.token(name, tier), ca_sha256=control.fingerprint,
-         state_dir=state_dir, node=name)
+def join_node(control: ControlServer, name: str, tier: str, state_dir: Path, *,
+              hosts: tuple[str, ...] = ()) -> FleetState:
+    join(control.url, token=control.token(name, tier, hosts=hosts),
+         ca_sha256=control.fingerprint, state_dir=state_dir, node=name)
     return FleetState(state_dir)
 
 

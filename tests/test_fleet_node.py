@@ -9,6 +9,7 @@ nodes in threads of this process.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -106,6 +107,8 @@ def test_a_peer_with_another_identity_is_refused_before_the_request_is_sent(
         r = _escalate(dev)
         assert r.status_code == 503, r.text  # no eligible tier: the only one is not gw2
         assert _chat_requests(gw) == 0  # not a byte of the request reached gw1
+        why = dev.app.state.router.fleet.endpoints["gateway"][0].breaker.last_error or ""
+        assert "TLS handshake failed" in why and "gw2.node.acme" in why, why
     with _gateway(control, tmp_path, name="gw3") as gw, \
             _device(control, tmp_path, gw, peer="tier:cloud", name="dev2") as dev:
         assert _escalate(dev).status_code == 503  # a gateway is not a cloud node
@@ -261,6 +264,22 @@ def test_certificates_rotate_under_load_without_a_failed_request(control: Contro
         assert gw.agent.status.renewals == 3
         rec = control.cp.store.node("gw1")
         assert rec is not None and rec.serial == gw.member.state.identity().serial
+
+
+def test_applications_reach_a_node_by_the_hosts_its_token_granted(control: ControlServer,
+                                                                  tmp_path: Path) -> None:
+    join_node(control, "gw1", "gateway", tmp_path / "gw1" / "fleet",
+              hosts=("127.0.0.1", "localhost"))
+    with NodeServer(tmp_path / "gw1" / "fleet", serving={"tls": {"enabled": True}},
+                    fleet={"heartbeat_s": 3600}) as gw:
+        ca = str(gw.member.state.ca_file)
+        for _ in range(2):  # as joined, and after a renewal (which keeps the hosts)
+            for host in ("127.0.0.1", "localhost"):
+                r = httpx.post(f"https://{host}:{gw.port}/v1/chat/completions", json=CHAT,
+                               verify=ssl.create_default_context(cafile=ca))
+                assert r.status_code == 200, r.text
+            assert _renew(gw)
+        assert gw.member.state.identity().hosts == ("localhost", "127.0.0.1")
 
 
 def test_renewal_is_due_at_half_the_lifetime(control: ControlServer, tmp_path: Path) -> None:

@@ -401,7 +401,7 @@ def test_admin_controls_only_for_admins(page: FleetPage) -> None:
     admin = parse(page.node(row, now=NOW, admin=True))
     # The hint is a command a shell reads back as the same name.
     assert admin.one(id="admin-actions").one("code").text == (
-        "edgewise control revoke --node 'lab '\"'\"'b'\"'\"''")
+        "edgewise control revoke 'lab '\"'\"'b'\"'\"''")
     assert parse(page.fleet([row], now=NOW, ca_fingerprint=CA_FP, admin=True)).one(
         "span", cls="role").text == "admin"
 

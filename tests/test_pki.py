@@ -27,6 +27,7 @@ from edgewise.security.pki import (
     FleetCA,
     NodeIdentity,
     cert_pem,
+    check_hosts,
     check_name,
     control_dns,
     csr_pem,
@@ -320,7 +321,7 @@ GOOD = {"CN": "gateway", "OU": "edge", "O": "acme"}
     ({**GOOD, "CN": "other"}, [URI("spiffe://acme/node/gateway"), DNS("gateway.node.acme"),
                                DNS("edge.tier.acme")], "CN/O"),
     (GOOD, [URI("spiffe://acme/node/gateway"), DNS("gateway.node.acme"), DNS("edge.tier.acme"),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1"))], "SANs other than"),
+            x509.RFC822Name("n1@acme.example")], "SANs other than"),
     (GOOD, [URI("spiffe://acme/workload/gateway"), DNS("gateway.node.acme")], "URI SAN"),
     (GOOD, [URI("spiffe://acme/node/gateway"), URI("spiffe://acme/node/admin")], "URI SAN"),
     ({"CN": "gateway", "O": "acme"}, [URI("spiffe://acme/node/gateway")], "tier"),
@@ -473,3 +474,24 @@ def test_rotate_server_cert_changes_hosts_keeps_key(tmp_path: Path) -> None:
     assert sans_of(leaf)[2:] == ["DNSName:ctl.example.com", "IPAddress:10.1.2.3"]
     assert f.server_key.read_bytes() == key_before and mode(f.server_cert) == 0o644
     server_context(f.server_cert, f.server_key, f.root_cert, client_certs="optional")
+
+
+def test_join_token_hosts_go_into_the_node_certificate(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path / "ctl", fleet="acme", passphrase=b"pass-phrase")
+    csr = make_csr(generate_key(), "gw1")
+    cert = ca.issue_node(csr, node="gw1", tier="gateway",
+                         hosts=["GW1.Example.org.", "10.0.0.7", "10.0.0.7", "::1"])
+    ident = identity_of(cert, fleet="acme")
+    assert ident.hosts == ("gw1.example.org", "10.0.0.7", "::1")
+    assert ca.verify_node([cert]).hosts == ident.hosts
+
+
+@pytest.mark.parametrize("host", ["gw2.node.acme", "cloud.tier.acme", "control.acme",
+                                  "GW2.NODE.ACME.", "tier.acme"])
+def test_a_host_may_not_be_a_fleet_identity_name(tmp_path: Path, host: str) -> None:
+    ca = init_ca(tmp_path / "ctl", fleet="acme", passphrase=b"pass-phrase")
+    with pytest.raises(ConfigError, match="fleet identity name"):
+        ca.issue_node(make_csr(generate_key(), "gw1"), node="gw1", tier="gateway",
+                      hosts=[host])
+    with pytest.raises(ConfigError, match="not a DNS name or an IP address"):
+        check_hosts("acme", ["bad_host!"])

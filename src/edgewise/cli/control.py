@@ -143,6 +143,9 @@ def token_create(
     tier: Annotated[str, typer.Option(help="The node's tier (device, gateway, cloud...).")],
     ttl: Annotated[str | None, typer.Option(help="Validity, e.g. 15m (default from "
                                             "control.yaml).")] = None,
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="A DNS name or address applications reach the node by over HTTPS; "
+                       "goes into its certificate (repeatable).")] = None,
     directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
     ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
 ) -> None:
@@ -150,7 +153,8 @@ def token_create(
     try:
         admin = _admin(directory, url, token, ca, ca_sha256, database_url)
         try:
-            out = admin.create_token(node, tier, parse_duration(ttl) if ttl else None)
+            out = admin.create_token(node, tier, parse_duration(ttl) if ttl else None,
+                                     host or [])
         finally:
             admin.close()
     except EdgewiseError as exc:

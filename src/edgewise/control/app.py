@@ -34,13 +34,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgewise import __version__
-from edgewise.api.errors import install_error_handlers
+from edgewise.api.errors import error_response, install_error_handlers, public_message
 from edgewise.api.middleware import BodyLimit
 from edgewise.control.page import FleetPage, NodeRow
 from edgewise.control.service import ControlPlane
 from edgewise.control.store import NodeRecord
 from edgewise.errors import (
     AuthenticationError,
+    ConfigError,
     ControlStoreError,
     InvalidRequestError,
 )
@@ -51,7 +52,7 @@ from edgewise.security.tokens import AccessClaims
 __all__ = ["create_control_app"]
 
 T = TypeVar("T")
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no inf/NaN
 _COOKIE = "edgewise_admin"
 _CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -106,6 +107,8 @@ class TokenBody(BaseModel):
     node: Annotated[str, Field(max_length=64)]
     tier: Annotated[str, Field(max_length=64)]
     ttl_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    hosts: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=32)] = (
+        Field(default_factory=list))
 
 
 class AccessTokenBody(BaseModel):
@@ -169,6 +172,10 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         return JSONResponse({"error": {"message": str(exc), "type": "service_unavailable",
                                        "param": None, "code": "store_unavailable"}},
                             status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(ConfigError)  # a bad name, ttl or scope in an admin request
+    async def _bad_value(request: Request, exc: ConfigError) -> JSONResponse:
+        return error_response(400, public_message(str(exc)), "invalid_request_error")
 
     async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(partial(fn, *args, **kwargs))
@@ -235,8 +242,8 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         who = await admin(request)
         ttl = timedelta(seconds=body.ttl_s) if body.ttl_s else None
         token, expires = await run(cp.create_join_token, node=body.node, tier=body.tier,
-                                   ttl=ttl, by=who.subject)
-        return {"token": token, "node": body.node, "tier": body.tier,
+                                   ttl=ttl, by=who.subject, hosts=body.hosts)
+        return {"token": token, "node": body.node, "tier": body.tier, "hosts": body.hosts,
                 "expires_at": expires.isoformat()}
 
     @app.get("/v1/admin/nodes")

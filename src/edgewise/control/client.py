@@ -24,7 +24,8 @@ __all__ = ["AdminClient", "LocalAdmin", "RemoteAdmin"]
 
 
 class AdminClient(Protocol):
-    def create_token(self, node: str, tier: str, ttl: timedelta | None) -> dict[str, Any]: ...
+    def create_token(self, node: str, tier: str, ttl: timedelta | None,
+                     hosts: list[str] | None = None) -> dict[str, Any]: ...
     def nodes(self) -> list[dict[str, Any]]: ...
     def revoke(self, node: str) -> list[str]: ...
     def push_config(self, kind: str, target: str, body: Any, source: str) -> dict[str, Any]: ...
@@ -40,9 +41,12 @@ class LocalAdmin:
         self.cp = ControlPlane(directory, database_url=database_url)
         self.by = by
 
-    def create_token(self, node: str, tier: str, ttl: timedelta | None) -> dict[str, Any]:
-        token, expires = self.cp.create_join_token(node=node, tier=tier, ttl=ttl, by=self.by)
-        return {"token": token, "node": node, "tier": tier, "expires_at": expires.isoformat()}
+    def create_token(self, node: str, tier: str, ttl: timedelta | None,
+                     hosts: list[str] | None = None) -> dict[str, Any]:
+        token, expires = self.cp.create_join_token(node=node, tier=tier, ttl=ttl, by=self.by,
+                                                   hosts=hosts or [])
+        return {"token": token, "node": node, "tier": tier, "hosts": hosts or [],
+                "expires_at": expires.isoformat()}
 
     def nodes(self) -> list[dict[str, Any]]:
         from edgewise.control.app import node_json
@@ -127,8 +131,9 @@ class RemoteAdmin:
         _raise_for(r)
         return r.json()
 
-    def create_token(self, node: str, tier: str, ttl: timedelta | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"node": node, "tier": tier}
+    def create_token(self, node: str, tier: str, ttl: timedelta | None,
+                     hosts: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"node": node, "tier": tier, "hosts": hosts or []}
         if ttl is not None:
             body["ttl_s"] = ttl.total_seconds()
         return dict(self._call("POST", "/v1/admin/tokens", json=body))

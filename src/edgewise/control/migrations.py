@@ -159,8 +159,16 @@ def _v1_initial(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)  # a table already there is not ours: fail
 
 
+def _v2_token_hosts(conn: Connection) -> None:
+    """Join tokens may grant extra names for the node's certificate (the DNS names or
+    addresses applications reach it by over HTTPS): space-separated, '' for none."""
+    conn.execute(sa.text(
+        "ALTER TABLE join_tokens ADD COLUMN hosts TEXT NOT NULL DEFAULT ''"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the initial schema", _v1_initial),
+    Migration(2, "join tokens grant certificate host names", _v2_token_hosts),
 )
 #: The newest schema version this edgewise knows.
 LATEST = MIGRATIONS[-1].version

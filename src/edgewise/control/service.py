@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,7 @@ from edgewise.security.pki import (
     CAFiles,
     FleetCA,
     NodeIdentity,
+    check_hosts,
     check_name,
     load_csr,
     load_private_key,
@@ -174,9 +176,12 @@ class ControlPlane:
 
     # -- join tokens and enrolment ------------------------------------------------------
     def create_join_token(self, *, node: str, tier: str, ttl: timedelta | None = None,
-                          by: str) -> tuple[str, datetime]:
+                          by: str, hosts: Sequence[str] = ()) -> tuple[str, datetime]:
+        """A join token for ``node``; ``hosts`` (DNS names, addresses) go into its
+        certificate too, so applications can reach it over HTTPS by them."""
         check_name("node", node)
         check_name("tier", tier)
+        granted = check_hosts(self.fleet, hosts)
         if node == "control":
             raise ConfigError("node name 'control' is the control plane's own; pick another")
         ttl = ttl or timedelta(minutes=self.settings.join_token_minutes)
@@ -185,9 +190,10 @@ class ControlPlane:
         token = new_join_token()
         now = datetime.now(UTC)
         self.store.add_join_token(join_token_digest(token), node=node, tier=tier,
-                                  expires_at=now + ttl, created_by=by, now=now)
+                                  expires_at=now + ttl, created_by=by, now=now, hosts=granted)
         self.record("token_create", by=by, node=node,
-                    reason=f"join token for node {node} tier {tier}, valid {ttl}")
+                    reason=f"join token for node {node} tier {tier}, valid {ttl}"
+                           + (f", hosts {' '.join(granted)}" if granted else ""))
         return token, now + ttl
 
     def join(self, *, token: str, node: str, csr_pem: str, client: str) -> JoinResult:
@@ -202,7 +208,7 @@ class ControlPlane:
             csr = load_csr(csr_pem)
             now = datetime.now(UTC)
             grant = self.store.redeem_join_token(join_token_digest(token), node=node, now=now)
-            cert = self.ca.issue_node(csr, node=node, tier=grant.tier,
+            cert = self.ca.issue_node(csr, node=node, tier=grant.tier, hosts=grant.hosts,
                                       lifetime=timedelta(hours=self.settings.node_cert_hours))
         except ConfigError as exc:
             err = InvalidRequestError(str(exc), param="node")
@@ -246,7 +252,7 @@ class ControlPlane:
         try:
             rec = self.check_peer(peer)
             csr = load_csr(csr_pem)
-            cert = self.ca.issue_node(csr, node=peer.node, tier=rec.tier,
+            cert = self.ca.issue_node(csr, node=peer.node, tier=rec.tier, hosts=peer.hosts,
                                       lifetime=timedelta(hours=self.settings.node_cert_hours))
         except RequestError as exc:
             self.refused("renew", exc, by=peer.spiffe_id, node=peer.node)

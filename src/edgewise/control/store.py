@@ -78,6 +78,7 @@ _tokens = sa.Table(
     sa.Column("node", sa.Text), sa.Column("tier", sa.Text),
     sa.Column("created_at", UTCDateTime()), sa.Column("expires_at", UTCDateTime()),
     sa.Column("used_at", UTCDateTime()), sa.Column("created_by", sa.Text),
+    sa.Column("hosts", sa.Text),
 )
 _nodes = sa.Table(
     "nodes", _meta,
@@ -111,11 +112,13 @@ TABLES = (SCHEMA_MIGRATIONS, _tokens, _nodes, _certs, _denied, _configs)
 # -- what the store hands out ------------------------------------------------------------
 @dataclass(frozen=True)
 class JoinGrant:
-    """What a redeemed join token allows: this node name, in this tier."""
+    """What a redeemed join token allows: this node name, in this tier, with these extra
+    host names (DNS names or addresses) in its certificate."""
 
     node: str
     tier: str
     expires_at: datetime
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,12 +271,12 @@ class ControlStore:
 
     # -- join tokens ------------------------------------------------------------------
     def add_join_token(self, digest: str, *, node: str, tier: str, expires_at: datetime,
-                       created_by: str, now: datetime) -> None:
+                       created_by: str, now: datetime, hosts: tuple[str, ...] = ()) -> None:
         """Store a new token by its digest (the token itself is never stored)."""
         with self._tx("add_join_token") as conn:
             conn.execute(_tokens.insert().values(
                 digest=digest, node=node, tier=tier, created_at=now, expires_at=expires_at,
-                used_at=None, created_by=created_by))
+                used_at=None, created_by=created_by, hosts=" ".join(hosts)))
 
     def redeem_join_token(self, digest: str, *, node: str, now: datetime) -> JoinGrant:
         """Use the token for ``node``, once across every replica (module docstring).
@@ -290,7 +293,8 @@ class ControlStore:
         if row is None:
             raise AuthenticationError("unknown join token")
         if done == 1:
-            return JoinGrant(node=row.node, tier=row.tier, expires_at=row.expires_at)
+            return JoinGrant(node=row.node, tier=row.tier, expires_at=row.expires_at,
+                             hosts=tuple(row.hosts.split()))
         if row.used_at is not None:
             raise AuthenticationError(f"join token was already used at {_when(row.used_at)}")
         if row.expires_at <= now:

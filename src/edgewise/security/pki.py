@@ -59,12 +59,40 @@ from edgewise.security.keys import (
 )
 from edgewise.security.tls import client_context, peer_chain, reload_cert, server_context
 
-__all__ = ["NAME_RE", "CAFiles", "FleetCA", "NodeIdentity", "cert_pem", "check_name",
-           "client_context", "control_dns", "csr_pem", "fingerprint", "generate_key",
-           "identity_of", "init_ca", "load_cert", "load_chain", "load_csr", "load_private_key",
-           "make_csr", "node_dns", "parse_fingerprint", "peer_chain", "private_pem", "public_pem",
-           "reload_cert", "rotate_server_cert", "server_context", "spiffe_id", "tier_dns",
-           "write_private", "write_public"]
+__all__ = [
+    "NAME_RE",
+    "CAFiles",
+    "FleetCA",
+    "NodeIdentity",
+    "cert_pem",
+    "check_hosts",
+    "check_name",
+    "client_context",
+    "control_dns",
+    "csr_pem",
+    "fingerprint",
+    "generate_key",
+    "identity_of",
+    "init_ca",
+    "load_cert",
+    "load_chain",
+    "load_csr",
+    "load_private_key",
+    "make_csr",
+    "node_dns",
+    "parse_fingerprint",
+    "peer_chain",
+    "private_pem",
+    "public_pem",
+    "reload_cert",
+    "reserved_host",
+    "rotate_server_cert",
+    "server_context",
+    "spiffe_id",
+    "tier_dns",
+    "write_private",
+    "write_public",
+]
 
 #: A fleet, node or tier name: one DNS label (lowercase), so it fits in a hostname.
 NAME_RE: re.Pattern[str] = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -279,6 +307,9 @@ class NodeIdentity:
     serial: str
     not_before: datetime
     not_after: datetime
+    #: Extra names its join token granted (DNS names, IP addresses): how applications
+    #: reach the node over HTTPS.
+    hosts: tuple[str, ...] = ()
 
     @property
     def lifetime(self) -> timedelta:
@@ -328,14 +359,44 @@ def identity_of(cert: x509.Certificate, *, fleet: str | None = None) -> NodeIden
         raise bad("its subject does not name one tier (OU)")
     if attr(NameOID.COMMON_NAME) != node or attr(NameOID.ORGANIZATION_NAME) != cert_fleet:
         raise bad("its subject CN/O do not match its SPIFFE ID")
-    dns = {d.lower() for d in sans.get_values_for_type(x509.DNSName)}
-    if dns != {node_dns(cert_fleet, node), tier_dns(cert_fleet, tier)}:
-        raise bad("its DNS SANs are not exactly <node>.node.<fleet> and <tier>.tier.<fleet>")
-    if len(sans) != 3:
-        raise bad("it carries SANs other than its SPIFFE ID and two DNS names")
+    dns = [d.lower() for d in sans.get_values_for_type(x509.DNSName)]
+    own = {node_dns(cert_fleet, node), tier_dns(cert_fleet, tier)}
+    if not own <= set(dns):
+        raise bad("its DNS SANs lack <node>.node.<fleet> or <tier>.tier.<fleet>")
+    extra = [d for d in dns if d not in own]
+    for name in extra:  # a host name may not stand for another fleet identity
+        if reserved_host(cert_fleet, name):
+            raise bad(f"its DNS SAN {name} is a fleet identity name")
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    if len(sans) != 3 + len(extra) + len(ips):
+        raise bad("it carries SANs other than its SPIFFE ID, DNS names and addresses")
     return NodeIdentity(fleet=cert_fleet, node=node, tier=tier, spiffe_id=uris[0],
                         serial=_serial_hex(cert), not_before=cert.not_valid_before_utc,
-                        not_after=cert.not_valid_after_utc)
+                        not_after=cert.not_valid_after_utc, hosts=(*extra, *ips))
+
+
+def reserved_host(fleet: str, name: str) -> bool:
+    """Whether DNS name ``name`` is one the fleet's identities use (``*.node.<fleet>``,
+    ``*.tier.<fleet>``, ``control.<fleet>``): never a node's extra host name, or a node
+    could pose as another node, a tier or the control plane in an SNI check."""
+    name = name.lower().rstrip(".")
+    return (name.endswith((f".node.{fleet}", f".tier.{fleet}")) or name == control_dns(fleet)
+            or name in (f"node.{fleet}", f"tier.{fleet}"))
+
+
+def check_hosts(fleet: str, hosts: Sequence[str]) -> tuple[str, ...]:
+    """``hosts`` as they go into a node certificate (canonical DNS names or addresses);
+    ConfigError for a malformed one or a fleet identity name."""
+    out = []
+    for h in hosts:
+        san = _host_san(h)
+        value = str(san.value)
+        if isinstance(san, x509.DNSName) and reserved_host(fleet, value):
+            raise ConfigError(f"host {value} is a fleet identity name (*.node.{fleet}, "
+                              f"*.tier.{fleet}, control.{fleet}); pick another")
+        if value not in out:
+            out.append(value)
+    return tuple(out)
 
 
 # -- the CA -----------------------------------------------------------------------------
@@ -415,12 +476,15 @@ class FleetCA:
 
     def issue_node(self, csr: x509.CertificateSigningRequest, *, node: str, tier: str,
                    lifetime: timedelta = timedelta(hours=24),
-                   now: datetime | None = None) -> x509.Certificate:
+                   now: datetime | None = None,
+                   hosts: Sequence[str] = ()) -> x509.Certificate:
         """Sign a node certificate for ``csr``. The CSR contributes only its key: its CN
         must be ``node`` (if any), its SANs a subset of the node's own, and it may not ask
-        to be a CA (ForbiddenError); the lifetime never outlives the intermediate."""
+        to be a CA (ForbiddenError); the lifetime never outlives the intermediate.
+        ``hosts``: extra DNS names or addresses the join token granted."""
         check_name("node", node)
         check_name("tier", tier)
+        granted = check_hosts(self.fleet, hosts)
         key = _check_csr(csr)
         for cn in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
             if cn.value != node:
@@ -428,7 +492,8 @@ class FleetCA:
                                      f"token is for node {node}", param="csr")
         sans: list[x509.GeneralName] = [
             x509.UniformResourceIdentifier(spiffe_id(self.fleet, node)),
-            x509.DNSName(node_dns(self.fleet, node)), x509.DNSName(tier_dns(self.fleet, tier))]
+            x509.DNSName(node_dns(self.fleet, node)), x509.DNSName(tier_dns(self.fleet, tier)),
+            *(_host_san(h) for h in granted)]
         allowed = {(type(s), s.value) for s in sans}
         for ext in csr.extensions:  # never copied into the certificate; checked to refuse
             if isinstance(ext.value, x509.SubjectAlternativeName):
