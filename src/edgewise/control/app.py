@@ -22,6 +22,7 @@ error shape and an audit record (:mod:`edgewise.control.service`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgewise import __version__
 from edgewise.api.errors import error_response, install_error_handlers, public_message
@@ -50,6 +51,8 @@ from edgewise.security.pki import NodeIdentity
 from edgewise.security.tokens import AccessClaims
 
 __all__ = ["create_control_app"]
+
+log = logging.getLogger("edgewise.control")
 
 T = TypeVar("T")
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no inf/NaN
@@ -100,6 +103,24 @@ class HeartbeatBody(BaseModel):
     audit_head: Annotated[str, Field(max_length=128)] | None = None
     applied_config: Annotated[int, Field(ge=0)] | None = None
     config_error: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _printable(self) -> HeartbeatBody:
+        # Shown on the fleet page and stored as JSON (PostgreSQL's jsonb has no NUL):
+        # every text a node reports must be one printable line.
+        def texts(value: Any) -> list[str]:
+            if isinstance(value, str):
+                return [value]
+            if isinstance(value, dict):
+                return [t for k, v in value.items() for t in (*texts(k), *texts(v))]
+            if isinstance(value, BaseModel):
+                return texts(value.model_dump())
+            return []
+        for text in texts(self.model_dump()):
+            if not text.isprintable():
+                raise ValueError("heartbeat fields must be printable text (no control "
+                                 "characters)")
+        return self
 
 
 class TokenBody(BaseModel):
@@ -169,7 +190,10 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
 
     @app.exception_handler(ControlStoreError)
     async def _store_down(request: Request, exc: ControlStoreError) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc), "type": "service_unavailable",
+        # The detail (which database, why) is for the operator's log, not for callers.
+        log.error("control store: %s", exc)
+        return JSONResponse({"error": {"message": "the control plane's store is unavailable; "
+                                                  "retry shortly", "type": "service_unavailable",
                                        "param": None, "code": "store_unavailable"}},
                             status_code=503, headers={"Retry-After": "5"})
 
@@ -184,10 +208,14 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         return request.client.host if request.client else "unknown"
 
     def peer_of(request: Request) -> NodeIdentity:
-        ident = peer_identity_from_scope(request.scope, cp.fleet)
-        if ident is None:
-            raise AuthenticationError("this route needs the node's fleet certificate "
-                                      "(mutual TLS); join first with `edgewise join`")
+        try:
+            ident = peer_identity_from_scope(request.scope, cp.fleet)
+            if ident is None:
+                raise AuthenticationError("this route needs the node's fleet certificate "
+                                          "(mutual TLS); join first with `edgewise join`")
+        except AuthenticationError as exc:
+            cp.refused(request.url.path.rsplit("/", 1)[-1], exc, by=client_of(request))
+            raise
         return ident
 
     def bearer(request: Request) -> str | None:

@@ -19,6 +19,7 @@ handshake against the fleet root and checked here against the deny list.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -49,6 +50,7 @@ from edgewise.security.pki import (
     NodeIdentity,
     check_hosts,
     check_name,
+    identity_of,
     load_csr,
     load_private_key,
 )
@@ -77,12 +79,28 @@ def validate_central_config(body: Any, *, source: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ConfigError(f"{source}: a central config is a mapping of "
                           f"{', '.join(CONFIG_SECTIONS)}, got {type(body).__name__}")
+    bad = _non_finite(body)  # it is stored and sent as JSON, which has no NaN/Infinity
+    if bad is not None:
+        raise ConfigError(f"{source}: {bad}: must be a finite number (got NaN or Infinity)")
     extra = sorted(set(body) - set(CONFIG_SECTIONS))
     if extra:
         raise ConfigError(f"{source}: {', '.join(extra)}: not held centrally; a central "
                           f"config may set only {', '.join(CONFIG_SECTIONS)}")
     parse_config(body, source=source)
     return body
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The key path of the first NaN/Infinity in ``value`` (``None``: there is none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -170,7 +188,7 @@ class ControlPlane:
 
     def refused(self, action: str, exc: RequestError, *, by: str,
                 node: str | None = None) -> None:
-        code = (exc.code or "refused").replace("-", "_")
+        code = (exc.code or exc.error_type or "refused").replace("-", "_")
         self.record(action, by=by, node=node if node and _safe(node) else None,
                     outcome=f"refused:{code}", reason=exc.message)
 
@@ -197,19 +215,30 @@ class ControlPlane:
         return token, now + ttl
 
     def join(self, *, token: str, node: str, csr_pem: str, client: str) -> JoinResult:
-        """Enrol ``node``: redeem its join token and sign its CSR."""
+        """Enrol ``node``: check its join token, its CSR against what the token grants,
+        and that the name is not revoked — all before the token is spent, so a refused
+        CSR leaves the token usable — then redeem the token (atomically: of two racing
+        joins one wins) and sign."""
         self._failures.check(client)
         try:
             check_name("node", node)
-            try:
-                check_join_token(token)
-            except AuthenticationError:
-                raise
+            check_join_token(token)
             csr = load_csr(csr_pem)
             now = datetime.now(UTC)
-            grant = self.store.redeem_join_token(join_token_digest(token), node=node, now=now)
+            digest = join_token_digest(token)
+            grant = self.store.peek_join_token(digest, node=node, now=now)
+            known = self.store.node(node)
+            if known is not None and known.revoked_at is not None:
+                raise ForbiddenError(
+                    f"node {node} was revoked at {known.revoked_at:%Y-%m-%dT%H:%M:%SZ}; a "
+                    "revoked name is not enrolled again: create the join token for a new "
+                    "node name")
             cert = self.ca.issue_node(csr, node=node, tier=grant.tier, hosts=grant.hosts,
                                       lifetime=timedelta(hours=self.settings.node_cert_hours))
+            self.store.redeem_join_token(digest, node=node, now=now)
+            ident = identity_of(cert, fleet=self.fleet)
+            self.store.enrol(node=node, tier=grant.tier, spiffe_id=ident.spiffe_id,
+                             serial=ident.serial, not_after=ident.not_after, now=now)
         except ConfigError as exc:
             err = InvalidRequestError(str(exc), param="node")
             self._failures.failed(client)
@@ -219,11 +248,6 @@ class ControlPlane:
             self._failures.failed(client)
             self.refused("join", exc, by=_requester(client), node=node)
             raise
-        from edgewise.security.pki import identity_of
-
-        ident = identity_of(cert, fleet=self.fleet)
-        self.store.enrol(node=node, tier=grant.tier, spiffe_id=ident.spiffe_id,
-                         serial=ident.serial, not_after=ident.not_after, now=now)
         self.record("join", by=_requester(client), node=node,
                     reason=f"enrolled {ident.spiffe_id} tier {ident.tier} serial "
                            f"{ident.serial[:16]}")
@@ -257,8 +281,6 @@ class ControlPlane:
         except RequestError as exc:
             self.refused("renew", exc, by=peer.spiffe_id, node=peer.node)
             raise
-        from edgewise.security.pki import identity_of
-
         ident = identity_of(cert, fleet=self.fleet)
         self.store.renew(node=peer.node, old_serial=peer.serial, serial=ident.serial,
                          not_after=ident.not_after, now=datetime.now(UTC))

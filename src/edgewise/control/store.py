@@ -109,6 +109,18 @@ _configs = sa.Table(
 TABLES = (SCHEMA_MIGRATIONS, _tokens, _nodes, _certs, _denied, _configs)
 
 
+def _refuse_unusable(row: Any, *, node: str, now: datetime) -> None:
+    """Raise why the join token ``row`` cannot enrol ``node`` now (nothing if it can)."""
+    if row is None:
+        raise AuthenticationError("unknown join token")
+    if row.used_at is not None:
+        raise AuthenticationError(f"join token was already used at {_when(row.used_at)}")
+    if row.expires_at <= now:
+        raise AuthenticationError(f"join token expired at {_when(row.expires_at)}")
+    if row.node != node:
+        raise ForbiddenError(f"join token is for node {row.node}, not {node}")
+
+
 # -- what the store hands out ------------------------------------------------------------
 @dataclass(frozen=True)
 class JoinGrant:
@@ -278,6 +290,18 @@ class ControlStore:
                 digest=digest, node=node, tier=tier, created_at=now, expires_at=expires_at,
                 used_at=None, created_by=created_by, hosts=" ".join(hosts)))
 
+    def peek_join_token(self, digest: str, *, node: str, now: datetime) -> JoinGrant:
+        """What the token would grant ``node`` now, without using it (the same errors as
+        :meth:`redeem_join_token`): the control plane checks the CSR against the grant
+        before it spends the token."""
+        t = _tokens
+        with self._tx("peek_join_token", write=False) as conn:
+            row = conn.execute(sa.select(t).where(t.c.digest == digest)).one_or_none()
+        _refuse_unusable(row, node=node, now=now)
+        assert row is not None
+        return JoinGrant(node=row.node, tier=row.tier, expires_at=row.expires_at,
+                         hosts=tuple(row.hosts.split()))
+
     def redeem_join_token(self, digest: str, *, node: str, now: datetime) -> JoinGrant:
         """Use the token for ``node``, once across every replica (module docstring).
 
@@ -290,16 +314,11 @@ class ControlStore:
                 t.c.digest == digest, t.c.used_at.is_(None), t.c.expires_at > now,
                 t.c.node == node).values(used_at=now)).rowcount
             row = conn.execute(sa.select(t).where(t.c.digest == digest)).one_or_none()
-        if row is None:
-            raise AuthenticationError("unknown join token")
-        if done == 1:
+        if done == 1 and row is not None:
             return JoinGrant(node=row.node, tier=row.tier, expires_at=row.expires_at,
                              hosts=tuple(row.hosts.split()))
-        if row.used_at is not None:
-            raise AuthenticationError(f"join token was already used at {_when(row.used_at)}")
-        if row.expires_at <= now:
-            raise AuthenticationError(f"join token expired at {_when(row.expires_at)}")
-        raise ForbiddenError(f"join token is for node {row.node}, not {node}")
+        _refuse_unusable(row, node=node, now=now)
+        raise AuthenticationError("join token was already used")  # pragma: no cover - a race
 
     def join_tokens(self) -> list[JoinTokenInfo]:
         """Every token ever created, oldest first."""
