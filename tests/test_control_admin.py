@@ -294,8 +294,6 @@ def test_a_config_body_that_is_not_central_config_is_400(body: Any, status: int,
     serving(cs)
 
 
-@pytest.mark.xfail(strict=True, reason="api.errors._param drops every 'body' part of a "
-                   "pydantic loc, so ConfigBody's field named body is reported as 'None'")
 def test_a_config_body_that_is_not_a_mapping_is_named_in_the_message(cs: ControlServer) -> None:
     with https(cs) as c:
         r = c.post("/v1/admin/config", headers=bearer(cs.access_token("admin")),

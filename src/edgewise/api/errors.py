@@ -56,7 +56,8 @@ _UNION_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body"]
+    # FastAPI puts the request body first as "body"; a field named body stays.
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
     out = ""
     for p in parts:
         if isinstance(p, int):
