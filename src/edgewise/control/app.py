@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib.resources import files
@@ -181,8 +182,16 @@ def node_json(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> dict[str
 
 
 def create_control_app(cp: ControlPlane) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        cp.desk.start()  # heartbeats answered from memory, written in batches
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(cp.desk.close)
+
     app = FastAPI(title=f"edgewise control plane ({cp.fleet})", version=__version__,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.control = cp
     install_error_handlers(app)
     page = FleetPage(fleet=cp.fleet, refresh_s=max(2, int(cp.settings.heartbeat_s)))
@@ -261,8 +270,9 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
     @app.post("/v1/heartbeat")
     async def heartbeat(body: HeartbeatBody, request: Request) -> dict[str, Any]:
         data = body.model_dump(exclude={"applied_config", "config_error"})
-        return await run(cp.heartbeat, peer_of(request), data,
-                         applied_config=body.applied_config, config_error=body.config_error)
+        # In memory (control/heartbeats.py): no thread, no database round trip.
+        return cp.heartbeat(peer_of(request), data, applied_config=body.applied_config,
+                            config_error=body.config_error)
 
     # -- admin ----------------------------------------------------------------------------
     @app.post("/v1/admin/tokens")
@@ -338,7 +348,7 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
     async def node_page(name: str, request: Request) -> Response:
         if await page_admin(request) is None:
             return to_login(f"/nodes/{quote(name)}")
-        rec = await run(cp.store.node, name)
+        rec = await run(cp.node, name)
         if rec is None:
             return JSONResponse({"error": {"message": f"no node named {name!r}",
                                            "type": "not_found_error", "param": None,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.config import parse_config
+from edgewise.control.heartbeats import HeartbeatDesk
 from edgewise.control.settings import ControlSettings, load_settings
 from edgewise.control.store import ConfigVersion, ControlStore, NodeRecord
 from edgewise.errors import (
@@ -159,6 +160,7 @@ class ControlPlane:
         url = database_url or self.settings.database_url or \
             f"sqlite:///{(self.dir / 'control.sqlite').resolve()}"
         self.store = ControlStore.open(url)
+        self.desk = HeartbeatDesk(self.store, fleet=self.fleet)
         self.audit = AuditLog(self.dir / "audit.sqlite")
         key = load_private_key(self.files.signing_key.read_bytes(),
                                source=str(self.files.signing_key))
@@ -171,6 +173,7 @@ class ControlPlane:
         self._failures = _FailureWindow(self.settings.join_failures_per_minute)
 
     def close(self) -> None:
+        self.desk.close()
         self.store.close()
         self.audit.close()
 
@@ -239,6 +242,7 @@ class ControlPlane:
             ident = identity_of(cert, fleet=self.fleet)
             self.store.enrol(node=node, tier=grant.tier, spiffe_id=ident.spiffe_id,
                              serial=ident.serial, not_after=ident.not_after, now=now)
+            self.desk.changed()
         except ConfigError as exc:
             err = InvalidRequestError(str(exc), param="node")
             self._failures.failed(client)
@@ -291,6 +295,7 @@ class ControlPlane:
 
     def revoke(self, node: str, *, by: str) -> list[str]:
         serials = self.store.revoke(node, now=datetime.now(UTC))
+        self.desk.changed()
         self.record("revoke", by=by, node=node if _safe(node) else None,
                     reason=f"revoked node {node}: {len(serials)} certificate(s) denied")
         return serials
@@ -298,21 +303,20 @@ class ControlPlane:
     # -- heartbeats and config -----------------------------------------------------------
     def heartbeat(self, peer: NodeIdentity, body: dict[str, Any], *,
                   applied_config: int | None, config_error: str | None) -> dict[str, Any]:
+        """Take a node's heartbeat; the answer carries the deny list and, when the node
+        has not applied it yet, its newest config. From memory (:mod:`.heartbeats`)."""
         try:
-            self.check_peer(peer)
+            deny, cfg = self.desk.accept(peer, body, applied_config=applied_config,
+                                         config_error=config_error)
         except RequestError as exc:
             self.refused("heartbeat", exc, by=peer.spiffe_id, node=peer.node)
             raise
-        self.store.heartbeat(peer.node, body, now=datetime.now(UTC),
-                             applied_config=applied_config, config_error=config_error)
-        deny = self.store.deny_list()
         answer: dict[str, Any] = {
             "heartbeat_s": self.settings.heartbeat_s,
             "deny": {"version": deny.version, "serials": list(deny.serials),
                      "nodes": list(deny.nodes)},
             "config": None,
         }
-        cfg = self.store.config_for(node=peer.node, tier=peer.tier)
         if cfg is not None and cfg.id != applied_config:
             answer["config"] = {"id": cfg.id, "version": cfg.version,
                                 "target": f"{cfg.target_kind}:{cfg.target}", "body": cfg.body}
@@ -332,6 +336,7 @@ class ControlPlane:
         version = self.store.push_config(target_kind=target_kind,  # type: ignore[arg-type]
                                          target=target, body=body, created_by=by,
                                          now=datetime.now(UTC))
+        self.desk.changed()
         self.record("config_push", by=by, node=target if target_kind == "node" else None,
                     reason=f"config v{version.version} (id {version.id}) for "
                            f"{target_kind} {target}")
@@ -364,7 +369,13 @@ class ControlPlane:
             raise
 
     def nodes(self) -> list[NodeRecord]:
+        """Every node, with the heartbeats taken so far written first."""
+        self.desk.flush()
         return self.store.nodes()
+
+    def node(self, name: str) -> NodeRecord | None:
+        self.desk.flush()
+        return self.store.node(name)
 
 
 def _requester(client: str) -> str:

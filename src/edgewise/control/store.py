@@ -56,8 +56,8 @@ from edgewise.errors import (
     InvalidRequestError,
 )
 
-__all__ = ["ConfigVersion", "ControlStore", "DenyList", "JoinGrant", "JoinTokenInfo",
-           "NodeRecord"]
+__all__ = ["ConfigVersion", "ControlStore", "DenyList", "HeartbeatWrite", "JoinGrant",
+           "JoinTokenInfo", "NodeRecord"]
 
 #: How long a SQLite writer waits for another's lock before the call fails.
 _BUSY_TIMEOUT_MS = 5000
@@ -122,6 +122,18 @@ def _refuse_unusable(row: Any, *, node: str, now: datetime) -> None:
 
 
 # -- what the store hands out ------------------------------------------------------------
+@dataclass(frozen=True)
+class HeartbeatWrite:
+    """One heartbeat to record (:meth:`ControlStore.heartbeats`)."""
+
+    node: str
+    body: dict[str, Any]
+    now: datetime
+    applied_config: int | None
+    config_error: str | None
+
+
+
 @dataclass(frozen=True)
 class JoinGrant:
     """What a redeemed join token allows: this node name, in this tier, with these extra
@@ -430,6 +442,27 @@ class ControlStore:
                                         config_error=config_error)).rowcount
             if done == 0:
                 self._refuse_node(conn, node, "report heartbeats")
+
+    def node_names(self) -> list[str]:
+        """The name of every node ever enrolled (revoked ones too)."""
+        with self._tx("node_names", write=False) as conn:
+            return [str(n) for n in conn.execute(sa.select(_nodes.c.name)).scalars()]
+
+    def heartbeats(self, batch: Sequence[HeartbeatWrite]) -> int:
+        """Record many heartbeats in one transaction (one disk sync for all of them);
+        rows of revoked or unknown nodes are skipped. Returns how many were stored."""
+        if not batch:
+            return 0
+        n = _nodes
+        stmt = n.update().where(n.c.name == sa.bindparam("b_node"),
+                                n.c.revoked_at.is_(None)).values(
+            last_seen=sa.bindparam("b_now"), heartbeat=sa.bindparam("b_body"),
+            applied_config=sa.bindparam("b_applied"), config_error=sa.bindparam("b_error"))
+        with self._tx("heartbeats") as conn:
+            result = conn.execute(stmt, [
+                {"b_node": h.node, "b_now": h.now, "b_body": h.body,
+                 "b_applied": h.applied_config, "b_error": h.config_error} for h in batch])
+        return int(result.rowcount)
 
     # -- central config ---------------------------------------------------------------
     def push_config(self, *, target_kind: Literal["node", "tier"], target: str,
