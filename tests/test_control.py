@@ -137,7 +137,7 @@ def test_join_writes_the_identity_with_a_private_key_that_never_left(
         for form in (str(secret), f"{secret:x}", base64.b64encode(key_der).decode()[:40]):
             assert form.encode() not in body
 
-    rec = cs.cp.store.node(name)
+    rec = cs.cp.node(name)
     assert rec is not None
     assert (rec.tier, rec.serial, rec.spiffe_id) == ("gateway", ident.serial, m.spiffe_id)
     [entry] = audited(cs, since, "join")
@@ -177,7 +177,7 @@ def test_an_expired_join_token_is_refused(cs: ControlServer) -> None:
         refused(post_join(c, token, name), 401, "join token expired at", secret=token)
     [entry] = audited(cs, since, "join")
     assert entry.outcome == "refused:unauthenticated"
-    assert cs.cp.store.node(name) is None
+    assert cs.cp.node(name) is None
     serving(cs)
 
 
@@ -189,9 +189,9 @@ def test_a_token_of_another_node_is_forbidden_and_not_consumed(cs: ControlServer
         refused(post_join(c, token, thief), 403, f"join token is for node {owner}, not {thief}",
                 secret=token)
         assert not token_used(cs, token)
-        assert cs.cp.store.node(thief) is None
+        assert cs.cp.node(thief) is None
         assert post_join(c, token, owner).status_code == 200
-    assert cs.cp.store.node(owner) is not None
+    assert cs.cp.node(owner) is not None
     outcomes = [(e.outcome, e.node) for e in audited(cs, since, "join")]
     assert outcomes == [("refused:forbidden", thief), ("answered", owner)]
     serving(cs)
@@ -253,7 +253,7 @@ def test_what_is_not_a_join_token_is_refused_in_one_line(
             assert str(token) not in audit_text(cs)
     else:  # refused by the body's schema, before any check
         assert entries == []
-    assert cs.cp.store.node(name) is None
+    assert cs.cp.node(name) is None
     serving(cs)
 
 
@@ -288,12 +288,12 @@ def test_brute_force_on_join_tokens_is_rate_limited_per_address(tmp_path: Path) 
         r = post_join(c, good, name)
         refused(r, 429, "too many failed join attempts", secret=good)
         assert not token_used(cs, good)
-        assert cs.cp.store.node(name) is None
+        assert cs.cp.node(name) is None
         serving(cs)
         # the limit is per client address: another one joins with that token
         with https(cs, local_address="127.0.0.2") as other:
             assert post_join(other, good, name).status_code == 200
-        assert cs.cp.store.node(name) is not None
+        assert cs.cp.node(name) is not None
         failures = [e for e in audited(cs, 0, "join") if e.outcome != "answered"]
         assert [e.outcome for e in failures] == ["refused:unauthenticated"] * 3
         assert good not in audit_text(cs)
@@ -338,7 +338,7 @@ def test_a_csr_asking_for_more_than_the_token_grants_is_forbidden(
     with https(cs) as c:
         refused(post_join(c, token, name, make(generate_key(), name)), 403,
                 message.format(n=name), secret=token)
-    assert cs.cp.store.node(name) is None
+    assert cs.cp.node(name) is None
     [entry] = audited(cs, since, "join")
     assert (entry.outcome, entry.node) == ("refused:forbidden", name)
     serving(cs)

@@ -81,7 +81,7 @@ def test_a_certificate_from_another_fleets_ca_fails_the_handshake(
     body = {"version": "1"} if route == "/v1/heartbeat" else {"csr": csr_text(name)}
     with https(cs, fake) as c, pytest.raises(httpx.TransportError):
         c.post(route, json=body)
-    rec = cs.cp.store.node(name)
+    rec = cs.cp.node(name)
     assert rec is not None and rec.last_seen is None and rec.serial == real.identity().serial
     serving(cs)
 
@@ -100,7 +100,7 @@ def test_an_expired_node_certificate_fails_the_handshake(cs: ControlServer,
                             ("/v1/renew", {"csr": csr_text(name)})):
             with pytest.raises(httpx.TransportError):
                 c.post(route, json=body)
-    rec = cs.cp.store.node(name)
+    rec = cs.cp.node(name)
     assert rec is not None and rec.last_seen is None
     serving(cs)
 
@@ -147,7 +147,7 @@ def test_renewal_gives_a_new_certificate_for_the_same_identity_only(
         assert new.lifetime == timedelta(hours=NODE_CERT_HOURS) + CLOCK_SKEW
         # the old certificate works until it expires (the reply could have been lost)
         assert c.post("/v1/heartbeat", json={"version": "1"}).status_code == 200
-    assert cs.cp.store.node(before.node).serial == new.serial  # type: ignore[union-attr]
+    assert cs.cp.node(before.node).serial == new.serial  # type: ignore[union-attr]
     assert [e.outcome for e in audited(cs, since, "renew")] == ["refused:forbidden", "answered"]
 
 
@@ -165,7 +165,7 @@ def test_a_revoked_node_can_neither_heartbeat_nor_renew(cs: ControlServer,
                 f"node {ident.node} is revoked")
     assert [(e.outcome, e.node) for e in audited(cs, since, "heartbeat")
             + audited(cs, since, "renew")] == [("refused:forbidden", ident.node)] * 2
-    rec = cs.cp.store.node(ident.node)
+    rec = cs.cp.node(ident.node)
     assert rec is not None and rec.revoked_at is not None and rec.serial == ident.serial
     serving(cs)
 
@@ -178,7 +178,7 @@ def test_a_revoked_name_cannot_join_again(cs: ControlServer, tmp_path: Path) -> 
     with https(cs) as c:
         refused(post_join(c, token, name), 403, f"node {name} was revoked at",
                 "create the join token for a new node name", secret=token)
-    assert cs.cp.store.node(name).serial == state.identity().serial  # type: ignore[union-attr]
+    assert cs.cp.node(name).serial == state.identity().serial  # type: ignore[union-attr]
     serving(cs)
 
 
@@ -243,12 +243,12 @@ def test_a_malformed_heartbeat_is_refused_and_changes_nothing(
     with https(cs, state) as c:
         good = {"version": "1.0", "queue_depth": 2}
         assert c.post("/v1/heartbeat", json=good).status_code == 200
-        before = cs.cp.store.node(name)
+        before = cs.cp.node(name)
         assert before is not None
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"content-type": "application/json" if ctype == "json" else ctype}
         refused(c.post("/v1/heartbeat", content=raw, headers=headers), status, fragment)
-        after = cs.cp.store.node(name)
+        after = cs.cp.node(name)
         assert after is not None
         assert (after.heartbeat, after.last_seen) == (before.heartbeat, before.last_seen)
         assert after.heartbeat["queue_depth"] == 2

@@ -210,6 +210,22 @@ def test_access_tokens_least_privilege_on_a_node(control: ControlServer, tmp_pat
         assert "expired" in r.json()["error"]["message"]
 
 
+def test_a_node_can_require_a_credential_without_api_keys(control: ControlServer,
+                                                         tmp_path: Path) -> None:
+    with _gateway(control, tmp_path, auth={"required": True}) as gw, node_client(gw) as c:
+        r = c.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 401
+        assert "requires a credential" in r.json()["error"]["message"]
+        token = control.access_token("infer", subject="app1")
+        assert c.post("/v1/chat/completions", json=CHAT,
+                      headers={"authorization": f"Bearer {token}"}).status_code == 200
+    dev = join_node(control, "dev1", "device", tmp_path / "dev1" / "fleet")
+    with NodeServer(tmp_path / "gw1" / "fleet", auth={"required": True},
+                    serving={"tls": {"enabled": True}}, fleet={"heartbeat_s": 3600}) as gw, \
+            node_client(gw, via=dev) as c:  # a fleet peer's certificate is a credential
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
 def test_declared_sensitivity_in_a_token_floors_the_request(control: ControlServer,
                                                            tmp_path: Path) -> None:
     with _gateway(control, tmp_path) as gw, node_client(gw) as c:
@@ -262,7 +278,7 @@ def test_certificates_rotate_under_load_without_a_failed_request(control: Contro
         assert count > 10
         assert len(serials) == 8  # 2 nodes x (1 + 3 renewals)
         assert gw.agent.status.renewals == 3
-        rec = control.cp.store.node("gw1")
+        rec = control.cp.node("gw1")
         assert rec is not None and rec.serial == gw.member.state.identity().serial
 
 
@@ -285,7 +301,8 @@ def test_applications_reach_a_node_by_the_hosts_its_token_granted(control: Contr
 def test_renewal_is_due_at_half_the_lifetime(control: ControlServer, tmp_path: Path) -> None:
     with _gateway(control, tmp_path) as gw:
         ident = gw.member.state.identity()
-        half = ident.not_before + ident.lifetime / 2
+        issued = ident.not_before + timedelta(minutes=1)  # the CA back-dates by 1 min
+        half = issued + (ident.not_after - issued) / 2
         assert not gw.agent.renewal_due(half - timedelta(seconds=1))
         assert gw.agent.renewal_due(half + timedelta(seconds=1))
 
@@ -318,7 +335,7 @@ def test_central_config_is_applied_at_the_next_heartbeat(control: ControlServer,
         with node_client(gw) as c:  # still serving, on the new config
             assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
         _heartbeat(gw)  # the control plane now knows it is applied
-        rec = control.cp.store.node("gw1")
+        rec = control.cp.node("gw1")
         assert rec is not None and rec.applied_config == v.id and rec.config_error is None
 
 
@@ -334,7 +351,7 @@ def test_a_config_that_does_not_validate_on_the_node_is_rejected(control: Contro
         assert "may not change the served model" in (gw.agent.status.config_error or "")
         assert gw.app.state.router.fleet.tiers[0].endpoints[0].model == served
         _heartbeat(gw)  # reported, and not retried
-        rec = control.cp.store.node("gw1")
+        rec = control.cp.node("gw1")
         assert rec is not None and "may not change the served model" in (rec.config_error or "")
         with node_client(gw) as c:
             assert c.post("/v1/chat/completions", json=CHAT).status_code == 200

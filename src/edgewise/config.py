@@ -402,6 +402,9 @@ class AuthConfig:
     access_tokens: bool = True
     #: ``/metrics`` needs an access token with the ``metrics`` scope (a joined node).
     metrics_scope: bool = False
+    #: ``/v1`` needs a credential (an API key, an access token or a fleet certificate)
+    #: even without ``keys``; requests without one get 401.
+    required: bool = False
 
 
 @with_config(_STRICT)

@@ -86,6 +86,7 @@ class ApiKeys:
         self.keys = [(bytes.fromhex(k.sha256), Identity(k.name, k.sensitivity))
                      for k in config.keys]
         self.fleet = fleet
+        self.required = config.required
 
     def _fleet_identity(self, scope: Scope, authorization: bytes | None,
                         need: str) -> Identity | None:
@@ -155,7 +156,8 @@ class ApiKeys:
                              "the metrics scope (auth.metrics_scope)", "unauthenticated",
                              type_="authentication_error")
             return
-        required = bool(self.keys) or (self.fleet is not None and self.fleet.certs_required)
+        required = self.required or bool(self.keys) or (
+            self.fleet is not None and self.fleet.certs_required)
         if not required:
             await self.app(scope, receive, send)
             return

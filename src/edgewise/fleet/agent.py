@@ -47,6 +47,7 @@ from edgewise.errors import EdgewiseError, FleetError
 from edgewise.fleet.state import FleetState, Membership, StoredConfig
 from edgewise.security.peers import DenyList
 from edgewise.security.pki import (
+    CLOCK_SKEW,
     check_name,
     client_context,
     csr_pem,
@@ -285,9 +286,12 @@ class NodeAgent:
 
     # -- renewal --------------------------------------------------------------------------
     def renewal_due(self, now: datetime | None = None) -> bool:
+        """Half the certificate's lifetime has passed, counted from when it was issued
+        (its ``not_before`` is back-dated by the CA's clock-skew allowance)."""
         ident = self.state.identity()
         now = now or datetime.now(UTC)
-        return now >= ident.not_before + (ident.not_after - ident.not_before) / 2
+        issued = min(ident.not_before + CLOCK_SKEW, ident.not_after)
+        return now >= issued + (ident.not_after - issued) / 2
 
     async def renew(self) -> bool:
         """Renew the certificate now; True when a new one is in place."""

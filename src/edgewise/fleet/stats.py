@@ -20,6 +20,8 @@ from edgewise.telemetry import NodeMetrics
 
 __all__ = ["HeartbeatStats", "quantile_from_buckets"]
 
+_ANSWER_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+
 
 def quantile_from_buckets(q: float, buckets: list[tuple[float, float]]) -> float | None:
     """The ``q`` quantile of a histogram given as cumulative ``(upper bound, count)``
@@ -68,8 +70,9 @@ class HeartbeatStats:
         by_tier: dict[str, float] = defaultdict(float)
         for labels, v in s.get("edgewise_completion_tokens_total", []):
             by_tier[labels.get("tier", "")] += v
+        # Requests for answers only: peers' health probes (GET /v1/models) are not load.
         requests = sum(v for labels, v in s.get("edgewise_requests_total", [])
-                       if labels.get("endpoint", "").startswith("/v1/"))
+                       if labels.get("endpoint") in _ANSWER_ROUTES)
         errors = total("edgewise_errors_total")
         buckets: dict[float, float] = defaultdict(float)
         for labels, v in s.get("edgewise_time_to_first_token_seconds_bucket", []):

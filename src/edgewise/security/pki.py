@@ -60,6 +60,7 @@ from edgewise.security.keys import (
 from edgewise.security.tls import client_context, peer_chain, reload_cert, server_context
 
 __all__ = [
+    "CLOCK_SKEW",
     "NAME_RE",
     "CAFiles",
     "FleetCA",
