@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,15 +54,16 @@ def parse_duration(text: str, *, what: str = "--ttl") -> timedelta:
 
 def _admin(directory: Path | None, url: str | None, token: str | None, ca: Path | None,
            pin: str | None, database_url: str | None = None) -> Any:
+    """The admin client the flags name, as a context manager that closes it."""
     from edgewise.control.client import LocalAdmin, RemoteAdmin
 
     if (directory is None) == (url is None):
         raise ConfigError("give exactly one of --dir DIR (on the control plane's host) or "
                           "--url URL (a remote control plane, with --token)")
     if directory is not None:
-        return LocalAdmin(directory, database_url=database_url)
+        return contextlib.closing(LocalAdmin(directory, database_url=database_url))
     assert url is not None
-    return RemoteAdmin(url, token=token or "", ca_file=ca, ca_sha256=pin)
+    return contextlib.closing(RemoteAdmin(url, token=token or "", ca_file=ca, ca_sha256=pin))
 
 
 @control_app.command("init")
@@ -151,12 +153,9 @@ def token_create(
 ) -> None:
     """A one-time join token for NODE, printed alone on the last line."""
     try:
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             out = admin.create_token(node, tier, parse_duration(ttl) if ttl else None,
                                      host or [])
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -173,11 +172,8 @@ def nodes(directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _C
           ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False) -> None:
     """The fleet's nodes: identity, status, certificate expiry, last heartbeat."""
     try:
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             rows = admin.nodes()
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -199,11 +195,8 @@ def revoke(node: Annotated[str, typer.Argument(help="The node to revoke.")],
     """Revoke NODE: its certificates go on the deny list, which reaches every node with
     its next heartbeat; its renewals are refused."""
     try:
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             serials = admin.revoke(node)
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -229,13 +222,10 @@ def config_push(
             raise ConfigError("give exactly one of --node NAME or --tier TIER")
         _, body = read_yaml(file, ConfigError, "config file")
         validate_central_config(body, source=str(file))
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             kind, target = ("node", node) if node else ("tier", tier)
             assert target is not None
             out = admin.push_config(kind, target, body, str(file))
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -249,11 +239,8 @@ def config_list(directory: _DIR = None, url: _URL = None, token: _TOKEN = None,
                 as_json: _JSON = False) -> None:
     """Every stored config version."""
     try:
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             rows = admin.configs()
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
@@ -278,11 +265,8 @@ def access_token(
 ) -> None:
     """A short-lived scoped access token (JWT), printed alone on the last line."""
     try:
-        admin = _admin(directory, url, token, ca, ca_sha256, database_url)
-        try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
             out = admin.access_token(subject, scope, parse_duration(ttl), node, sensitivity)
-        finally:
-            admin.close()
     except EdgewiseError as exc:
         fail(exc)
         return
