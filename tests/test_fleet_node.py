@@ -363,6 +363,8 @@ def test_a_node_keeps_serving_and_its_config_without_the_control_plane(tmp_path:
     gw = _gateway(control, tmp_path)
     body = {"tiers": [{"name": "gateway", "clearance": "pii", "endpoints": [{"engine": "fake"}]}]}
     control.cp.push_config(target_kind="tier", target="gateway", body=body, by="test")
+    lost = join_node(control, "dev9", "device", tmp_path / "dev9" / "fleet")
+    control.cp.revoke("dev9", by="test")
     _heartbeat(gw)
     control.stop()
     _heartbeat(gw)  # unreachable now
@@ -376,6 +378,10 @@ def test_a_node_keeps_serving_and_its_config_without_the_control_plane(tmp_path:
         assert again.app.state.router.fleet.tiers[0].clearance == "pii"
         with node_client(again) as c:
             assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+        # ... and with the last deny list it had: the revoked node stays refused
+        assert again.member.deny.nodes == {"dev9"}
+        with node_client(again, via=lost) as c:
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 403
 
 
 # -- pieces -------------------------------------------------------------------------------------
