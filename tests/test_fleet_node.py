@@ -413,3 +413,32 @@ def test_ttft_quantiles_from_histogram_buckets() -> None:
     assert quantile_from_buckets(0.7, buckets) == pytest.approx(0.1 + 0.4 * 0.5)
     assert quantile_from_buckets(0.99, buckets) == 1.0  # past the last finite bound
     assert quantile_from_buckets(0.5, [(0.1, 0.0), (inf, 0.0)]) is None
+
+
+def test_control_init_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography import x509
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app
+    from edgewise.security.pki import FleetCA, load_chain
+
+    runner = CliRunner()
+    d = tmp_path / "ctl"
+    monkeypatch.delenv("EDGEWISE_CA_PASSPHRASE", raising=False)
+    r = runner.invoke(app, ["control", "init", "--dir", str(d), "--fleet", "acme"])
+    assert r.exit_code == 2 and "EDGEWISE_CA_PASSPHRASE" in r.output
+    assert not (d / "ca" / "root.pem").exists()
+    monkeypatch.setenv("EDGEWISE_CA_PASSPHRASE", "correct horse battery staple")
+    r = runner.invoke(app, ["control", "init", "--dir", str(d), "--fleet", "acme",
+                            "--host", "ctl.example.org", "--host", "10.0.0.5"])
+    assert r.exit_code == 0, r.output
+    fingerprint = r.stdout.strip().splitlines()[-1]
+    assert fingerprint == FleetCA.load(d).root_fingerprint
+    server = load_chain((d / "tls" / "server.pem").read_bytes())[0]
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = {str(v) for v in sans.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    assert {"localhost", "127.0.0.1", "::1", "ctl.example.org", "10.0.0.5"} <= names
+    assert b"ENCRYPTED" in (d / "ca" / "root.key").read_bytes()
+    again = runner.invoke(app, ["control", "init", "--dir", str(d), "--fleet", "acme"])
+    assert again.exit_code == 2 and "already initialised" in again.output

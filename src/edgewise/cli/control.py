@@ -1,6 +1,6 @@
 """``edgewise control ...``: create and run a fleet's control plane, and administer it
-(on its host with ``--dir``, or remotely with ``--url`` and an admin token) — and
-``edgewise join`` on a node."""
+(on its host with ``--dir``, or remotely with ``--url`` and an admin token) — its nodes,
+config, access tokens and model registry — and ``edgewise join`` on a node."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ control_app = typer.Typer(help="The fleet control plane: identity, fleet state, 
 token_app = typer.Typer(help="Join tokens (one per node, single use).", no_args_is_help=True)
 config_app = typer.Typer(help="Central routing config (tiers, routing, privacy).",
                          no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: every artifact, its versions and aliases "
+                         "(`models show NAME` for one).", invoke_without_command=True)
+alias_app = typer.Typer(help="Registry aliases (stable, canary, …): they move; every move is "
+                        "kept.", no_args_is_help=True)
 control_app.add_typer(token_app, name="token")
 control_app.add_typer(config_app, name="config")
+control_app.add_typer(models_app, name="models")
+control_app.add_typer(alias_app, name="alias")
 app.add_typer(control_app, name="control")
 
 _DIR = Annotated[Path | None, typer.Option("--dir", help="The control plane's directory "
@@ -71,8 +77,9 @@ def init(
     directory: Annotated[Path, typer.Option("--dir", help="Directory to create.")],
     fleet: Annotated[str, typer.Option(help="Fleet name (a DNS label).")] = "fleet",
     host: Annotated[list[str] | None, typer.Option(
-        "--host", help="A DNS name or address in the control plane's certificate "
-                       "(repeatable; default localhost, 127.0.0.1, ::1).")] = None,
+        "--host", help="A DNS name or address nodes reach the control plane by, added to "
+                       "its certificate (repeatable; localhost, 127.0.0.1 and ::1 always "
+                       "are).")] = None,
     port: Annotated[int, typer.Option(help="Port `control serve` listens on.")] = 8443,
 ) -> None:
     """Create a fleet: root CA (key encrypted with $EDGEWISE_CA_PASSPHRASE), online
@@ -86,7 +93,7 @@ def init(
         passphrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "")
         if not passphrase:
             raise ConfigError("set $EDGEWISE_CA_PASSPHRASE: it encrypts the root CA key")
-        hosts = host or ["localhost", "127.0.0.1", "::1"]
+        hosts = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", *(host or [])]))
         ca = init_ca(directory, fleet=fleet, passphrase=passphrase.encode("utf-8"),
                      hosts=hosts)
         save_settings(directory, ControlSettings(fleet=fleet, hosts=hosts, port=port))
@@ -271,6 +278,153 @@ def access_token(
         fail(exc)
         return
     print(out)
+
+
+# -- the model registry -------------------------------------------------------------------
+_WHY = Annotated[str, typer.Option("--why", help="Why (kept in the alias history and the "
+                                   "audit log).")]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _profiles(profiles: dict[str, Any]) -> str:
+    return ", ".join(f"{p}: {best or 'none fits'}" for p, best in profiles.items()) or "—"
+
+
+@control_app.command("publish")
+def publish(
+    artifact_dir: Annotated[Path, typer.Argument(help="A folder `edgewise build` wrote.")],
+    name: Annotated[str, typer.Option(help="The model's name in the registry (a DNS label).")],
+    alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")
+                     ] = None,
+    kind: Annotated[str | None, typer.Option(help="base, variant or adapter (default: "
+                                             "adapter if every variant is one, else "
+                                             "variant).")] = None,
+    why: _WHY = "",
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
+) -> None:
+    """Publish ARTIFACT_DIR as NAME's next version: every file its manifest lists, checked
+    against the manifest's sha256 (remotely, only the files the registry lacks are
+    uploaded). Prints NAME@VERSION alone on the last line."""
+    try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
+            out = admin.publish(artifact_dir, name, kind, alias, why)
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    v, move = out["version"], out["alias"]
+    console.print(f"published [bold]{v['ref']}[/] ({v['kind']}, {len(v['files'])} files, "
+                  f"{_size(v['total_bytes'])}; manifest sha256 {v['manifest_sha256'][:16]}…)"
+                  + (f", parent {v['lineage']['parent']}" if v["lineage"]["parent"] else "")
+                  + (f"; alias {move['alias']} -> {move['to_version']}" if move else ""),
+                  highlight=False)
+    print(v["ref"])
+
+
+@models_app.callback()
+def models(ctx: typer.Context, directory: _DIR = None, url: _URL = None, token: _TOKEN = None,
+           ca: _CA = None, ca_sha256: _PIN = None, database_url: _DB = None,
+           as_json: _JSON = False) -> None:
+    """Every model in the registry: kind, versions, aliases, size and the best variant per
+    hardware profile (of its newest version)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
+            rows = admin.models()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print_rows("model registry", ["name", "kind", "versions", "aliases", "size", "profiles"],
+               [[r["name"], r["kind"], f"{r['versions']} (newest {r['latest']})",
+                 " ".join(f"{a}→{v}" for a, v in r["aliases"].items()) or "—",
+                 _size(r["size_bytes"]), _profiles(r["profiles"])] for r in rows],
+               wrap={"profiles"})
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
+) -> None:
+    """One version (the newest without @): its files, lineage and manifest, and the
+    model's aliases with every move."""
+    from edgewise.control.publish import parse_ref
+
+    try:
+        name, at = parse_ref(ref)
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
+            out = admin.model(name, at)
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    v, lin = out["version"], out["version"]["lineage"]
+    points = [a for a, n in out["aliases"].items() if n == v["version"]]
+    print(f"{v['ref']}  {v['kind']}, {_size(v['total_bytes'])}, published "
+          f"{v['published_at'][:19]} by {v['published_by']}"
+          + (f"  (alias {', '.join(points)})" if points else ""))
+    print(f"  manifest sha256 {v['manifest_sha256']}")
+    print(f"  recipe sha256   {lin['recipe_sha256'] or '—'}")
+    src = lin["source"]
+    print(f"  source          {src.get('name', '—')} {src.get('format', '')} "
+          f"{src.get('sha256', '')}".rstrip())
+    for ds, digest in lin["datasets"].items():
+        print(f"  dataset         {ds} {digest}")
+    print(f"  stages          {' → '.join(lin['stages']) or '—'}")
+    print(f"  parent          {lin['parent'] or '—'}")
+    print(f"  profiles        {_profiles(v['profiles'])}")
+    print_rows(f"files of {v['ref']}", ["path", "size", "sha256"],
+               [[f["path"], _size(f["size_bytes"]), f["sha256"]] for f in v["files"]],
+               wrap=set())
+    print_rows(f"alias history of {v['name']}", ["when", "alias", "from", "to", "by", "why"],
+               [[m["moved_at"][:19], m["alias"], str(m["from_version"] or "—"),
+                 str(m["to_version"]), m["moved_by"], m["why"] or "—"]
+                for m in out["history"]], wrap={"why"})
+
+
+@alias_app.command("set")
+def alias_set(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION the alias is to point at.")],
+    alias: Annotated[str, typer.Argument(help="The alias (a DNS label: stable, canary…).")],
+    why: _WHY = "",
+    directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
+    ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
+) -> None:
+    """Point ALIAS at NAME@VERSION; the move (from, to, who, when, why) is kept forever."""
+    from edgewise.control.publish import parse_ref
+
+    try:
+        name, version = parse_ref(ref)
+        if version is None or not (version.isascii() and version.isdigit()):
+            raise ConfigError(f"{ref!r}: give NAME@VERSION with the version number, e.g. "
+                              f"{name}@3 (`edgewise control models show {name}` lists them)")
+        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
+            move = admin.alias_set(name, int(version), alias, why)
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    if as_json:
+        print(json.dumps(move, indent=2))
+        return
+    was = "new" if move["from_version"] is None else f"was {move['from_version']}"
+    console.print(f"{name} alias [bold]{alias}[/] -> {move['to_version']} ({was})",
+                  highlight=False)
 
 
 @app.command("join")
