@@ -26,7 +26,7 @@ def serve(
     from edgewise.api.app import create_app
     from edgewise.config import load_config
     from edgewise.fleet.member import FleetMember
-    from edgewise.node import Node, build_engine
+    from edgewise.node import Node, build_engine, engine_config
 
     setup_logging(log_level)
     try:
@@ -56,6 +56,9 @@ def serve(
     local = cfg.local_endpoint()
     served = local[1].model if cfg.tiers and local and local[1].model != "auto" \
         else cfg.engine.model
+    kind = engine_config(cfg).kind
+    if kind != "llamacpp":  # another engine does not serve the model file named
+        served = f"the {kind} engine"
     ladder = " → ".join(t.name for t in cfg.ladder())
     scheme = "https" if member is not None and member.server_tls is not None else "http"
     joined = f", fleet {member.membership.fleet} as {member.membership.spiffe_id}" \
