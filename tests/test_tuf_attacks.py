@@ -21,6 +21,7 @@ from tuf.api.serialization.json import JSONSerializer
 from tuf.ngclient import FetcherInterface
 
 from edgewise.distribution.repository import FleetRepository
+from edgewise.distribution.signing import SignatureRefused, sign_release, verify_release
 from edgewise.distribution.updater import HttpxFetcher, ModelUpdates, UpdateRefused
 from edgewise.security.keys import load_private_key
 
@@ -273,3 +274,43 @@ def test_fast_forward_is_recovered_by_rotating_the_timestamp_key(
     repo.rotate("timestamp")
     client.fetcher = serve(repo, tmp_path)
     assert f"models/{MODEL}/2/model.gguf" in client.available()
+
+
+# -- provenance: model-signing over the release's files ---------------------------------------
+
+def _release(tmp: Path) -> tuple[Path, Path, Path, Path]:
+    from edgewise.security.keys import generate_key, private_pem, public_pem, write_private
+
+    model = tmp / "release"
+    model.mkdir()
+    (model / "model.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    (model / "manifest.json").write_text('{"name": "smollm2-135m-instruct"}')
+    key = generate_key()
+    write_private(tmp / "release.key", private_pem(key))
+    (tmp / "release.pub").write_bytes(public_pem(key.public_key()))
+    sign_release(model, tmp / "release.sig", private_key=tmp / "release.key")
+    return model, tmp / "release.sig", tmp / "release.key", tmp / "release.pub"
+
+
+def test_a_release_signed_by_the_fleet_key_verifies(tmp_path: Path) -> None:
+    model, sig, _, pub = _release(tmp_path)
+    verify_release(model, sig, public_key=pub)
+
+
+def test_a_signed_release_whose_files_changed_is_refused(tmp_path: Path) -> None:
+    model, sig, _, pub = _release(tmp_path)
+    with (model / "model.gguf").open("r+b") as f:
+        f.write(b"XXXX")
+    with pytest.raises(SignatureRefused) as err:
+        verify_release(model, sig, public_key=pub)
+    assert str(err.value) == (f"the release in {model} does not match its model-signing "
+                              "signature (model.gguf changed)")
+
+
+def test_a_release_signed_by_another_key_is_refused(tmp_path: Path) -> None:
+    model, sig, _, _ = _release(tmp_path)
+    from edgewise.security.keys import generate_key, public_pem
+
+    (tmp_path / "other.pub").write_bytes(public_pem(generate_key().public_key()))
+    with pytest.raises(SignatureRefused, match="does not verify with the fleet's release key"):
+        verify_release(model, sig, public_key=tmp_path / "other.pub")
