@@ -102,12 +102,12 @@ def enrol(s: ControlStore, node: str = "n1", serial: str = "0a01", *, tier: str 
 # -- schema and migrations ---------------------------------------------------------------
 def test_a_new_database_is_migrated_once_to_the_latest_version(url: str) -> None:
     with ControlStore.open(url) as s:
-        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 2
+        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 3
     first = rows(url, "SELECT version, applied_at FROM schema_migrations")
     with ControlStore.open(url) as s:  # reopening applies nothing
-        assert s.schema_version() == 2
+        assert s.schema_version() == LATEST
     assert rows(url, "SELECT version, applied_at FROM schema_migrations") == first
-    assert [r[0] for r in first] == [1, 2]
+    assert [r[0] for r in first] == list(range(1, LATEST + 1))
 
 
 def test_a_version_1_database_is_upgraded_and_keeps_its_tokens(url: str) -> None:
@@ -125,7 +125,7 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_tokens(url: str) -> None
              "e": T0 + HOUR if "postgresql" in url else "2025-03-01T13:00:00.000000Z"})
     eng.dispose()
     with ControlStore.open(url) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == LATEST
         grant = s.redeem_join_token("d1", node="n1", now=T0 + HOUR / 60)
         assert (grant.node, grant.tier, grant.hosts) == ("n1", "edge", ())
         s.add_join_token("d2", node="n2", tier="edge", expires_at=T0 + HOUR, created_by="ops",
@@ -150,13 +150,13 @@ def test_a_schema_newer_than_this_edgewise_is_refused(store: ControlStore, url: 
     eng = engine(url)
     with eng.begin() as conn:
         conn.execute(sa.text("INSERT INTO schema_migrations (version, applied_at) "
-                             "VALUES (3, :t)"), {"t": T0 if "postgresql" in url else
-                                                   "2025-03-01T12:00:00.000000Z"})
+                             "VALUES (:v, :t)"), {"v": LATEST + 1, "t": T0 if "postgresql" in
+                                                  url else "2025-03-01T12:00:00.000000Z"})
     eng.dispose()
     with pytest.raises(ControlStoreError) as err:
         ControlStore.open(url)
-    assert str(err.value) == (f"{store.url_for_display}: schema version 3 is newer than this "
-                              "edgewise (knows 2): upgrade edgewise")
+    assert str(err.value) == (f"{store.url_for_display}: schema version {LATEST + 1} is newer "
+                              f"than this edgewise (knows {LATEST}): upgrade edgewise")
 
 
 def test_a_failed_migration_leaves_the_database_as_it_was(url: str) -> None:
@@ -439,7 +439,8 @@ def test_replicas_opening_a_new_database_at_once_migrate_it_once(url: str) -> No
         for r in results:
             if isinstance(r, ControlStore):
                 r.close()
-    assert [r[0] for r in rows(url, "SELECT version FROM schema_migrations")] == [1, 2]
+    assert [r[0] for r in rows(url, "SELECT version FROM schema_migrations")] == list(
+        range(1, LATEST + 1))
 
 
 def test_a_token_created_on_one_replica_is_used_once_across_both(

@@ -10,6 +10,7 @@ Who may call what:
 ``POST /v1/renew``, ``/v1/heartbeat``    a node's certificate (mutual TLS: verified by
                                          the handshake, checked against the deny list)
 ``/v1/admin/...``                        an access token with the ``admin`` scope
+                                         (the model registry too: ``/v1/admin/registry``)
 ``/``, ``/nodes/<name>``                 the fleet page: ``admin`` scope, as a bearer
                                          token or the cookie ``/login`` sets
 =====================================  ==============================================
@@ -17,6 +18,13 @@ Who may call what:
 The TLS listener asks for a client certificate but does not require one (joining nodes
 have none yet); routes that need one check it. Every refusal is one line in OpenAI's
 error shape and an audit record (:mod:`edgewise.control.service`).
+
+Request bodies are bounded at 1 MiB and 30 s, except a registry blob upload (``PUT
+/v1/admin/registry/blobs/sha256/<hex>``), which streams to a temporary file up to
+:data:`~edgewise.control.blobs.MAX_BLOB_BYTES`, each chunk within
+:data:`UPLOAD_IDLE_S`, and is stored only if its bytes hash to its name. A remote
+publish asks which blobs are missing, uploads those, then creates the version from the
+uploaded manifest (:class:`~edgewise.control.client.RemoteAdmin`).
 """
 
 from __future__ import annotations
@@ -34,10 +42,13 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgewise import __version__
 from edgewise.api.errors import error_response, install_error_handlers, public_message
 from edgewise.api.middleware import BodyLimit
+from edgewise.control.blobs import check_digest
 from edgewise.control.page import FleetPage, NodeRow
 from edgewise.control.service import ControlPlane
 from edgewise.control.store import NodeRecord
@@ -46,18 +57,27 @@ from edgewise.errors import (
     ConfigError,
     ControlStoreError,
     InvalidRequestError,
+    PayloadTooLargeError,
+    RequestError,
 )
 from edgewise.security.peers import peer_identity_from_scope
 from edgewise.security.pki import NodeIdentity
 from edgewise.security.tokens import AccessClaims
 
-__all__ = ["create_control_app"]
+__all__ = ["BLOB_ROUTE", "UPLOAD_IDLE_S", "create_control_app"]
 
 log = logging.getLogger("edgewise.control")
 
 T = TypeVar("T")
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no inf/NaN
 _COOKIE = "edgewise_admin"
+#: Where registry blobs are uploaded: ``PUT BLOB_ROUTE<sha256 hex>``.
+BLOB_ROUTE = "/v1/admin/registry/blobs/sha256/"
+#: The longest an upload may go without sending a byte.
+UPLOAD_IDLE_S = 60.0
+_SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Name = Annotated[str, Field(max_length=64)]
+_Why = Annotated[str, Field(max_length=500)]
 _CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -147,6 +167,42 @@ class ConfigBody(BaseModel):
     target_kind: Literal["node", "tier"]
     target: Annotated[str, Field(max_length=64)]
     body: dict[str, Any]
+
+
+class MissingBody(BaseModel):
+    model_config = _STRICT
+    sha256: Annotated[list[_SHA256], Field(max_length=10_000)]
+
+
+class PublishBody(BaseModel):
+    model_config = _STRICT
+    name: _Name
+    manifest_sha256: _SHA256
+    kind: Literal["base", "variant", "adapter"] | None = None
+    alias: _Name | None = None
+    why: _Why = ""
+
+
+class AliasBody(BaseModel):
+    model_config = _STRICT
+    version: Annotated[int, Field(ge=1, lt=2**31)]
+    why: _Why = ""
+
+
+class _BodyLimitExceptBlobs:
+    """:class:`BodyLimit` for every request but a blob upload, which its route streams
+    and bounds itself (module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
+        self.app = app
+        self.limited = BodyLimit(app, max_bytes=max_bytes, timeout_s=timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "PUT" \
+                and str(scope["path"]).startswith(BLOB_ROUTE):
+            await self.app(scope, receive, send)
+        else:
+            await self.limited(scope, receive, send)
 
 
 def node_row(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> NodeRow:
@@ -322,6 +378,68 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
                           sensitivity=body.sensitivity, by=who.subject)
         return {"token": token, "expires_in": body.ttl_s}
 
+    # -- the model registry ---------------------------------------------------------------
+    @app.get("/v1/admin/registry/models")
+    async def registry_models(request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"models": [a.to_json() for a in await run(cp.registry.artifacts)]}
+
+    @app.get("/v1/admin/registry/models/{name}")
+    async def registry_model(name: str, request: Request, ref: str | None = None
+                             ) -> dict[str, Any]:
+        """One version (``ref``: a number, an alias; the newest without) with the
+        model's aliases, their history and its versions."""
+        await admin(request)
+        return (await run(cp.registry.detail, name, ref)).to_json()
+
+    @app.put("/v1/admin/registry/models/{name}/aliases/{alias}")
+    async def registry_alias(name: str, alias: str, body: AliasBody, request: Request
+                             ) -> dict[str, Any]:
+        who = await admin(request)
+        move = await run(cp.alias_set, name, body.version, alias, by=who.subject,
+                         why=body.why)
+        return move.to_json()
+
+    @app.post("/v1/admin/registry/blobs/missing")
+    async def registry_missing(body: MissingBody, request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"missing": await run(cp.registry_missing, body.sha256)}
+
+    @app.put(BLOB_ROUTE + "{digest}", response_model=None)
+    async def registry_blob(digest: str, request: Request) -> Response:
+        who = await admin(request)  # before a byte of the body is read
+        try:
+            check_digest(digest)
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > cp.blobs.max_bytes:
+                raise PayloadTooLargeError(f"the file is {length} bytes, over the registry's "
+                                           f"limit of {cp.blobs.max_bytes}")
+            writer = await run(cp.blobs.writer)
+        except RequestError as exc:
+            cp.refused("registry_blob", exc, by=who.subject)
+            raise
+        try:
+            try:
+                await _receive_into(request, writer.write, run)
+            except RequestError as exc:
+                cp.refused("registry_blob", exc, by=who.subject)
+                raise
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is listening; nothing is kept
+            fresh = await run(cp.registry_blob, writer, digest, by=who.subject)
+        finally:
+            writer.discard()
+        return JSONResponse({"sha256": digest, "size_bytes": writer.size, "stored": fresh},
+                            status_code=201 if fresh else 200)
+
+    @app.post("/v1/admin/registry/versions")
+    async def registry_publish(body: PublishBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        version, move = await run(cp.registry_create, name=body.name,
+                                  manifest_sha256=body.manifest_sha256, kind=body.kind,
+                                  alias=body.alias, why=body.why, by=who.subject)
+        return {"version": version.to_json(), "alias": move.to_json() if move else None}
+
     # -- the fleet page ---------------------------------------------------------------------
     async def page_admin(request: Request) -> AccessClaims | None:
         token = bearer(request) or request.cookies.get(_COOKIE)
@@ -388,8 +506,32 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         css = files("edgewise.control").joinpath("static/fleet.css").read_text("utf-8")
         return Response(css, media_type="text/css")
 
-    app.add_middleware(BodyLimit, max_bytes=1 << 20, timeout_s=30.0)
+    app.add_middleware(_BodyLimitExceptBlobs, max_bytes=1 << 20, timeout_s=30.0)
     return app
+
+
+async def _receive_into(request: Request, write: Callable[[bytes], None],
+                        run: Callable[..., Any]) -> None:
+    """Stream the request body to ``write`` (in a thread, in blocks of at least 1 MiB),
+    refusing an upload that sends nothing for :data:`UPLOAD_IDLE_S`."""
+    stream = request.stream().__aiter__()
+    buffer = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(UPLOAD_IDLE_S):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise InvalidRequestError(f"the upload sent nothing for {UPLOAD_IDLE_S:.0f} s; "
+                                      "nothing was stored, upload it again",
+                                      code="upload_stalled") from None
+        buffer += chunk
+        if len(buffer) >= 1 << 20:
+            await run(write, bytes(buffer))
+            buffer.clear()
+    if buffer:
+        await run(write, bytes(buffer))
 
 
 def _local_path(path: str) -> str:

@@ -5,17 +5,26 @@ plane (``--url`` with an ``admin``-scoped access token): one interface, two ways
 can read the control directory is its administrator). :class:`RemoteAdmin` calls
 ``/v1/admin/...`` over TLS, trusting the fleet root it is given or one whose sha256
 matches a pin (fetched like ``edgewise join`` does).
+
+A remote publish reads the artifact folder here and sends only what the control plane
+lacks: it asks which blobs are missing, streams each of those (hashing it as it goes; a
+file that does not match the manifest is refused here, naming it, and by the control
+plane, which stores nothing), hashes the others, then asks for the version to be
+created from the uploaded manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
+from edgewise.control.publish import Kind, local_file, read_directory, tampered
 from edgewise.control.service import ControlPlane
 from edgewise.errors import AuthenticationError, FleetError, ForbiddenError, InvalidRequestError
 from edgewise.security.pki import client_context, fingerprint, load_cert, parse_fingerprint
@@ -32,7 +41,16 @@ class AdminClient(Protocol):
     def configs(self) -> list[dict[str, Any]]: ...
     def access_token(self, subject: str, scopes: list[str], ttl: timedelta, node: str | None,
                      sensitivity: str | None) -> str: ...
+    def publish(self, directory: Path, name: str, kind: Kind | None, alias: str | None,
+                why: str) -> dict[str, Any]: ...
+    def models(self) -> list[dict[str, Any]]: ...
+    def model(self, name: str, ref: str | None) -> dict[str, Any]: ...
+    def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
+
+
+#: Read files in blocks of this size when hashing and uploading.
+_CHUNK = 1 << 20
 
 
 class LocalAdmin:
@@ -72,6 +90,21 @@ class LocalAdmin:
                      sensitivity: str | None) -> str:
         return self.cp.issue_access_token(subject=subject, scopes=scopes, ttl=ttl, node=node,
                                           sensitivity=sensitivity, by=self.by)
+
+    def publish(self, directory: Path, name: str, kind: Kind | None, alias: str | None,
+                why: str) -> dict[str, Any]:
+        version, move = self.cp.registry_publish(directory, name=name, kind=kind,
+                                                 alias=alias, why=why, by=self.by)
+        return {"version": version.to_json(), "alias": move.to_json() if move else None}
+
+    def models(self) -> list[dict[str, Any]]:
+        return [a.to_json() for a in self.cp.registry.artifacts()]
+
+    def model(self, name: str, ref: str | None) -> dict[str, Any]:
+        return self.cp.registry.detail(name, ref).to_json()
+
+    def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]:
+        return self.cp.alias_set(name, version, alias, why=why, by=self.by).to_json()
 
     def close(self) -> None:
         self.cp.close()
@@ -157,5 +190,82 @@ class RemoteAdmin:
             "subject": subject, "scopes": scopes, "ttl_s": ttl.total_seconds(), "node": node,
             "sensitivity": sensitivity})["token"])
 
+    def publish(self, directory: Path, name: str, kind: Kind | None, alias: str | None,
+                why: str) -> dict[str, Any]:
+        pub, data = read_directory(directory)
+        digests = sorted({f.sha256 for f in pub.files})
+        lacking = set(self._call("POST", "/v1/admin/registry/blobs/missing",
+                                 json={"sha256": digests})["missing"])
+        for f in pub.files[1:]:  # [0] is the manifest, sent last from ``data``
+            src = local_file(directory, f)
+            if f.sha256 in lacking:
+                actual = self._upload(f.sha256, _read(src, src.stat().st_size))
+                lacking.discard(f.sha256)
+            else:
+                actual = _digest(src)
+            if actual != f.sha256:
+                raise tampered(directory, f, actual)
+        if pub.manifest_sha256 in lacking:
+            self._upload(pub.manifest_sha256, (len(data), iter([data])))
+        return dict(self._call("POST", "/v1/admin/registry/versions", json={
+            "name": name, "manifest_sha256": pub.manifest_sha256, "kind": kind,
+            "alias": alias, "why": why}))
+
+    def _upload(self, sha256: str, body: tuple[int, Iterator[bytes]]) -> str:
+        """PUT one blob, streamed; returns the digest of what was sent. The control plane
+        refuses bytes that do not hash to ``sha256``; the caller names the file."""
+        size, chunks = body
+        h = hashlib.sha256()
+
+        def hashed() -> Iterator[bytes]:
+            for block in chunks:
+                h.update(block)
+                yield block
+
+        try:
+            r = self.http.put(f"/v1/admin/registry/blobs/sha256/{sha256}", content=hashed(),
+                              headers={"Content-Type": "application/octet-stream",
+                                       "Content-Length": str(size)},
+                              timeout=httpx.Timeout(30, read=600))
+        except httpx.HTTPError as exc:
+            raise FleetError(f"cannot upload to the control plane: {type(exc).__name__}: "
+                             f"{exc}") from exc
+        if h.hexdigest() == sha256:
+            _raise_for(r)
+        return h.hexdigest()
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/admin/registry/models")["models"])
+
+    def model(self, name: str, ref: str | None) -> dict[str, Any]:
+        params = {"ref": ref} if ref is not None else None
+        return dict(self._call("GET", f"/v1/admin/registry/models/{_seg(name)}",
+                               params=params))
+
+    def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/v1/admin/registry/models/{_seg(name)}/aliases/"
+                                      f"{_seg(alias)}", json={"version": version, "why": why}))
+
     def close(self) -> None:
         self.http.close()
+
+
+def _seg(text: str) -> str:
+    """``text`` as one URL path segment."""
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _read(path: Path, size: int) -> tuple[int, Iterator[bytes]]:
+    def blocks() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            yield from iter(lambda: f.read(_CHUNK), b"")
+    return size, blocks()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for block in _read(path, 0)[1]:
+        h.update(block)
+    return h.hexdigest()

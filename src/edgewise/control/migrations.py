@@ -166,9 +166,93 @@ def _v2_token_hosts(conn: Connection) -> None:
         "ALTER TABLE join_tokens ADD COLUMN hosts TEXT NOT NULL DEFAULT ''"))
 
 
+def _v3_registry(conn: Connection) -> None:
+    """The model registry (:mod:`edgewise.control.registry`): artifacts by name, their
+    immutable versions with the files of each, and every alias move ever made.
+
+    Versions, their files and alias moves are append-only, and the database itself
+    refuses to change or delete them (a trigger on each table): a published version is
+    what every later signature and rollout refers to, so not even a bug in this code
+    or a hand-typed ``UPDATE`` may alter it. An alias's current version is its newest
+    move.
+    """
+    md = sa.MetaData()
+    sa.Table(
+        "registry_artifacts", md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.Text, nullable=False),
+        sa.CheckConstraint("kind IN ('base', 'variant', 'adapter')", name="registry_kind"),
+    )
+    sa.Table(
+        "registry_versions", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.Text, sa.ForeignKey("registry_artifacts.name"), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("manifest", JSON_BODY, nullable=False),
+        sa.Column("manifest_sha256", sa.Text, nullable=False),
+        sa.Column("total_bytes", sa.BigInteger, nullable=False),
+        sa.Column("lineage", JSON_BODY, nullable=False),
+        sa.Column("parent_name", sa.Text),
+        sa.Column("parent_version", sa.Integer),
+        sa.Column("published_at", UTCDateTime(), nullable=False),
+        sa.Column("published_by", sa.Text, nullable=False),
+        sa.UniqueConstraint("name", "version", name="registry_versions_name_version"),
+        sa.ForeignKeyConstraint(["parent_name", "parent_version"],
+                                ["registry_versions.name", "registry_versions.version"],
+                                name="registry_versions_parent"),
+        sa.CheckConstraint("version >= 1", name="registry_versions_positive"),
+        sqlite_autoincrement=True,
+    )
+    sa.Table(
+        "registry_files", md,
+        sa.Column("version_id", sa.Integer, sa.ForeignKey("registry_versions.id"),
+                  primary_key=True),
+        sa.Column("path", sa.Text, primary_key=True),
+        sa.Column("sha256", sa.Text, nullable=False, index=True),
+        sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "registry_alias_moves", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("alias", sa.Text, nullable=False),
+        sa.Column("from_version", sa.Integer),
+        sa.Column("to_version", sa.Integer, nullable=False),
+        sa.Column("moved_at", UTCDateTime(), nullable=False),
+        sa.Column("moved_by", sa.Text, nullable=False),
+        sa.Column("why", sa.Text, nullable=False),
+        sa.ForeignKeyConstraint(["name", "to_version"],
+                                ["registry_versions.name", "registry_versions.version"],
+                                name="registry_alias_moves_to"),
+        sa.Index("registry_alias_moves_current", "name", "alias", "id"),
+        sqlite_autoincrement=True,
+    )
+    md.create_all(conn, checkfirst=False)
+    append_only = ("registry_versions", "registry_files", "registry_alias_moves")
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(
+            "CREATE FUNCTION registry_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' is append-only: a "
+            "published version is never changed'; END $$"))
+        for table in append_only:
+            conn.execute(sa.text(
+                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION registry_append_only()"))
+    else:
+        for table in append_only:
+            for op in ("UPDATE", "DELETE"):
+                conn.execute(sa.text(
+                    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: a published "
+                    "version is never changed'); END"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the initial schema", _v1_initial),
     Migration(2, "join tokens grant certificate host names", _v2_token_hosts),
+    Migration(3, "the model registry", _v3_registry),
 )
 #: The newest schema version this edgewise knows.
 LATEST = MIGRATIONS[-1].version

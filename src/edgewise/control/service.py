@@ -1,6 +1,6 @@
 """The control plane's decisions, without HTTP: enrolment, renewal, revocation,
-heartbeats, central config, access tokens — each admin action and each refusal an audit
-record.
+heartbeats, central config, access tokens, the model registry — each admin action and
+each refusal an audit record.
 
 :class:`ControlPlane` is what ``edgewise control serve`` exposes over TLS
 (:mod:`edgewise.control.app`) and what the admin commands call directly with
@@ -31,7 +31,25 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.config import parse_config
+from edgewise.control.blobs import BlobStore, BlobWriter
 from edgewise.control.heartbeats import HeartbeatDesk
+from edgewise.control.publish import (
+    MAX_MANIFEST_BYTES,
+    Kind,
+    Publication,
+    local_file,
+    parse_ref,
+    read_directory,
+    read_manifest,
+    tampered,
+)
+from edgewise.control.registry import (
+    AliasMove,
+    ArtifactVersion,
+    RegistryStore,
+    check_alias,
+    check_why,
+)
 from edgewise.control.settings import ControlSettings, load_settings
 from edgewise.control.store import ConfigVersion, ControlStore, NodeRecord
 from edgewise.errors import (
@@ -40,8 +58,11 @@ from edgewise.errors import (
     EdgewiseError,
     ForbiddenError,
     InvalidRequestError,
+    ModelError,
+    ModelNotFoundError,
     RateLimitedError,
     RequestError,
+    UnknownModelError,
 )
 from edgewise.security.audit import AuditLog
 from edgewise.security.audit_record import AuditRecord
@@ -161,6 +182,8 @@ class ControlPlane:
             f"sqlite:///{(self.dir / 'control.sqlite').resolve()}"
         self.store = ControlStore.open(url)
         self.desk = HeartbeatDesk(self.store, fleet=self.fleet)
+        self.registry = RegistryStore(self.store)
+        self.blobs = BlobStore(self.dir / "registry")
         self.audit = AuditLog(self.dir / "audit.sqlite")
         key = load_private_key(self.files.signing_key.read_bytes(),
                                source=str(self.files.signing_key))
@@ -342,6 +365,142 @@ class ControlPlane:
                            f"{target_kind} {target}")
         return version
 
+    # -- the model registry ----------------------------------------------------------------
+    def registry_publish(self, directory: Path, *, name: str, by: str, kind: Kind | None = None,
+                         alias: str | None = None, why: str = ""
+                         ) -> tuple[ArtifactVersion, AliasMove | None]:
+        """Publish the artifact folder ``directory`` (on this host) as ``name``'s next
+        version: each file the manifest lists is hashed while it is copied into the blob
+        store, and the first that does not match refuses the publish (files copied
+        before it stay, as blobs no version lists; a corrected publish reuses them)."""
+        try:
+            self._check_publish(name, kind, alias, why)
+            pub, data = read_directory(directory)
+            for f in pub.files[1:]:  # [0] is the manifest, written from ``data`` below
+                actual = self.blobs.ingest(local_file(directory, f), f.sha256)
+                if actual != f.sha256:
+                    raise tampered(directory, f, actual)
+            if not self.blobs.has(pub.manifest_sha256):
+                with self.blobs.writer() as w:
+                    w.write(data)
+                    w.commit(pub.manifest_sha256)
+        except (RequestError, ModelError) as exc:
+            self._publish_refused(exc, by=by)
+            raise
+        return self._publish(pub, name=name, kind=kind, alias=alias, why=why, by=by)
+
+    def registry_missing(self, digests: Sequence[str]) -> list[str]:
+        """Which of ``digests`` the blob store lacks (a remote publish uploads those)."""
+        return [d for d in digests if not self.blobs.has(d)]
+
+    def registry_blob(self, writer: BlobWriter, sha256: str, *, by: str) -> bool:
+        """Commit an uploaded blob if its bytes hash to ``sha256`` (its URL's name);
+        returns whether it was new. A mismatch is refused and nothing stays."""
+        fresh = not self.blobs.has(sha256)
+        if writer.hexdigest() != sha256:
+            writer.discard()
+            exc = InvalidRequestError(
+                f"the upload hashes to sha256 {writer.hexdigest()[:16]}…, not the "
+                f"{sha256[:16]}… its URL names: nothing was stored; upload the file's exact "
+                "bytes", param="sha256", code="digest_mismatch")
+            self.refused("registry_blob", exc, by=by)
+            raise exc
+        writer.commit(sha256)
+        self.record("registry_blob", by=by,
+                    reason=f"blob sha256 {sha256} ({writer.size} bytes"
+                           + (", new)" if fresh else ", already stored)"))
+        return fresh
+
+    def registry_create(self, *, name: str, manifest_sha256: str, by: str,
+                        kind: Kind | None = None, alias: str | None = None,
+                        why: str = "") -> tuple[ArtifactVersion, AliasMove | None]:
+        """Publish from uploaded blobs: the manifest blob ``manifest_sha256`` and every
+        file it lists must be stored already (each was verified as it was uploaded)."""
+        try:
+            self._check_publish(name, kind, alias, why)
+            data = self.blobs.read_bytes(manifest_sha256, limit=MAX_MANIFEST_BYTES)
+            pub = read_manifest(data, source=f"manifest {manifest_sha256[:16]}…")
+            for f in pub.files:
+                size = self.blobs.size(f.sha256)
+                if size is None:
+                    raise InvalidRequestError(
+                        f"{f.path} (sha256 {f.sha256[:16]}…) is not uploaded: PUT it to "
+                        f"/v1/admin/registry/blobs/sha256/{f.sha256} first", param="files")
+                if size != f.size_bytes:
+                    raise InvalidRequestError(
+                        f"{f.path}: the manifest records {f.size_bytes} bytes, its blob has "
+                        f"{size}: the manifest does not describe these files", param="files")
+        except RequestError as exc:
+            self._publish_refused(exc, by=by)
+            raise
+        return self._publish(pub, name=name, kind=kind, alias=alias, why=why, by=by)
+
+    def alias_set(self, name: str, version: int, alias: str, *, by: str,
+                  why: str = "") -> AliasMove:
+        """Point ``alias`` at ``name@version``; the move is kept in its history."""
+        try:
+            move = self.registry.set_alias(name, alias, version, by=by, why=why,
+                                           now=datetime.now(UTC))
+        except RequestError as exc:
+            self.refused("alias_set", exc, by=by)
+            raise
+        self.record("alias_set", by=by, reason=_move_reason(move))
+        return move
+
+    def _check_publish(self, name: str, kind: str | None, alias: str | None,
+                       why: str) -> None:
+        """The request's own values, before any file is read."""
+        try:
+            check_name("model", name)
+        except ConfigError as exc:
+            raise InvalidRequestError(str(exc), param="name") from None
+        if kind is not None and kind not in ("base", "variant", "adapter"):
+            raise InvalidRequestError(f"--kind {kind!r}: use base, variant or adapter",
+                                      param="kind")
+        if alias is not None:
+            check_alias(alias)
+        check_why(why)
+
+    def _publish(self, pub: Publication, *, name: str, kind: Kind | None, alias: str | None,
+                 why: str, by: str) -> tuple[ArtifactVersion, AliasMove | None]:
+        try:
+            parent = self._parent(pub, name)
+            version, move = self.registry.publish(pub, name=name, kind=kind or pub.kind,
+                                                  by=by, now=datetime.now(UTC),
+                                                  parent=parent, alias=alias, why=why)
+        except RequestError as exc:
+            self._publish_refused(exc, by=by)
+            raise
+        self.record("registry_publish", by=by,
+                    reason=f"published {version.ref} ({version.kind}, {len(version.files)} "
+                           f"files, {version.total_bytes} bytes, manifest sha256 "
+                           f"{version.manifest_sha256})"
+                           + (f", parent {version.lineage.parent}" if parent else "")
+                           + (f": {why}" if why else ""))
+        if move is not None:
+            self.record("alias_set", by=by, reason=_move_reason(move))
+        return version, move
+
+    def _parent(self, pub: Publication, name: str) -> tuple[str, int] | None:
+        """The parent the manifest names, else the version holding its source model."""
+        if pub.lineage.parent is not None:
+            parent, number = parse_ref(pub.lineage.parent)
+            if int(number or 0) >= 2**31:
+                raise UnknownModelError(f"the manifest's parent {pub.lineage.parent[:80]} is "
+                                        "not in the registry", param="parent")
+            return parent, int(number or 0)
+        source = pub.lineage.source.get("sha256")
+        if isinstance(source, str):
+            return self.registry.version_holding(source, besides=name)
+        return None
+
+    def _publish_refused(self, exc: RequestError | ModelError, *, by: str) -> None:
+        if isinstance(exc, RequestError):
+            self.refused("registry_publish", exc, by=by)
+        else:
+            code = "missing_file" if isinstance(exc, ModelNotFoundError) else "integrity"
+            self.record("registry_publish", by=by, reason=str(exc), outcome=f"refused:{code}")
+
     # -- access tokens -------------------------------------------------------------------
     def issue_access_token(self, *, subject: str, scopes: list[str], ttl: timedelta,
                            node: str | None = None, sensitivity: str | None = None,
@@ -376,6 +535,12 @@ class ControlPlane:
     def node(self, name: str) -> NodeRecord | None:
         self.desk.flush()
         return self.store.node(name)
+
+
+def _move_reason(move: AliasMove) -> str:
+    was = "new" if move.from_version is None else f"v{move.from_version}"
+    return (f"{move.name} alias {move.alias}: {was} -> v{move.to_version}"
+            + (f": {move.why}" if move.why else ""))
 
 
 def _requester(client: str) -> str:
