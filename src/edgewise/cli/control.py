@@ -85,6 +85,7 @@ def init(
     """Create a fleet: root CA (key encrypted with $EDGEWISE_CA_PASSPHRASE), online
     intermediate CA, the control plane's certificate and control.yaml. Prints the CA
     fingerprint that nodes pin with `edgewise join --ca-sha256`."""
+    from edgewise.control.release import init_releases
     from edgewise.control.settings import ControlSettings, save_settings
     from edgewise.security.pki import check_name, init_ca
 
@@ -96,6 +97,7 @@ def init(
         hosts = list(dict.fromkeys(["localhost", "127.0.0.1", "::1", *(host or [])]))
         ca = init_ca(directory, fleet=fleet, passphrase=passphrase.encode("utf-8"),
                      hosts=hosts)
+        init_releases(directory / "tuf", passphrase=passphrase.encode("utf-8"))
         save_settings(directory, ControlSettings(fleet=fleet, hosts=hosts, port=port))
     except EdgewiseError as exc:
         fail(exc)
@@ -105,6 +107,42 @@ def init(
                   highlight=False)
     console.print("nodes join with --ca-sha256 (printed on stdout)", highlight=False)
     print(ca.root_fingerprint)
+
+
+keys_app = typer.Typer(help="The fleet's TUF signing keys.", no_args_is_help=True)
+control_app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    role: Annotated[str, typer.Argument(help="root, targets, snapshot or timestamp.")],
+    directory: Annotated[Path, typer.Option("--dir", help="The control plane's directory.")],
+) -> None:
+    """Replace ROLE's signing key (for root: one of its three). A new root version signed
+    by the old root keys' threshold tells nodes; nothing the old key signs is trusted after.
+    Needs $EDGEWISE_CA_PASSPHRASE."""
+    from edgewise.distribution.repository import FleetRepository
+
+    try:
+        phrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "")
+        if not phrase:
+            raise ConfigError("set $EDGEWISE_CA_PASSPHRASE: root and targets keys are "
+                              "encrypted with it")
+        repo = FleetRepository(directory / "tuf", passphrase=phrase.encode("utf-8"))
+        repo.rotate(role)
+        from edgewise.control.service import ControlPlane
+
+        cp = ControlPlane(directory)
+        try:
+            cp.record("keys_rotate", by="local-admin", reason=f"rotated the {role} key; root "
+                      f"is now version {repo.load('root').signed.version}")
+        finally:
+            cp.close()
+    except EdgewiseError as exc:
+        fail(exc)
+        return
+    console.print(f"{role} key rotated; nodes take the new root at their next update",
+                  highlight=False)
 
 
 @control_app.command("serve")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,7 +41,13 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -238,12 +245,27 @@ def node_json(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> dict[str
 
 
 def create_control_app(cp: ControlPlane) -> FastAPI:
+    async def keep_timestamp_fresh() -> None:
+        # The timestamp expires after a day (an indefinite freeze is detectable); re-sign
+        # it with the online timestamp key while half a day is left.
+        while cp.releases is not None:
+            try:
+                left = cp.releases.repo.timestamp_expires() - datetime.now(UTC)
+                if left < timedelta(hours=12):
+                    await run(cp.releases.repo.refresh_timestamp)
+                    log.info("TUF timestamp re-signed")
+            except Exception as exc:  # keep trying; nodes see expiry, not a crash
+                log.error("TUF timestamp refresh failed: %s", exc)
+            await asyncio.sleep(600)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         cp.desk.start()  # heartbeats answered from memory, written in batches
+        fresh = asyncio.create_task(keep_timestamp_fresh())
         try:
             yield
         finally:
+            fresh.cancel()
             await asyncio.to_thread(cp.desk.close)
 
     app = FastAPI(title=f"edgewise control plane ({cp.fleet})", version=__version__,
@@ -316,7 +338,8 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         return {"fleet": res.fleet, "node": res.node, "tier": res.tier,
                 "spiffe_id": res.spiffe_id, "certificate": res.certificate, "ca": res.ca,
                 "token_key": res.token_key, "token_issuer": res.token_issuer,
-                "heartbeat_s": res.heartbeat_s, "not_after": res.not_after.isoformat()}
+                "heartbeat_s": res.heartbeat_s, "not_after": res.not_after.isoformat(),
+                "tuf_root": res.tuf_root, "release_key": res.release_key}
 
     @app.post("/v1/renew")
     async def renew(body: RenewBody, request: Request) -> dict[str, Any]:
@@ -501,6 +524,35 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
                         samesite="strict")
         return resp
 
+    # -- signed distribution: the TUF repository, for nodes (their certificate) ----------------
+    _TUF_METADATA = re.compile(r"(?:[0-9]{1,10}\.(?:root|targets|snapshot)|timestamp)\.json")
+
+    async def node_or_admin(request: Request) -> None:
+        if peer_identity_from_scope(request.scope, cp.fleet) is not None:
+            await run(cp.check_peer, peer_of(request))
+        else:
+            await admin(request)
+
+    @app.get("/tuf/metadata/{name}", response_model=None)
+    async def tuf_metadata(name: str, request: Request) -> Response:
+        """TUF metadata (verified by the node's updater, so served as it is)."""
+        await node_or_admin(request)
+        if cp.releases is None or not _TUF_METADATA.fullmatch(name):
+            return _not_found(name)
+        path = cp.releases.repo.metadata_dir / name
+        if not path.is_file():
+            return _not_found(name)
+        return Response(path.read_bytes(), media_type="application/json")
+
+    @app.get("/tuf/targets/{path:path}", response_model=None)
+    async def tuf_target(path: str, request: Request) -> Response:
+        """A target file by its consistent-snapshot name (<sha256>.<file>), from blobs."""
+        await node_or_admin(request)
+        blob = cp.releases.target_file(path) if cp.releases is not None else None
+        if blob is None:
+            return _not_found(path)
+        return FileResponse(blob, media_type="application/octet-stream")
+
     @app.get("/static/fleet.css")
     async def stylesheet() -> Response:
         css = files("edgewise.control").joinpath("static/fleet.css").read_text("utf-8")
@@ -532,6 +584,12 @@ async def _receive_into(request: Request, write: Callable[[bytes], None],
             buffer.clear()
     if buffer:
         await run(write, bytes(buffer))
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": f"no such file in the fleet's TUF repository: "
+                                              f"{what[:100]}", "type": "not_found_error",
+                                   "param": None, "code": "not_found"}}, status_code=404)
 
 
 def _local_path(path: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -50,6 +51,7 @@ from edgewise.control.registry import (
     check_alias,
     check_why,
 )
+from edgewise.control.release import Releases
 from edgewise.control.settings import ControlSettings, load_settings
 from edgewise.control.store import ConfigVersion, ControlStore, NodeRecord
 from edgewise.errors import (
@@ -60,6 +62,7 @@ from edgewise.errors import (
     InvalidRequestError,
     ModelError,
     ModelNotFoundError,
+    PKIError,
     RateLimitedError,
     RequestError,
     UnknownModelError,
@@ -137,6 +140,10 @@ class JoinResult:
     token_issuer: str
     heartbeat_s: float
     not_after: datetime
+    #: The fleet's TUF root (the node's updater is bootstrapped with it) and the public
+    #: release key model-signing signatures are checked with; None before a repository.
+    tuf_root: str | None = None
+    release_key: str | None = None
 
 
 class _FailureWindow:
@@ -184,6 +191,13 @@ class ControlPlane:
         self.desk = HeartbeatDesk(self.store, fleet=self.fleet)
         self.registry = RegistryStore(self.store)
         self.blobs = BlobStore(self.dir / "registry")
+        #: The fleet's TUF repository (``control init`` makes it): published versions and
+        #: alias moves become signed targets nodes update from. ``None``: a control
+        #: directory from before it existed, which registers versions but releases none.
+        self.releases: Releases | None = None
+        if (self.dir / "tuf" / "metadata" / "timestamp.json").is_file():
+            phrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "").encode("utf-8") or None
+            self.releases = Releases(self.dir / "tuf", self.blobs, passphrase=phrase)
         self.audit = AuditLog(self.dir / "audit.sqlite")
         key = load_private_key(self.files.signing_key.read_bytes(),
                                source=str(self.files.signing_key))
@@ -283,7 +297,11 @@ class ControlPlane:
                           certificate=self.ca.chain_pem(cert).decode("ascii"),
                           ca=self.ca.root_pem().decode("ascii"), token_key=self.token_key_pem,
                           token_issuer=self.issuer_name, heartbeat_s=self.settings.heartbeat_s,
-                          not_after=ident.not_after)
+                          not_after=ident.not_after,
+                          tuf_root=self.releases.repo.root_bytes().decode("utf-8")
+                          if self.releases else None,
+                          release_key=self.releases.release_pub.read_text("ascii")
+                          if self.releases else None)
 
     def check_peer(self, peer: NodeIdentity) -> NodeRecord:
         """A node presenting a certificate the TLS layer verified: refuse it if it is
@@ -445,6 +463,12 @@ class ControlPlane:
             self.refused("alias_set", exc, by=by)
             raise
         self.record("alias_set", by=by, reason=_move_reason(move))
+        if self.releases is not None:
+            try:
+                self.releases.aliases_moved(name, self.registry.aliases(name))
+            except PKIError as exc:
+                raise ForbiddenError(f"{alias} moved in the registry but nodes are not told: "
+                                     f"{exc}") from exc
         return move
 
     def _check_publish(self, name: str, kind: str | None, alias: str | None,
@@ -479,7 +503,22 @@ class ControlPlane:
                            + (f": {why}" if why else ""))
         if move is not None:
             self.record("alias_set", by=by, reason=_move_reason(move))
+        self._release(version, by=by)
         return version, move
+
+    def _release(self, version: ArtifactVersion, *, by: str) -> None:
+        """Sign a registered version as TUF targets for the nodes (module release.py)."""
+        if self.releases is None:
+            return
+        try:
+            paths = self.releases.release(version, self.registry.aliases(version.name))
+        except PKIError as exc:
+            self.record("release", by=by, outcome="refused:keys_offline",
+                        reason=f"{version.ref} registered but not released: {exc}")
+            raise ForbiddenError(f"{version.ref} is registered but not released to nodes: "
+                                 f"{exc}") from exc
+        self.record("release", by=by, reason=f"released {version.ref} as {len(paths)} TUF "
+                                             "targets with a model-signing signature")
 
     def _parent(self, pub: Publication, name: str) -> tuple[str, int] | None:
         """The parent the manifest names, else the version holding its source model."""

@@ -202,20 +202,33 @@ class FleetRepository:
         return int(ts.signed.version)
 
     # -- publishing ------------------------------------------------------------------------------
-    def add_target(self, path: str, local: Path, custom: dict[str, Any]) -> TargetInfo:
-        """Release ``local`` as target ``path`` (e.g. ``models/<name>/<version>/<file>``)
-        with its ``custom`` data; targets, snapshot and timestamp move to new versions."""
-        tf = TargetFile.from_file(path, str(local), ["sha256"])
-        tf.unrecognized_fields["custom"] = dict(custom)
-        digest = tf.hashes["sha256"]
-        dest = self.targets_dir / Path(path).parent / f"{digest}.{Path(path).name}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.exists():
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, dest)
+    def add_target(self, path: str, local: Path, custom: dict[str, Any], *,
+                   copy: bool = True) -> TargetInfo:
+        """Release one file; see :meth:`add_targets`."""
+        return self.add_targets([(path, local, custom)], copy=copy)[0]
+
+    def add_targets(self, items: list[tuple[str, Path, dict[str, Any]]], *,
+                    copy: bool = True) -> list[TargetInfo]:
+        """Release each ``(path, local file, custom)`` as target ``path`` (e.g.
+        ``<model>/<version>/<file>``); targets, snapshot and timestamp move to new
+        versions once for the lot. ``copy=False``: the caller serves the file by its
+        digest itself (the control plane serves targets from its blob store)."""
         targets = self.load("targets")
-        targets.signed.targets[path] = tf
+        out = []
+        for path, local, custom in items:
+            tf = TargetFile.from_file(path, str(local), ["sha256"])
+            tf.unrecognized_fields["custom"] = dict(custom)
+            digest = tf.hashes["sha256"]
+            if copy:
+                dest = self.targets_dir / Path(path).parent / f"{digest}.{Path(path).name}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if not dest.exists():
+                    tmp = dest.with_name(f".{dest.name}.tmp")
+                    shutil.copyfile(local, tmp)
+                    os.replace(tmp, dest)
+            targets.signed.targets[path] = tf
+            out.append(TargetInfo(path=path, length=tf.length, sha256=digest,
+                                  custom=dict(custom)))
         targets.signed.version += 1
         targets.signed.expires = _expires("targets")
         targets.signatures.clear()
@@ -223,7 +236,10 @@ class FleetRepository:
             targets.sign(s, append=True)
         self._write(targets)
         self._new_snapshot_and_timestamp(targets.signed.version)
-        return TargetInfo(path=path, length=tf.length, sha256=digest, custom=dict(custom))
+        return out
+
+    def timestamp_expires(self) -> datetime:
+        return self.load("timestamp").signed.expires  # type: ignore[no-any-return]
 
     def rotate(self, role: str) -> None:
         """Replace ``role``'s key (for root: one of its keys) with a new one: a new root

@@ -28,14 +28,15 @@ class SignatureRefused(PKIError):
 
 
 def sign_release(model_dir: Path, signature: Path, *, private_key: Path,
-                 password: str | None = None) -> None:
+                 password: bytes | None = None) -> None:
     """Sign every file under ``model_dir`` into ``signature`` (a Sigstore bundle, JSON;
     keep it outside ``model_dir``)."""
     from model_signing import signing
 
     config = signing.Config()  # type: ignore[no-untyped-call]  # unannotated upstream
-    config.use_elliptic_key_signer(private_key=private_key, password=password).sign(
-        model_dir, signature)
+    # 1.1 annotates ``password`` as str but hands it to cryptography, which needs bytes.
+    config.use_elliptic_key_signer(private_key=private_key,
+                                   password=password).sign(model_dir, signature)  # type: ignore[arg-type]
 
 
 def verify_release(model_dir: Path, signature: Path, *, public_key: Path) -> None:

@@ -54,6 +54,9 @@ class HttpxFetcher(FetcherInterface):
                                    timeout=httpx.Timeout(read_timeout_s, connect=5.0))
         self.deadline_s = deadline_s
 
+    def close(self) -> None:
+        self.client.close()
+
     def _fetch(self, url: str) -> Iterator[bytes]:
         start = time.monotonic()
         try:
@@ -111,6 +114,18 @@ class ModelUpdates:
         self.base_url = base_url.rstrip("/")
         self.root = root
         self.fetcher = fetcher
+
+    def close(self) -> None:
+        """Close the fetcher's connections (if it has any)."""
+        close = getattr(self.fetcher, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> ModelUpdates:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _updater(self) -> Updater:
         trusted = self.metadata_dir / "root.json"

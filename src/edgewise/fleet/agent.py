@@ -150,6 +150,9 @@ def join(control_url: str, *, token: str, ca_sha256: str, state_dir: str | Path,
     state.save_pair(private_pem(key), chain)
     state.ca_file.write_bytes(ca_pem)
     state.token_key_file.write_text(body["token_key"], encoding="ascii")
+    if body.get("tuf_root"):  # what signed model updates are checked against
+        state.tuf_root_file.write_text(body["tuf_root"], encoding="utf-8")
+        state.release_key_file.write_text(body["release_key"], encoding="ascii")
     m = Membership(fleet=body["fleet"], node=node, tier=body["tier"],
                    spiffe_id=body["spiffe_id"], control_url=base, ca_sha256=pin,
                    heartbeat_s=float(body["heartbeat_s"]), token_issuer=body["token_issuer"],

@@ -11,6 +11,8 @@ Layout of ``fleet.state_dir`` (default ``.edgewise/fleet``)::
     token-key.pem   the control plane's public key for access tokens (verified offline)
     deny.json       revoked nodes and certificate serials, as of the last heartbeat
     config.json     the last central config that validated and was applied
+    tuf-root.json   the fleet's TUF root at join: what model updates are verified against
+    release.pub     the public key model-signing signatures of releases are checked with
 
 Every file is replaced atomically (write a temporary file, then rename), so a node killed
 mid-write keeps the previous version, never half of one.
@@ -85,6 +87,8 @@ class FleetState:
         self.token_key_file = self.dir / "token-key.pem"
         self.deny_file = self.dir / "deny.json"
         self.config_file = self.dir / "config.json"
+        self.tuf_root_file = self.dir / "tuf-root.json"
+        self.release_key_file = self.dir / "release.pub"
 
     @property
     def joined(self) -> bool:
