@@ -45,7 +45,7 @@ from edgewise.errors import (
     RequestError,
     UnavailableError,
 )
-from edgewise.node import Node
+from edgewise.node import Node, Serving
 from edgewise.routing.service import RequestContext, Router
 from edgewise.tiers.local import LocalRun, admitted, precheck_queue
 from edgewise.wire import SSE_DONE, legacy_logprobs, sse, sse_error, usage
@@ -83,7 +83,7 @@ async def prompt_length(request: Request) -> None:
         raise _too_long(node.info.n_ctx, len(prompt))
 
 
-def _prompt(node: Node, body: CompletionRequest) -> tuple[list[int], str]:
+def _prompt(node: Serving, body: CompletionRequest) -> tuple[list[int], str]:
     """Token ids and text of the prompt: a string, a one-string list, or token ids."""
     if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
         if len(body.prompt) != 1:
@@ -142,12 +142,13 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     max_tokens = max_tokens_of(body, node, rt)
     ctx = context(request, rt)
     precheck_queue(node)  # 503 while loading or after a failed load, before tokenizing
-    prompt, text = await asyncio.to_thread(_prompt, node, body)
+    serving = node.current()  # one engine for the whole request, even across a swap
+    prompt, text = await asyncio.to_thread(_prompt, serving, body)
     if not prompt:
         raise InvalidRequestError("prompt is empty", param="prompt")
     await _screen(rt, node, text, ctx)
     params = _sampling(node, body, len(prompt), max_tokens)
-    run = LocalRun(node, node.model_id, prompt, params, id=ctx.request_id)
+    run = LocalRun(node, serving, prompt, params, id=ctx.request_id)
     cid, created = f"cmpl-{run.id}", int(time.time())
     echo_text = text if body.echo else ""
     want = body.logprobs is not None
@@ -169,9 +170,9 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     async def answer() -> tuple[list[tuple[str, float | None]] | None, list[Chunk]]:
         leading = None
         async with AsyncExitStack() as stack:
-            await admitted(node, stack)
+            await admitted(node, stack, serving)
             if want and body.echo:
-                leading = await _prompt_logprobs(node, prompt)
+                leading = await _prompt_logprobs(serving, prompt)
             chunks = run.chunks()
             try:
                 return leading, [c async for c in chunks]
@@ -209,7 +210,8 @@ def _usage(run: LocalRun) -> dict[str, int]:
     return usage(o.prompt_tokens, o.completion_tokens)
 
 
-async def _prompt_logprobs(node: Node, prompt: list[int]) -> list[tuple[str, float | None]]:
+async def _prompt_logprobs(node: Serving, prompt: list[int]
+                           ) -> list[tuple[str, float | None]]:
     """Echo + logprobs: score the prompt tokens (the first has no logprob)."""
     loop = asyncio.get_running_loop()
     scored = await loop.run_in_executor(node.executor, node.engine.score, prompt)
@@ -235,7 +237,7 @@ async def _stream(request: Request, run: LocalRun, cid: str, created: int, echo_
     outcome = "failed:disconnected"
     try:
         async with AsyncExitStack() as stack:
-            await admitted(run.node, stack)
+            await admitted(run.node, stack, run.serving)
             if echo_text:
                 yield frame(echo_text, None, None)
             chunks = run.chunks()

@@ -78,6 +78,16 @@ class Admission:
             if self.active == 0:
                 self._idle.set()
 
+    async def idle(self, timeout_s: float) -> bool:
+        """Wait, without refusing anything, until nothing runs or waits here; True if
+        that happened within ``timeout_s`` (an engine being retired after a swap)."""
+        deadline = time.monotonic() + timeout_s
+        while self.active or self.waiting:  # queued requests count too
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work and wait for in-flight requests; True if all finished."""
         self.draining = True

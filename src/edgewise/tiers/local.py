@@ -18,7 +18,7 @@ import anyio
 from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message
 from edgewise.engines import Chunk, Generation, SamplingParams
 from edgewise.errors import ContextLengthError, EngineError, UnavailableError
-from edgewise.node import Node
+from edgewise.node import Node, Serving
 from edgewise.serving import RunStats, stream_generation
 from edgewise.tiers.base import EndpointError
 from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
@@ -29,21 +29,26 @@ __all__ = ["LocalEndpoint", "LocalRun", "admitted", "precheck_queue"]
 
 @dataclass
 class LocalRun:
-    """One generation on the node's engine, and what it measured."""
+    """One generation on the node's engine, and what it measured. ``serving`` is the
+    engine the request started on (its prompt was tokenized by it): the run stays on it
+    even if the node swaps models meanwhile."""
 
     node: Node
-    model: str
+    serving: Serving
     prompt: list[int]
     params: SamplingParams
     stats: RunStats = field(default_factory=RunStats)
     generation: Generation | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
 
+    @property
+    def model(self) -> str:
+        return self.serving.info.model
+
     def chunks(self) -> AsyncIterator[Chunk]:
-        node = self.node
-        self.generation = Generation(node.engine, self.prompt, self.params, n_ctx=node.info.n_ctx)
-        assert node.executor is not None
-        return stream_generation(self.generation, node.executor, self.stats)
+        s = self.serving
+        self.generation = Generation(s.engine, self.prompt, self.params, n_ctx=s.info.n_ctx)
+        return stream_generation(self.generation, s.executor, self.stats)
 
     def record(self) -> None:
         """Token and latency metrics (labels: served model id and tier only)."""
@@ -62,11 +67,13 @@ class LocalRun:
             m.cancelled.inc()
 
 
-async def admitted(node: Node, stack: AsyncExitStack) -> None:
-    """Wait for an engine slot (held until ``stack`` closes); 429 / 503 when refused."""
-    precheck_queue(node)
-    admission = node.admission
-    assert admission is not None
+async def admitted(node: Node, stack: AsyncExitStack, serving: Serving) -> None:
+    """Wait for a slot of ``serving``'s engine (held until ``stack`` closes); 429 / 503
+    when refused."""
+    if node.draining:
+        precheck_queue(node)
+    admission = serving.admission
+    admission.check()
     node.metrics.queue_depth.set(admission.waiting + 1)
     try:
         await stack.enter_async_context(admission.slot())
@@ -95,7 +102,7 @@ class LocalEndpoint:
         # The local engine does not trip: its failures are request errors, not outages.
         self.breaker = CircuitBreaker(failure_threshold=1_000_000)
         self.latency = LatencyEstimate(alpha=node.config.routing.health.ewma_alpha)
-        self._prompts: OrderedDict[tuple[Message, ...], list[int]] = OrderedDict()
+        self._prompts: OrderedDict[tuple[int, tuple[Message, ...]], list[int]] = OrderedDict()
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -120,14 +127,15 @@ class LocalEndpoint:
     def n_ctx(self) -> int:
         return self.node.info.n_ctx
 
-    async def prompt(self, req: ChatRequest) -> list[int]:
-        """The request's messages rendered and tokenized, off the event loop (a long
-        conversation takes a while to render); cached for the request's later steps."""
-        key = req.messages
+    async def prompt(self, req: ChatRequest, serving: Serving | None = None) -> list[int]:
+        """The request's messages rendered and tokenized by ``serving``'s engine (default:
+        the current one), off the event loop (a long conversation takes a while to
+        render); cached for the request's later steps."""
+        s = serving or self.node.current()
+        key = (id(s), req.messages)
         ids = self._prompts.get(key)
         if ids is None:
-            engine = self.node.engine
-            ids = await asyncio.to_thread(engine.chat_prompt, list(req.messages))
+            ids = await asyncio.to_thread(s.engine.chat_prompt, list(req.messages))
             self._prompts[key] = ids
             if len(self._prompts) > self._CACHE:
                 self._prompts.popitem(last=False)
@@ -137,8 +145,9 @@ class LocalEndpoint:
 
     async def _run(self, req: ChatRequest) -> LocalRun:
         node = self.node
-        prompt = await self.prompt(req)
-        n_ctx = node.info.n_ctx
+        serving = node.current()
+        prompt = await self.prompt(req, serving)
+        n_ctx = serving.info.n_ctx
         if len(prompt) >= n_ctx:
             raise ContextLengthError(
                 f"this model's context window is {n_ctx} tokens and the prompt uses "
@@ -155,7 +164,7 @@ class LocalEndpoint:
             stop=req.stop, seed=None if req.seed is None else req.seed % (1 << 32),
             top_logprobs=req.top_logprobs,
         )
-        return LocalRun(node, node.model_id, prompt, params)
+        return LocalRun(node, serving, prompt, params)
 
     def _answer(self, run: LocalRun, text: str, items: list[dict[str, Any]],
                 started: float) -> ChatAnswer:
@@ -199,7 +208,7 @@ class LocalEndpoint:
     async def _deltas(self, run: LocalRun) -> AsyncIterator[Delta]:
         async with AsyncExitStack() as stack:
             try:
-                await admitted(self.node, stack)
+                await admitted(self.node, stack, run.serving)
             except UnavailableError as exc:  # queue full or draining: try another tier
                 raise EndpointError(f"tier {self.tier!r} (local) {exc.message}",
                                     cause=exc) from exc
