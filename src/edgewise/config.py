@@ -47,6 +47,7 @@ __all__ = [
     "ServingConfig",
     "TierConfig",
     "TlsConfig",
+    "UpdateConfig",
     "load_config",
     "parse_config",
 ]
@@ -409,6 +410,22 @@ class AuthConfig:
 
 @with_config(_STRICT)
 @dataclass
+class UpdateConfig:
+    """Signed model updates: which registry model and alias this node follows."""
+
+    #: The registry name to follow (``edgewise control publish --name``); ``None``: the
+    #: node serves its configured model and takes no updates.
+    model: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")] | None = None
+    #: The alias whose version the node serves (``stable``, ``canary``...).
+    alias: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")] = "stable"
+    #: Seconds between update checks (``None``: after every heartbeat).
+    interval_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    #: Installed versions kept on disk (the current one and the one before it).
+    keep: Annotated[int, Field(ge=1, le=100)] = 2
+
+
+@with_config(_STRICT)
+@dataclass
 class FleetConfig:
     """Membership of a fleet: where ``edgewise join`` left this node's identity."""
 
@@ -418,6 +435,7 @@ class FleetConfig:
     #: Seconds between two heartbeats to the control plane (``None``: what the control
     #: plane said at join).
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
 
 @with_config(_STRICT)

@@ -97,9 +97,11 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     app.state.node = node
     app.state.router = router
     if member is not None:
-        from edgewise.api.membership import config_applier, heartbeat_report
+        from edgewise.api.membership import config_applier, heartbeat_report, model_follower
 
+        follower = model_follower(node, member, lambda: app.state.router)
         agent = NodeAgent(member.state, report=heartbeat_report(node, lambda: app.state.router),
+                          follower=follower,
                           apply_config=config_applier(node, app.state, member,
                                                       transports=transports),
                           server_context=member.server_tls, client_tls=member.client_tls,

@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from edgewise.engines import engine_factory
 from edgewise.errors import EdgewiseError
 from edgewise.fleet.member import FleetMember, with_central
 from edgewise.fleet.state import StoredConfig
 from edgewise.fleet.stats import HeartbeatStats
-from edgewise.node import Node
+from edgewise.fleet.updates import ModelFollower
+from edgewise.node import Node, engine_config, resolve_engine_model
 from edgewise.routing.service import Router
+from edgewise.security.audit_record import AuditRecord
 from edgewise.tiers.fleet import Fleet
 
-__all__ = ["config_applier", "heartbeat_report"]
+__all__ = ["config_applier", "heartbeat_report", "model_follower"]
 
 log = logging.getLogger("edgewise.fleet")
 
@@ -60,6 +66,35 @@ def heartbeat_report(node: Node, router_of: Callable[[], Router]) -> Callable[[]
                 "audit_head": f"{head[0]}:{head[1][:16]}" if head else None}
 
     return report
+
+
+def model_follower(node: Node, member: FleetMember, router_of: Callable[[], Router]
+                   ) -> ModelFollower | None:
+    """The node's follower of ``fleet.update.model`` (``None``: it takes no updates):
+    an installed release is served by swapping in an engine built from it (the variant
+    that fits this machine best, ``model: auto``); its decisions go to the audit log."""
+    cfg = node.config.fleet.update
+    if cfg.model is None or not member.state.tuf_root_file.is_file():
+        return None
+
+    async def install(folder: Path, version: int) -> None:
+        ec = dataclasses.replace(engine_config(node.config), model="auto",
+                                 artifacts=str(folder))
+        engine = engine_factory(ec.kind)(ec, lambda: resolve_engine_model(ec))
+        await node.swap(engine)
+
+    async def audit(outcome: str, reason: str) -> None:
+        router = router_of()
+        if router.audit is None:
+            return
+        rec = AuditRecord(requester=member.membership.spiffe_id,
+                          request_id=f"upd-{uuid.uuid4().hex[:16]}", route="fleet/update",
+                          node=node.name, outcome=outcome, reason=" ".join(reason.split()))
+        with contextlib.suppress(EdgewiseError, ValueError):
+            await asyncio.to_thread(router.audit.append, rec)
+
+    return ModelFollower(member.state, cfg, control_url=member.membership.control_url,
+                         client_tls=member.client_tls, install=install, audit=audit)
 
 
 def config_applier(node: Node, app_state: Any, member: FleetMember, *,

@@ -41,7 +41,14 @@ def serve(
             node_over["name"] = member.membership.node
             if not cfg.tiers:
                 node_over["tier"] = member.membership.tier
-        cfg = cfg.replace(node=node_over, engine={"model": model} if model else {})
+        engine_over: dict[str, Any] = {"model": model} if model else {}
+        if member is not None and cfg.fleet.update.model and not model:
+            from edgewise.fleet.updates import installed_release
+
+            release = installed_release(member.state, cfg.fleet.update.model)
+            if release is not None:  # serve the last installed update, not the config's
+                engine_over = {"model": "auto", "artifacts": str(release)}
+        cfg = cfg.replace(node=node_over, engine=engine_over)
         if cfg.serving.tls.enabled and member is None:
             raise ConfigError("serving.tls needs a joined node: run `edgewise join` first "
                               f"(no fleet membership in {cfg.fleet.state_dir})")

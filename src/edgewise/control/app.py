@@ -110,6 +110,17 @@ class TierStat(BaseModel):
     requests: Annotated[int, Field(ge=0)] = 0
 
 
+class UpdateStat(BaseModel):
+    """A node's signed-update state (``fleet.update``)."""
+
+    model_config = _STRICT
+    model: Annotated[str, Field(max_length=64)]
+    alias: Annotated[str, Field(max_length=64)]
+    installed: Annotated[int, Field(ge=0)] | None = None
+    state: Literal["idle", "current", "updating", "refused", "unreachable"] = "idle"
+    error: Annotated[str, Field(max_length=500)] | None = None
+
+
 class HeartbeatBody(BaseModel):
     """What a node reports (:mod:`edgewise.fleet.agent`); every field bounded."""
 
@@ -131,6 +142,7 @@ class HeartbeatBody(BaseModel):
     audit_head: Annotated[str, Field(max_length=128)] | None = None
     applied_config: Annotated[int, Field(ge=0)] | None = None
     config_error: Annotated[str, Field(max_length=2000)] | None = None
+    update: UpdateStat | None = None
 
     @model_validator(mode="after")
     def _printable(self) -> HeartbeatBody:
@@ -230,7 +242,16 @@ def node_row(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> NodeRow:
         breakers={n: str(t.get("breaker", "closed")) for n, t in tiers.items()},
         energy_j=hb.get("energy_j"), audit_head=hb.get("audit_head"),
         config_version=None if rec.applied_config is None else str(rec.applied_config),
-        config_error=rec.config_error)
+        config_error=rec.config_error, update=_update_text(hb.get("update")))
+
+
+def _update_text(u: Any) -> str | None:
+    """One line for a node's update state (its heartbeat's ``update``)."""
+    if not isinstance(u, dict):
+        return None
+    at = f"{u.get('model')}@{u.get('installed')}" if u.get("installed") else str(u.get("model"))
+    text = f"{at} ({u.get('alias')}), {u.get('state')}"
+    return f"{text}: {u['error']}" if u.get("error") else text
 
 
 def node_json(rec: NodeRecord, *, now: datetime, heartbeat_s: float) -> dict[str, Any]:

@@ -89,6 +89,8 @@ class NodeRow:
     audit_head: str | None = None  # "seq:hash"
     config_version: str | None = None
     config_error: str | None = None
+    #: Signed model updates: "gemma@3 (stable), current" or why the last was refused.
+    update: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ def _row_view(r: NodeRow, now: datetime, chars: int) -> SimpleNamespace:
         "config_version": _text(r.config_version, chars),
         "config_error": None if r.config_error is None else _clip(r.config_error, chars),
         "config_error_title": _clip(r.config_error or "", _TITLE_CHARS),
+        "update": None if r.update is None else _clip(r.update, chars),
     })
 
 

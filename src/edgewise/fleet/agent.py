@@ -45,6 +45,7 @@ import httpx
 
 from edgewise.errors import EdgewiseError, FleetError
 from edgewise.fleet.state import FleetState, Membership, StoredConfig
+from edgewise.fleet.updates import ModelFollower
 from edgewise.security.peers import DenyList
 from edgewise.security.pki import (
     CLOCK_SKEW,
@@ -187,7 +188,8 @@ class NodeAgent:
                  server_context: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None, deny: DenyList | None = None,
                  heartbeat_s: float | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 follower: ModelFollower | None = None) -> None:
         """``client_tls`` and ``deny`` are shared with the node's tier clients and server
         (so a renewal and a revocation reach them too); made here if not given."""
         self.state = state
@@ -208,6 +210,9 @@ class NodeAgent:
         if last is not None:
             self.status.applied_config = last.id
         self._transport = transport
+        #: Signed model updates (``fleet.update``), checked after heartbeats.
+        self.follower = follower
+        self._next_update = 0.0
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -227,9 +232,14 @@ class NodeAgent:
     async def heartbeat_once(self) -> dict[str, Any] | None:
         """Send one heartbeat and act on the answer; ``None`` if the control plane could
         not be reached or refused it (the node carries on with what it has)."""
-        body = {"version": _version(), **self.report(),
+        report = self.report()
+        body = {"version": _version(), **report,
                 "applied_config": self.status.applied_config,
                 "config_error": self.status.config_error}
+        if self.follower is not None:
+            u = self.follower.status
+            body["update"] = {"model": u.model, "alias": u.alias, "installed": u.installed,
+                              "state": u.state, "error": (u.error or "")[:500] or None}
         try:
             r = await self._http().post("/v1/heartbeat", json=body)
         except httpx.HTTPError as exc:
@@ -263,6 +273,19 @@ class NodeAgent:
             await self._apply(StoredConfig(id=int(cfg["id"]), version=int(cfg["version"]),
                                            target=str(cfg["target"]), body=cfg["body"]))
         return answer
+
+    async def update_once(self, *, force: bool = False) -> None:
+        """Check for a signed model update (:mod:`edgewise.fleet.updates`) when one is
+        due (``fleet.update.interval_s``; default: every heartbeat)."""
+        import time
+
+        if self.follower is None or self.status.revoked:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_update:
+            return
+        self._next_update = now + (self.follower.cfg.interval_s or 0.0)
+        await self.follower.check()
 
     def _unreachable(self, why: str) -> None:
         if self.status.control_reachable is not False:
@@ -330,6 +353,7 @@ class NodeAgent:
                 if self.renewal_due():
                     await self.renew()
                 await self.heartbeat_once()
+                await self.update_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the agent must never take the node down

@@ -1,0 +1,118 @@
+"""A joined node following a registry alias: a release published on the real control
+plane is downloaded over mutual TLS, verified (TUF + model-signing), installed and swapped
+in; a tampered release is refused and the node keeps serving what it had."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgewise.control.release import init_releases
+from edgewise.engines.fake import FakeEngine
+from edgewise.engines.registry import ENGINES, register_engine
+from fleet_harness import PASSPHRASE, ControlServer, NodeServer, control_dir, join_node
+from test_registry import artifact
+
+CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+if "filefake" not in ENGINES:
+    # The fake engine, named after the model file it was built for: which release the
+    # node serves shows in the answers' `model`.
+    def _filefake(ec: Any, resolve: Any) -> FakeEngine:
+        path = Path(resolve().path)
+        return FakeEngine(n_ctx=ec.n_ctx, model="release-" + path.parts[-4])
+
+    register_engine("filefake", _filefake)
+
+
+@pytest.fixture
+def cs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlServer]:
+    d = tmp_path / "ctl"
+    control_dir(d)
+    init_releases(d / "tuf", passphrase=PASSPHRASE)
+    monkeypatch.setenv("EDGEWISE_CA_PASSPHRASE", PASSPHRASE.decode())
+    with ControlServer(d) as c:
+        yield c
+
+
+def _node(cs: ControlServer, tmp: Path) -> NodeServer:
+    join_node(cs, "dev1", "device", tmp / "dev1" / "fleet")
+    return NodeServer(tmp / "dev1" / "fleet", engine={"kind": "filefake"},
+                      fleet={"heartbeat_s": 3600, "update": {"model": "gemma",
+                                                             "alias": "stable"}})
+
+
+def _update(node: NodeServer) -> None:
+    loop = node.server._loop
+    assert loop is not None
+    asyncio.run_coroutine_threadsafe(node.agent.update_once(force=True), loop).result(60)
+
+
+def _served(node: NodeServer) -> str:
+    r = httpx.post(f"{node.url}/v1/chat/completions", json=CHAT, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["model"])
+
+
+def test_a_node_installs_and_serves_the_release_its_alias_names(cs: ControlServer,
+                                                                tmp_path: Path) -> None:
+    cs.cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
+                           alias="stable")
+    with _node(cs, tmp_path) as node:
+        assert _served(node) == "fake-tiny"  # the configured model, before any update
+        _update(node)
+        follower = node.agent.follower
+        assert follower.status.state == "current" and follower.status.installed == 1
+        assert _served(node) == "release-1"
+        # a new version under `canary` is not for this node; moving `stable` is
+        cs.cp.registry_publish(artifact(tmp_path / "b2", "gemma", seed="2"), name="gemma",
+                               by="ops", alias="canary")
+        _update(node)
+        assert _served(node) == "release-1"
+        cs.cp.alias_set("gemma", 2, "stable", by="ops", why="canary passed")
+        _update(node)
+        assert _served(node) == "release-2"
+        root = node.member.state.dir / "models" / "gemma"
+        assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["1", "2"]
+        assert json.loads((root / "current.json").read_text()) == {"version": 2}
+        entries = [e.record for e in node.app.state.router.audit.query()
+                   if e.record.route == "fleet/update"]
+        assert [e.outcome for e in entries] == ["answered", "answered"]
+
+
+def test_a_tampered_release_is_refused_and_the_node_keeps_serving(cs: ControlServer,
+                                                                  tmp_path: Path) -> None:
+    cs.cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
+                           alias="stable")
+    with _node(cs, tmp_path) as node:
+        _update(node)
+        assert _served(node) == "release-1"
+        v2, _ = cs.cp.registry_publish(artifact(tmp_path / "b2", "gemma", seed="2"),
+                                       name="gemma", by="ops", alias="stable")
+        weights = next(f for f in v2.files if f.path.endswith(".gguf"))
+        blob = cs.cp.blobs.path(weights.sha256)
+        blob.chmod(0o644)
+        data = blob.read_bytes()
+        blob.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # the control plane's disk is hit
+        _update(node)
+        follower = node.agent.follower
+        assert follower.status.state == "refused"
+        assert "does not match its signed length or hash" in (follower.status.error or "")
+        assert _served(node) == "release-1"
+        assert not (node.member.state.dir / "models" / "gemma" / "2").exists()
+        refused = [e.record for e in node.app.state.router.audit.query()
+                   if e.record.route == "fleet/update" and e.record.outcome != "answered"]
+        assert [e.outcome for e in refused] == ["refused:tampered"]
+        # the control plane sees the state in the next heartbeat
+        loop = node.server._loop
+        assert loop is not None
+        asyncio.run_coroutine_threadsafe(node.agent.heartbeat_once(), loop).result(30)
+        rec = cs.cp.node("dev1")
+        assert rec is not None and rec.heartbeat["update"]["state"] == "refused"
+        assert rec.heartbeat["update"]["installed"] == 1
