@@ -21,14 +21,20 @@ from test_registry import artifact
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 
-if "filefake" not in ENGINES:
-    # The fake engine, named after the model file it was built for: which release the
-    # node serves shows in the answers' `model`.
-    def _filefake(ec: Any, resolve: Any) -> FakeEngine:
-        path = Path(resolve().path)
-        return FakeEngine(n_ctx=ec.n_ctx, model="release-" + path.parts[-4])
+def _filefake(ec: Any, resolve: Any) -> FakeEngine:
+    """The fake engine, named after the model file it was built for: which release the
+    node serves shows in the answers' `model`."""
+    path = Path(resolve().path)
+    return FakeEngine(n_ctx=ec.n_ctx, model="release-" + path.parts[-4])
 
+
+@pytest.fixture(autouse=True)
+def _filefake_engine() -> Iterator[None]:
     register_engine("filefake", _filefake)
+    try:
+        yield
+    finally:
+        ENGINES.unregister("filefake")
 
 
 @pytest.fixture
