@@ -15,9 +15,8 @@ import itertools
 import json
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from edgewise.errors import (
 from edgewise.security.pki import client_context
 from fleet_harness import ControlServer, control_dir
 from postgres import fresh_postgres_url, postgres_server  # noqa: F401
+from test_control_store import concurrently
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 SOURCE = b"base model gguf bytes " * 64
@@ -60,26 +60,6 @@ def sha(data: bytes) -> str:
 def engine(url: str) -> sa.Engine:
     """A plain SQLAlchemy engine on the store's database, to look behind the API."""
     return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-
-
-def concurrently(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """Run ``fn(0..n-1)`` in ``n`` threads released together; each result or exception."""
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as exc:
-            out[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return out
 
 
 # -- artifacts in the real manifest format ------------------------------------------------
