@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,8 +77,6 @@ class HeartbeatDesk:
 
     def _run(self) -> None:
         next_refresh = 0.0
-        import time
-
         while not self._stop.is_set():
             self._stop.wait(timeout=self.flush_s)
             try:

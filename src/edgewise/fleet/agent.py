@@ -35,6 +35,7 @@ import contextlib
 import logging
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -277,8 +278,6 @@ class NodeAgent:
     async def update_once(self, *, force: bool = False) -> None:
         """Check for a signed model update (:mod:`edgewise.fleet.updates`) when one is
         due (``fleet.update.interval_s``; default: every heartbeat)."""
-        import time
-
         if self.follower is None or self.status.revoked:
             return
         now = time.monotonic()
