@@ -4,6 +4,7 @@ one-line failure, logging set-up and tables that keep identifiers whole."""
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -20,7 +21,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def fail(exc: Exception) -> None:
+def fail(exc: Exception) -> NoReturn:
     """Print ``exc`` as one line and exit with status 2."""
     console.print(f"[bold red]error:[/] {exc}", highlight=False)
     raise typer.Exit(2)

@@ -8,9 +8,10 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,6 +19,8 @@ from edgewise.cli._app import app, console, fail, print_rows, setup_logging
 from edgewise.errors import ConfigError, EdgewiseError
 
 __all__ = ["control_app", "parse_duration"]
+
+T = TypeVar("T")
 
 control_app = typer.Typer(help="The fleet control plane: identity, fleet state, config.",
                           no_args_is_help=True)
@@ -56,6 +59,18 @@ def parse_duration(text: str, *, what: str = "--ttl") -> timedelta:
         raise ConfigError(f"{what} {text!r}: expected a number with s, m, h or d (e.g. 15m)")
     unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
     return timedelta(seconds=float(m.group(1)) * unit)
+
+
+def _admin_call(call: Callable[[Any], T], directory: Path | None, url: str | None,
+                token: str | None, ca: Path | None, pin: str | None,
+                database_url: str | None = None) -> T:
+    """``call(admin)`` on the admin client the flags name, closed afterwards; an
+    EdgewiseError ends the command with its one line (exit status 2)."""
+    try:
+        with _admin(directory, url, token, ca, pin, database_url) as admin:
+            return call(admin)
+    except EdgewiseError as exc:
+        fail(exc)
 
 
 def _admin(directory: Path | None, url: str | None, token: str | None, ca: Path | None,
@@ -197,13 +212,9 @@ def token_create(
     ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
 ) -> None:
     """A one-time join token for NODE, printed alone on the last line."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            out = admin.create_token(node, tier, parse_duration(ttl) if ttl else None,
-                                     host or [])
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    out = _admin_call(lambda admin: admin.create_token(
+        node, tier, parse_duration(ttl) if ttl else None, host or []),
+        directory, url, token, ca, ca_sha256, database_url)
     if as_json:
         print(json.dumps(out))
         return
@@ -216,12 +227,8 @@ def token_create(
 def nodes(directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
           ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False) -> None:
     """The fleet's nodes: identity, status, certificate expiry, last heartbeat."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            rows = admin.nodes()
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    rows = _admin_call(lambda admin: admin.nodes(),
+                      directory, url, token, ca, ca_sha256, database_url)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -239,12 +246,8 @@ def revoke(node: Annotated[str, typer.Argument(help="The node to revoke.")],
            ca_sha256: _PIN = None, database_url: _DB = None) -> None:
     """Revoke NODE: its certificates go on the deny list, which reaches every node with
     its next heartbeat; its renewals are refused."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            serials = admin.revoke(node)
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    serials = _admin_call(lambda admin: admin.revoke(node),
+                      directory, url, token, ca, ca_sha256, database_url)
     console.print(f"node {node} revoked ({len(serials)} certificate(s) denied); nodes "
                   "refuse it from their next heartbeat", highlight=False)
 
@@ -283,12 +286,8 @@ def config_list(directory: _DIR = None, url: _URL = None, token: _TOKEN = None,
                 ca: _CA = None, ca_sha256: _PIN = None, database_url: _DB = None,
                 as_json: _JSON = False) -> None:
     """Every stored config version."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            rows = admin.configs()
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    rows = _admin_call(lambda admin: admin.configs(),
+                      directory, url, token, ca, ca_sha256, database_url)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -309,12 +308,9 @@ def access_token(
     ca_sha256: _PIN = None, database_url: _DB = None,
 ) -> None:
     """A short-lived scoped access token (JWT), printed alone on the last line."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            out = admin.access_token(subject, scope, parse_duration(ttl), node, sensitivity)
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    out = _admin_call(lambda admin: admin.access_token(
+        subject, scope, parse_duration(ttl), node, sensitivity),
+        directory, url, token, ca, ca_sha256, database_url)
     print(out)
 
 
@@ -350,12 +346,8 @@ def publish(
     """Publish ARTIFACT_DIR as NAME's next version: every file its manifest lists, checked
     against the manifest's sha256 (remotely, only the files the registry lacks are
     uploaded). Prints NAME@VERSION alone on the last line."""
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            out = admin.publish(artifact_dir, name, kind, alias, why)
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    out = _admin_call(lambda admin: admin.publish(artifact_dir, name, kind, alias, why),
+                      directory, url, token, ca, ca_sha256, database_url)
     if as_json:
         print(json.dumps(out, indent=2))
         return
@@ -376,12 +368,8 @@ def models(ctx: typer.Context, directory: _DIR = None, url: _URL = None, token: 
     hardware profile (of its newest version)."""
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        with _admin(directory, url, token, ca, ca_sha256, database_url) as admin:
-            rows = admin.models()
-    except EdgewiseError as exc:
-        fail(exc)
-        return
+    rows = _admin_call(lambda admin: admin.models(),
+                      directory, url, token, ca, ca_sha256, database_url)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
