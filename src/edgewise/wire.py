@@ -25,6 +25,7 @@ __all__ = [
     "completion_body",
     "dumps",
     "error_body",
+    "error_message",
     "legacy_logprobs",
     "logprob_items",
     "message_from_openai",
@@ -55,6 +56,15 @@ def sse(obj: Any) -> bytes:
 def error_body(message: str, type_: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_message(content: bytes, default: str) -> str:
+    """The ``error.message`` of an OpenAI-shaped error body (:func:`error_body`), or
+    ``default`` when ``content`` is not one."""
+    try:
+        return str(json.loads(content)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return default
 
 
 def sse_error(message: str, type_: str, code: str | None) -> bytes:

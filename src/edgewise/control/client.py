@@ -28,6 +28,7 @@ from edgewise.control.publish import Kind, local_file, read_directory, tampered
 from edgewise.control.service import ControlPlane
 from edgewise.errors import AuthenticationError, FleetError, ForbiddenError, InvalidRequestError
 from edgewise.security.pki import client_context, fingerprint, load_cert, parse_fingerprint
+from edgewise.wire import error_message
 
 __all__ = ["AdminClient", "LocalAdmin", "RemoteAdmin"]
 
@@ -113,10 +114,7 @@ class LocalAdmin:
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code < 400:
         return
-    try:
-        msg = str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        msg = f"HTTP {r.status_code}"
+    msg = error_message(r.content, f"HTTP {r.status_code}")
     if r.status_code == 401:
         raise AuthenticationError(msg)
     if r.status_code == 403:

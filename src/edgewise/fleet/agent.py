@@ -63,6 +63,7 @@ from edgewise.security.pki import (
     private_pem,
     reload_cert,
 )
+from edgewise.wire import error_message
 
 __all__ = ["ApplyConfig", "NodeAgent", "join"]
 
@@ -85,10 +86,7 @@ def _version() -> str:
 
 
 def _error_message(r: httpx.Response) -> str:
-    try:
-        return str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {r.status_code}"
+    return error_message(r.content, f"HTTP {r.status_code}")
 
 
 def join(control_url: str, *, token: str, ca_sha256: str, state_dir: str | Path,

@@ -18,7 +18,7 @@ from edgewise.config import EndpointConfig, HealthConfig
 from edgewise.errors import ConfigError, InvalidRequestError
 from edgewise.tiers.base import EndpointError
 from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
-from edgewise.wire import answer_from_body, request_body
+from edgewise.wire import answer_from_body, error_message, request_body
 
 __all__ = ["RemoteEndpoint"]
 
@@ -94,15 +94,12 @@ class RemoteEndpoint:
         if status in (401, 403):
             # The upstream refuses this node (a wrong key, a revoked or not-allowed fleet
             # identity): the tier is unusable from here, whatever the request says.
-            message = ""
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                message = ": " + str(json.loads(content)["error"]["message"])[:200]
-            raise self._failed(f"refused this node (HTTP {status}{message})")
+            message = error_message(content, "")[:200]
+            raise self._failed(f"refused this node (HTTP {status}"
+                               + (f": {message})" if message else ")"))
         if status >= 400:
             # The upstream judged the request itself bad: not a health problem.
-            message = "rejected the request"
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                message = str(json.loads(content)["error"]["message"])[:300]
+            message = error_message(content, "rejected the request")[:300]
             raise InvalidRequestError(f"tier {self.tier!r} {message}")
 
     async def chat(self, req: ChatRequest) -> ChatAnswer:
