@@ -35,7 +35,7 @@ from edgewise.serving.server import NodeServer as _Server
 from edgewise.serving.server import build_server
 
 __all__ = ["ControlServer", "NodeServer", "SNITransport", "control_dir", "join_node",
-           "node_client"]
+           "node_client", "releasing_control_dir"]
 
 PASSPHRASE = b"test-passphrase-not-secret"
 
@@ -47,6 +47,17 @@ def control_dir(path: Path, *, fleet: str = "acme", heartbeat_s: float = 1.0,
     save_settings(path, ControlSettings(fleet=fleet, heartbeat_s=heartbeat_s,
                                         database_url=database_url, **settings))
     return ca.root_fingerprint
+
+
+def releasing_control_dir(path: Path, monkeypatch: Any, **settings: Any) -> str:
+    """:func:`control_dir` plus the fleet's TUF repository and release key, with the
+    passphrase in the environment so the control plane can sign releases."""
+    from edgewise.control.release import init_releases
+
+    fpr = control_dir(path, **settings)
+    init_releases(path / "tuf", passphrase=PASSPHRASE)
+    monkeypatch.setenv("EDGEWISE_CA_PASSPHRASE", PASSPHRASE.decode())
+    return fpr
 
 
 class _Threaded:

@@ -17,7 +17,7 @@ from edgewise.distribution.signing import SignatureRefused, verify_release
 from edgewise.distribution.updater import HttpxFetcher, ModelUpdates, UpdateRefused
 from edgewise.fleet.state import FleetState
 from edgewise.security.pki import client_context
-from fleet_harness import PASSPHRASE, ControlServer, control_dir, join_node
+from fleet_harness import PASSPHRASE, ControlServer, control_dir, join_node, releasing_control_dir
 from test_registry import artifact
 
 _OPEN: list[ModelUpdates] = []
@@ -26,9 +26,7 @@ _OPEN: list[ModelUpdates] = []
 @pytest.fixture
 def cs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlServer]:
     d = tmp_path / "ctl"
-    control_dir(d)
-    init_releases(d / "tuf", passphrase=PASSPHRASE)
-    monkeypatch.setenv("EDGEWISE_CA_PASSPHRASE", PASSPHRASE.decode())
+    releasing_control_dir(d, monkeypatch)
     with ControlServer(d) as c:
         yield c
         while _OPEN:

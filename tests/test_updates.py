@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from edgewise.control.release import init_releases
 from edgewise.engines.fake import FakeEngine
 from edgewise.engines.registry import ENGINES, register_engine
-from fleet_harness import PASSPHRASE, ControlServer, NodeServer, control_dir, join_node
+from fleet_harness import ControlServer, NodeServer, join_node, releasing_control_dir
 from test_registry import artifact
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -40,9 +39,7 @@ def _filefake_engine() -> Iterator[None]:
 @pytest.fixture
 def cs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlServer]:
     d = tmp_path / "ctl"
-    control_dir(d)
-    init_releases(d / "tuf", passphrase=PASSPHRASE)
-    monkeypatch.setenv("EDGEWISE_CA_PASSPHRASE", PASSPHRASE.decode())
+    releasing_control_dir(d, monkeypatch)
     with ControlServer(d) as c:
         yield c
 
