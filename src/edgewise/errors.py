@@ -60,6 +60,7 @@ __all__ = [
     "BudgetError",
     "ClearanceError",
     "ConfigError",
+    "ConflictError",
     "ContextLengthError",
     "ControlStoreError",
     "DatasetError",
@@ -231,6 +232,14 @@ class ForbiddenError(RequestError):
     status = 403
     error_type = "permission_error"
     code = "forbidden"
+
+
+class ConflictError(RequestError):
+    """The request contradicts the current state: a second active rollout of one model,
+    a rollout that is not in a state the action applies to (409)."""
+
+    status = 409
+    code = "conflict"
 
 
 class RateLimitedError(RequestError):

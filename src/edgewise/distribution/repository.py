@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,6 +93,9 @@ class FleetRepository:
         self.metadata_dir = directory / "metadata"
         self.targets_dir = directory / "targets"
         self.passphrase = passphrase
+        #: One writer at a time in this process (publishes, rollout steps and the
+        #: timestamp refresh run on different threads).
+        self.lock = threading.RLock()
         if not (self.metadata_dir / "timestamp.json").is_file():
             raise PKIError(f"{directory} holds no TUF repository; `edgewise control init` "
                            "creates it")
@@ -123,6 +127,7 @@ class FleetRepository:
         repo.dir, repo.keys_dir = directory, directory / "keys"
         repo.metadata_dir, repo.targets_dir = directory / "metadata", directory / "targets"
         repo.passphrase = passphrase
+        repo.lock = threading.RLock()
         repo._write(md_root)
         targets = Metadata(Targets(expires=_expires("targets")))
         targets.sign(CryptoSigner(keys["targets"][0]))
@@ -187,6 +192,10 @@ class FleetRepository:
                           now: datetime | None = None) -> int:
         """Re-sign the timestamp (a new version, a fresh expiry): the control plane does
         this well before it expires, or nodes would see an indefinite freeze."""
+        with self.lock:
+            return self._refresh_timestamp(snapshot_version, now)
+
+    def _refresh_timestamp(self, snapshot_version: int | None, now: datetime | None) -> int:
         if (self.metadata_dir / "timestamp.json").exists():
             ts = self.load("timestamp")
             ts.signed.version += 1
@@ -213,6 +222,11 @@ class FleetRepository:
         ``<model>/<version>/<file>``); targets, snapshot and timestamp move to new
         versions once for the lot. ``copy=False``: the caller serves the file by its
         digest itself (the control plane serves targets from its blob store)."""
+        with self.lock:
+            return self._add_targets(items, copy=copy)
+
+    def _add_targets(self, items: list[tuple[str, Path, dict[str, Any]]], *,
+                     copy: bool) -> list[TargetInfo]:
         targets = self.load("targets")
         out = []
         for path, local, custom in items:
