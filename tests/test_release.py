@@ -66,7 +66,7 @@ def test_a_published_version_reaches_a_node_signed_and_verified(cs: ControlServe
                                                            "gemma/aliases.json"} == set(listed)
     assert listed["gemma/1/model.sig"]["manifest_sha256"] == version.manifest_sha256
     aliases = client.fetch("gemma/aliases.json", model="gemma", newer_than=-1)
-    assert json.loads(aliases.read_bytes()) == {"stable": 1}
+    assert json.loads(aliases.read_bytes()) == {"aliases": {"stable": 1}, "rollout": None}
     tree = tmp_path / "installed"
     sig = fetch_release(client, listed, "gemma", 1, tree)
     verify_release(tree, sig, public_key=state.release_key_file)  # provenance too
@@ -85,7 +85,8 @@ def test_an_alias_move_is_signed_for_the_nodes(cs: ControlServer, tmp_path: Path
     client = updates(cs, state)
     client.available()
     got = client.fetch("gemma/aliases.json", model="gemma", newer_than=-1)
-    assert json.loads(got.read_bytes()) == {"canary": 2, "stable": 2}
+    assert json.loads(got.read_bytes()) == {"aliases": {"canary": 2, "stable": 2},
+                                            "rollout": None}
 
 
 def test_a_tampered_blob_on_the_control_plane_is_refused_by_the_node(

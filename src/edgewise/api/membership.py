@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from edgewise.engines import engine_factory
+from edgewise.engines import Engine, engine_factory
 from edgewise.errors import EdgewiseError
 from edgewise.fleet.member import FleetMember, with_central
 from edgewise.fleet.state import StoredConfig
@@ -32,9 +32,11 @@ from edgewise.fleet.updates import ModelFollower
 from edgewise.node import Node, engine_config, resolve_engine_model
 from edgewise.routing.service import Router
 from edgewise.security.audit_record import AuditRecord
+from edgewise.supply.data import Example
+from edgewise.supply.probe import ProbeScore, load_probe_set, probe_accuracy
 from edgewise.tiers.fleet import Fleet
 
-__all__ = ["config_applier", "heartbeat_report", "model_follower"]
+__all__ = ["NodeInstaller", "config_applier", "heartbeat_report", "model_follower"]
 
 log = logging.getLogger("edgewise.fleet")
 
@@ -76,13 +78,55 @@ def model_follower(node: Node, member: FleetMember, router_of: Callable[[], Rout
     cfg = node.config.fleet.update
     if cfg.model is None or not member.state.tuf_root_file.is_file():
         return None
+    audit = _update_audit(node, member, router_of)
+    return ModelFollower(member.state, cfg, control_url=member.membership.control_url,
+                         client_tls=member.client_tls,
+                         installer=NodeInstaller(node, cfg.model), audit=audit)
 
-    async def install(folder: Path, version: int) -> None:
-        ec = dataclasses.replace(engine_config(node.config), model="auto",
+
+class NodeInstaller:
+    """:class:`~edgewise.fleet.updates.Installer` for this node's engine."""
+
+    def __init__(self, node: Node, model: str) -> None:
+        self.node = node
+        self.model = model
+
+    def _engine(self, folder: Path) -> Engine:
+        ec = dataclasses.replace(engine_config(self.node.config), model="auto",
                                  artifacts=str(folder))
-        engine = engine_factory(ec.kind)(ec, lambda: resolve_engine_model(ec))
-        await node.swap(engine)
+        return engine_factory(ec.kind)(ec, lambda: resolve_engine_model(ec))
 
+    async def serve(self, folder: Path, version: int) -> None:
+        await self.node.swap(self._engine(folder))
+
+    async def probe(self, probes: Path, new: Path, old: Path) -> dict[str, Any]:
+        """Score the probe set on both versions: the new one on the engine serving it
+        (its worker thread: no second copy in memory), the incumbent loaded for the
+        probe from its kept folder and freed after."""
+        examples = await asyncio.to_thread(load_probe_set, probes)
+        serving = self.node.current()
+        loop = asyncio.get_running_loop()
+        new_score = await loop.run_in_executor(serving.executor, probe_accuracy,
+                                               serving.engine, examples)
+        old_score = await self._score(old, examples)
+        return {"n": new_score.n, "accuracy": new_score.accuracy,
+                "incumbent_accuracy": old_score.accuracy}
+
+    async def _score(self, folder: Path, examples: list[Example]) -> ProbeScore:
+        engine = self._engine(folder)
+
+        def run() -> ProbeScore:
+            engine.load()
+            try:
+                return probe_accuracy(engine, examples)
+            finally:
+                engine.close()
+
+        return await asyncio.to_thread(run)
+
+
+def _update_audit(node: Node, member: FleetMember, router_of: Callable[[], Router]
+                  ) -> Callable[[str, str], Awaitable[None]]:
     async def audit(outcome: str, reason: str) -> None:
         router = router_of()
         if router.audit is None:
@@ -93,8 +137,7 @@ def model_follower(node: Node, member: FleetMember, router_of: Callable[[], Rout
         with contextlib.suppress(EdgewiseError, ValueError):
             await asyncio.to_thread(router.audit.append, rec)
 
-    return ModelFollower(member.state, cfg, control_url=member.membership.control_url,
-                         client_tls=member.client_tls, install=install, audit=audit)
+    return audit
 
 
 def config_applier(node: Node, app_state: Any, member: FleetMember, *,

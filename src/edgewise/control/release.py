@@ -6,7 +6,12 @@ For ``NAME@VERSION`` the targets are::
 
     NAME/VERSION/<path>        each file the manifest lists (and the manifest itself)
     NAME/VERSION/model.sig     model-signing signature over those files (release key)
-    NAME/aliases.json          {"stable": 3, "canary": 4}: which version each alias means
+    NAME/aliases.json          which version each alias means, and the active rollout:
+                               {"aliases": {"stable": 3, "canary": 4},
+                                "rollout": {"id": 7, "alias": "stable", "version": 4,
+                                            "incumbent": 3, "nodes": ["edge-2"],
+                                            "probes": "NAME/rollouts/7/probes.jsonl"}}
+    NAME/rollouts/ID/probes.jsonl   a rollout's probe set (its quality gate)
 
 Each target's custom data says ``model``, ``version``, ``kind``, ``manifest_sha256`` and
 the hardware ``profiles`` the manifest lists, so a node takes only what is meant for it.
@@ -26,6 +31,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from edgewise.control.blobs import BlobStore
 from edgewise.control.registry import ArtifactVersion
@@ -38,6 +44,7 @@ __all__ = ["Releases", "init_releases"]
 
 SIGNATURE = "model.sig"
 ALIASES = "aliases.json"
+PROBES = "probes.jsonl"
 
 
 def init_releases(tuf_dir: Path, *, passphrase: bytes) -> FleetRepository:
@@ -63,7 +70,8 @@ class Releases:
                            "$EDGEWISE_CA_PASSPHRASE for the control plane, or publish on its "
                            "host with --dir")
 
-    def release(self, version: ArtifactVersion, aliases: dict[str, int]) -> list[str]:
+    def release(self, version: ArtifactVersion, aliases: dict[str, int],
+                rollout: dict[str, Any] | None = None) -> list[str]:
         """Sign ``version``'s files as targets (and the name's aliases); the target paths."""
         self._need_keys()
         custom = {"model": version.name, "version": version.version, "kind": version.kind,
@@ -86,19 +94,29 @@ class Releases:
             sign_release(tree, sig, private_key=self.release_key, password=self.passphrase)
             sig_blob = self._store(sig.read_bytes())
             items.append((f"{prefix}/{SIGNATURE}", sig_blob, custom))
-            items.append(self._aliases_item(version.name, aliases, Path(tmp)))
+            items.append(self._aliases_item(version.name, aliases, rollout))
             self.repo.add_targets(items, copy=False)
         return [path for path, _, _ in items]
 
-    def aliases_moved(self, name: str, aliases: dict[str, int]) -> None:
-        """Re-sign ``name``'s alias pointer after a move."""
+    def aliases_moved(self, name: str, aliases: dict[str, int],
+                      rollout: dict[str, Any] | None = None) -> None:
+        """Re-sign ``name``'s alias pointer after a move (or a rollout's change)."""
         self._need_keys()
-        with tempfile.TemporaryDirectory(prefix="edgewise-release-") as tmp:
-            self.repo.add_targets([self._aliases_item(name, aliases, Path(tmp))], copy=False)
+        self.repo.add_targets([self._aliases_item(name, aliases, rollout)], copy=False)
 
-    def _aliases_item(self, name: str, aliases: dict[str, int], tmp: Path
-                      ) -> tuple[str, Path, dict[str, object]]:
-        data = json.dumps(dict(sorted(aliases.items())), sort_keys=True).encode()
+    def add_probes(self, name: str, rollout_id: int, version: int, data: bytes) -> str:
+        """Release a rollout's probe set as a target; its path."""
+        self._need_keys()
+        path = f"{name}/rollouts/{rollout_id}/{PROBES}"
+        self.repo.add_targets([(path, self._store(data),
+                                {"model": name, "version": version, "rollout": rollout_id})],
+                              copy=False)
+        return path
+
+    def _aliases_item(self, name: str, aliases: dict[str, int],
+                      rollout: dict[str, Any] | None) -> tuple[str, Path, dict[str, object]]:
+        data = json.dumps({"aliases": dict(sorted(aliases.items())), "rollout": rollout},
+                          sort_keys=True).encode()
         return (f"{name}/{ALIASES}", self._store(data), {"model": name, "aliases": True})
 
     def _store(self, data: bytes) -> Path:

@@ -18,7 +18,11 @@ against the pinned root.
    clients, and saved, so an offline node keeps the last list) and, when the control
    plane holds a newer config for this node or its tier, that config: the node validates
    it as its own config would be validated and applies it (``apply_config`` callback),
-   or rejects it and reports why, keeping the last good one;
+   or rejects it and reports why, keeping the last good one; and, for a node following a
+   model (``fleet.update``), the version the signed pointer names for it: when that is
+   not what it serves (a rollout step, a rollback), the update check runs right after
+   this heartbeat instead of at the next ``interval_s`` — a hint only, the signed pointer
+   decides what is installed;
 3. at half its certificate's lifetime it renews: a fresh key pair, a CSR authenticated by
    the current certificate; the new pair replaces the old on disk (crash-safe, see
    :meth:`FleetState.save_pair`) and is loaded into the live TLS contexts, so new
@@ -236,9 +240,7 @@ class NodeAgent:
                 "applied_config": self.status.applied_config,
                 "config_error": self.status.config_error}
         if self.follower is not None:
-            u = self.follower.status
-            body["update"] = {"model": u.model, "alias": u.alias, "installed": u.installed,
-                              "state": u.state, "error": (u.error or "")[:500] or None}
+            body["update"] = self.follower.status.to_json()
         try:
             r = await self._http().post("/v1/heartbeat", json=body)
         except httpx.HTTPError as exc:
@@ -271,6 +273,13 @@ class NodeAgent:
         if cfg and cfg["id"] not in (self.status.applied_config, self.status.rejected_config):
             await self._apply(StoredConfig(id=int(cfg["id"]), version=int(cfg["version"]),
                                            target=str(cfg["target"]), body=cfg["body"]))
+        want = answer.get("update")
+        if self.follower is not None and isinstance(want, dict):
+            try:
+                if self.follower.wants(int(want["version"])):
+                    self._next_update = 0.0  # a rollout step or a rollback: check now
+            except (KeyError, TypeError, ValueError):
+                pass
         return answer
 
     async def update_once(self, *, force: bool = False) -> None:
@@ -279,6 +288,8 @@ class NodeAgent:
         if self.follower is None or self.status.revoked:
             return
         now = time.monotonic()
+        # What the heartbeat answer said is only a hint to check now: what is served
+        # comes from the signed pointer alone.
         if not force and now < self._next_update:
             return
         self._next_update = now + (self.follower.cfg.interval_s or 0.0)

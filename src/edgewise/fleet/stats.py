@@ -1,11 +1,12 @@
 """What a node reports in each heartbeat, read from its own Prometheus registry.
 
-Rates are over the interval since the previous heartbeat (tokens/s, error rate); TTFT
-percentiles are estimated from the histogram's bucket counts in that interval, by linear
-interpolation inside the bucket that holds the quantile (as PromQL's
-``histogram_quantile`` does). Counters (requests per tier, escalations, redactions) are
-totals since the node started. Nothing here carries request content: every label is a
-tier, model or route name from the config.
+Rates are over the interval since the previous heartbeat (tokens/s, error rate, the
+answers in it, the median decode speed per request); TTFT percentiles are estimated from
+the histogram's bucket counts in that interval, by linear interpolation inside the
+bucket that holds the quantile (as PromQL's ``histogram_quantile`` does). Counters
+(requests per tier, escalations, redactions) are totals since the node started. Nothing
+here carries request content: every label is a tier, model or route name from the
+config.
 """
 
 from __future__ import annotations
@@ -77,13 +78,17 @@ class HeartbeatStats:
         buckets: dict[float, float] = defaultdict(float)
         for labels, v in s.get("edgewise_time_to_first_token_seconds_bucket", []):
             buckets[float(labels["le"])] += v
+        speed: dict[float, float] = defaultdict(float)  # decode tokens/s per request
+        for labels, v in s.get("edgewise_generation_tokens_per_second_bucket", []):
+            speed[float(labels["le"])] += v
         routed = {labels["tier"]: int(v)
                   for labels, v in s.get("edgewise_routed_requests_total", [])}
         current = {"t": now, "tokens": tokens, "requests": requests, "errors": errors,
-                   "buckets": dict(buckets)}
+                   "buckets": dict(buckets), "speed": dict(speed)}
         last, self._last = self._last, current
 
-        tokens_per_s = error_rate = p50 = p95 = None
+        tokens_per_s = error_rate = p50 = p95 = decode = None
+        d_req = 0.0
         if last is not None and now > last["t"]:
             tokens_per_s = max(0.0, tokens - last["tokens"]) / (now - last["t"])
             d_req = requests - last["requests"]
@@ -92,12 +97,15 @@ class HeartbeatStats:
             delta = sorted((b, c - last["buckets"].get(b, 0.0)) for b, c in buckets.items())
             p50 = quantile_from_buckets(0.5, delta)
             p95 = quantile_from_buckets(0.95, delta)
+            decode = quantile_from_buckets(0.5, sorted(
+                (b, c - last["speed"].get(b, 0.0)) for b, c in speed.items()))
         energy = sum(by_tier[t] * j for t, j in self.energy_per_token_j.items())
         return {
             "tokens_per_s": tokens_per_s, "error_rate": error_rate,
             "ttft_p50_ms": None if p50 is None else p50 * 1000,
             "ttft_p95_ms": None if p95 is None else p95 * 1000,
-            "requests": int(requests), "routed": routed,
+            "requests": int(requests), "interval_requests": int(max(0.0, d_req)),
+            "decode_tps_p50": decode, "routed": routed,
             "escalations": int(total("edgewise_escalations_total")),
             "redactions": int(total("edgewise_redacted_requests_total")),
             "energy_j": energy,

@@ -1,18 +1,26 @@
 """A joined node following a model alias (``fleet.update``): signed updates, installed
-atomically, kept one version back, swapped in without a failed request.
+atomically, kept on disk, swapped in without a failed request — and taken back when a
+rollout says so.
 
-Each round (after a heartbeat, at most every ``fleet.update.interval_s``):
+Each round (after a heartbeat, at most every ``fleet.update.interval_s``, and at once
+when the heartbeat answer names a version other than the one served):
 
 1. refresh the fleet's TUF metadata (:mod:`edgewise.distribution.updater`: signatures,
    thresholds, versions only growing, expiry, bounded sizes) and read the signed alias
-   pointer ``<model>/aliases.json``;
-2. if the alias names a version newer than the installed one, download each of its
-   files as a TUF target (length and sha256 checked; a target for another model is
-   refused) into a staging folder, then check the whole folder against the release's
-   model-signing signature with the fleet's release key (provenance);
-3. rename the folder into ``<state_dir>/models/<model>/<version>`` (atomic), let the app
-   swap the engine onto it (``install``), and only then record it as current; older
-   versions beyond ``keep`` are removed.
+   pointer ``<model>/aliases.json``. It names the alias's version and, during a rollout
+   (:mod:`edgewise.control.rollouts`), the nodes that run the new version instead, and
+   a probe set for them to score;
+2. the version to serve is kept on disk if this node served it before (its folder and
+   its model-signing signature, ``<state_dir>/models/<model>/<version>[.sig]``, are
+   checked again before use: a rollback does not trust what sat on disk), else each of
+   its files is downloaded as a TUF target (length and sha256 checked; a target for
+   another model, or older than the version the pointer names, is refused) into a
+   staging folder, and the whole folder is checked against the release's model-signing
+   signature with the fleet's release key (provenance), then renamed into place (atomic);
+3. the app serves it (:class:`Installer`: a hot swap), and only then is it recorded as
+   current. Versions beyond ``keep`` are removed, never the one being served;
+4. a canary with a probe set scores it on the new version and on the incumbent
+   (:mod:`edgewise.supply.probe`) and reports both in its heartbeats (the quality gate).
 
 Anything refused leaves the node serving what it has, with one line in its log, an
 audit record (``fleet/update``, ``refused:<attack>``) and the reason in the next
@@ -29,6 +37,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from tuf.ngclient import FetcherInterface
 
@@ -38,20 +47,30 @@ from edgewise.distribution.updater import HttpxFetcher, ModelUpdates, UpdateRefu
 from edgewise.errors import EdgewiseError
 from edgewise.fleet.state import FleetState
 
-__all__ = ["Install", "ModelFollower", "UpdateStatus", "installed_release"]
+__all__ = ["Installer", "ModelFollower", "Pointer", "UpdateStatus", "installed_release",
+           "read_pointer"]
 
 log = logging.getLogger("edgewise.fleet")
 
-#: ``install(folder, version)`` serves the installed release (swaps the engine);
-#: raises EdgewiseError if it cannot (the release is then not made current).
-Install = Callable[[Path, int], Awaitable[None]]
 #: ``audit(outcome, reason)`` records an update decision in the node's audit log.
 Audit = Callable[[str, str], Awaitable[None]]
 
 
+class Installer(Protocol):
+    """How the app serves installed releases (each raises EdgewiseError if it cannot;
+    the release is then not made current)."""
+
+    async def serve(self, folder: Path, version: int) -> None:
+        """Serve this release (a hot swap)."""
+
+    async def probe(self, probes: Path, new: Path, old: Path) -> dict[str, Any]:
+        """Score the probe set on both releases: ``n``, ``accuracy``,
+        ``incumbent_accuracy``."""
+
+
 def installed_release(state: FleetState, model: str) -> Path | None:
-    """The folder of the release of ``model`` this node last installed (what it serves
-    after a restart, before the next update check)."""
+    """The folder of the release of ``model`` this node last served alone (what it
+    serves after a restart, before the next update check)."""
     root = state.dir / "models" / model
     try:
         version = int(json.loads((root / "current.json").read_text())["version"])
@@ -61,6 +80,34 @@ def installed_release(state: FleetState, model: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+@dataclass(frozen=True)
+class Pointer:
+    """What the signed alias pointer says this node should serve."""
+
+    version: int
+    rollout: int | None = None
+    incumbent: int | None = None
+    probes: str | None = None
+
+
+def read_pointer(data: bytes, *, model: str, alias: str, node: str) -> Pointer:
+    """Parse ``<model>/aliases.json`` (already verified as a TUF target) for ``node``."""
+    try:
+        doc = json.loads(data)
+        aliases = doc["aliases"] if isinstance(doc.get("aliases"), dict) else doc
+        ro = doc.get("rollout") if isinstance(doc.get("rollout"), dict) else None
+    except (ValueError, AttributeError) as exc:
+        raise UpdateRefused(f"the alias pointer of {model} is not what the control plane "
+                            "writes", attack="malformed") from exc
+    if ro is not None and ro.get("alias") == alias and node in (ro.get("nodes") or []):
+        return Pointer(version=int(ro["version"]), rollout=int(ro["id"]),
+                       incumbent=int(ro["incumbent"]), probes=ro.get("probes"))
+    if alias not in aliases:
+        raise UpdateRefused(f"the registry has no alias {alias!r} for {model}",
+                            attack="unknown_alias")
+    return Pointer(version=int(aliases[alias]))
+
+
 @dataclass
 class UpdateStatus:
     model: str
@@ -68,18 +115,30 @@ class UpdateStatus:
     installed: int | None = None
     state: str = "idle"  # idle | current | updating | refused | unreachable
     error: str | None = None
+    #: The version the last round aimed at (a refusal names it).
+    target: int | None = None
+    #: The last probe-set result: rollout, version, incumbent, n, accuracy,
+    #: incumbent_accuracy.
+    probe: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "alias": self.alias, "installed": self.installed,
+                "state": self.state, "error": (self.error or "")[:500] or None,
+                "target": self.target, "probe": self.probe}
 
 
 class ModelFollower:
     def __init__(self, state: FleetState, cfg: UpdateConfig, *, control_url: str,
-                 client_tls: ssl.SSLContext, install: Install, audit: Audit | None = None,
+                 client_tls: ssl.SSLContext, installer: Installer,
+                 audit: Audit | None = None,
                  fetcher: FetcherInterface | None = None) -> None:
         assert cfg.model is not None
         self.state = state
         self.cfg = cfg
         self.model = cfg.model
+        self.node = state.membership().node
         self.root = state.dir / "models" / cfg.model
-        self.install = install
+        self.installer = installer
         self.audit = audit
         self._fetcher = fetcher
         self._client_tls = client_tls
@@ -97,51 +156,82 @@ class ModelFollower:
     def current_dir(self) -> Path | None:
         return installed_release(self.state, self.model)
 
+    def wants(self, version: int) -> bool:
+        """Whether the control plane's ``version`` differs from what is served (the agent
+        then checks at once rather than at the next interval)."""
+        return version != self.status.installed
+
     def _updates(self) -> ModelUpdates:
         fetcher: FetcherInterface = self._fetcher or HttpxFetcher(verify=self._client_tls)
         return ModelUpdates(self.state.dir, self.base_url,
                             root=self.state.tuf_root_file.read_bytes(),
                             fetcher=fetcher)
 
-    def _download(self) -> tuple[int, Path] | None:
-        """Steps 1-2 (blocking: run in a thread): the staged, verified release, or None
-        when the installed version is current."""
-        with self._updates() as up:
-            listed = up.available()
-            pointer = up.fetch(f"{self.model}/aliases.json", model=self.model, newer_than=-1)
-            aliases = json.loads(pointer.read_bytes())
-            if self.cfg.alias not in aliases:
-                raise UpdateRefused(f"the registry has no alias {self.cfg.alias!r} for "
-                                    f"{self.model}", attack="unknown_alias")
-            want = int(aliases[self.cfg.alias])
-            have = self._installed() or 0
-            if want <= have:
-                return None
-            prefix = f"{self.model}/{want}/"
-            staging = self.root / f".{want}.staging"
-            shutil.rmtree(staging, ignore_errors=True)
-            for path in sorted(listed):
-                if not path.startswith(prefix) or path.endswith("/model.sig"):
-                    continue
-                got = up.fetch(path, model=self.model, newer_than=have)
-                out = staging / path.removeprefix(prefix)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(got, out)
-            sig = up.fetch(f"{prefix}model.sig", model=self.model, newer_than=have)
-            verify_release(staging, sig, public_key=self.state.release_key_file)
-            return want, staging
+    # -- blocking steps (run in a thread) ---------------------------------------------------
+    def _pointer(self, up: ModelUpdates) -> tuple[Pointer, dict[str, dict[str, Any]]]:
+        listed = up.available()
+        data = up.fetch(f"{self.model}/aliases.json", model=self.model,
+                        newer_than=-1).read_bytes()
+        return read_pointer(data, model=self.model, alias=self.cfg.alias,
+                            node=self.node), listed
 
+    def _obtain(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+                version: int) -> Path:
+        """The verified folder of ``version``: the kept one (checked again against its
+        signature) or a fresh download (step 2 of the module docstring)."""
+        dest, sig = self.root / str(version), self.root / f"{version}.sig"
+        if dest.is_dir() and sig.is_file():
+            verify_release(dest, sig, public_key=self.state.release_key_file)
+            return dest
+        prefix = f"{self.model}/{version}/"
+        staging = self.root / f".{version}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        paths = [p for p in sorted(listed) if p.startswith(prefix)]
+        if f"{prefix}model.sig" not in paths:
+            raise UpdateRefused(f"the repository lists no signed release {self.model}@"
+                                f"{version}", attack="unknown_target")
+        for path in paths:
+            if path.endswith("/model.sig"):
+                continue
+            got = up.fetch(path, model=self.model, newer_than=version - 1)
+            out = staging / path.removeprefix(prefix)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(got, out)
+        got_sig = up.fetch(f"{prefix}model.sig", model=self.model, newer_than=version - 1)
+        verify_release(staging, got_sig, public_key=self.state.release_key_file)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copyfile(got_sig, sig)
+        staging.rename(dest)
+        return dest
+
+    def _fetch_probes(self, up: ModelUpdates, path: str, version: int) -> Path:
+        return up.fetch(path, model=self.model, newer_than=version - 1)
+
+    # -- a round ----------------------------------------------------------------------------
     async def check(self) -> None:
         """One round (module docstring); never raises. Rounds never overlap (the TUF
         client's metadata directory is one per node)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            await self._check()
+            try:
+                up = self._updates()
+            except OSError as exc:  # the node's trusted root is gone: say so, keep serving
+                self.status.state, self.status.error = "refused", f"no TUF root: {exc}"
+                log.error("model updates: %s", self.status.error)
+                return
+            with up:
+                await self._check(up)
 
-    async def _check(self) -> None:
+    async def _check(self, up: ModelUpdates) -> None:
         try:
-            staged = await asyncio.to_thread(self._download)
+            ptr, listed = await asyncio.to_thread(self._pointer, up)
+            self.status.target = ptr.version
+            changed = await self._apply(up, listed, ptr)
+            if ptr.probes and ptr.rollout is not None and (
+                    self.status.probe is None
+                    or self.status.probe.get("rollout") != ptr.rollout):
+                await self._probe(up, ptr)
         except (UpdateRefused, SignatureRefused) as exc:
             attack = getattr(exc, "attack", "signature")
             unreachable = attack in ("download", "slow_retrieval")
@@ -156,35 +246,59 @@ class ModelFollower:
                 await self.audit(f"refused:{attack}", str(exc)[:400])
             return
         except (EdgewiseError, OSError, ValueError) as exc:
-            self.status.state, self.status.error = "refused", str(exc)
-            log.error("model update failed: %s", exc)
-            return
-        if staged is None:
-            self.status.state, self.status.error = "current", None
-            return
-        version, staging = staged
-        dest = self.root / str(version)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
-        self.status.state = "updating"
-        try:
-            await self.install(dest, version)
-        except EdgewiseError as exc:
             self.status.state, self.status.error = "refused", f"install failed: {exc}"
-            log.error("model %s@%d verified but not served: %s", self.model, version, exc)
+            log.error("model %s: update to v%s failed: %s; still serving version %s",
+                      self.model, self.status.target, exc, self.status.installed)
             if self.audit is not None:
                 await self.audit("failed:install", str(exc)[:400])
             return
+        self.status.state, self.status.error = "current", None
+        if changed:
+            self._prune(keep=self.cfg.keep)
+
+    async def _apply(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+                     ptr: Pointer) -> bool:
+        """Serve what ``ptr`` says; whether anything changed."""
+        st = self.status
+        if ptr.version == st.installed:
+            return False
+        self.status.state = "updating"
+        folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
+        back = st.installed is not None and ptr.version < st.installed
+        await self.installer.serve(folder, ptr.version)
+        await self._now_serving(ptr.version,
+                                "rolled back" if back else
+                                f"rollout {ptr.rollout}" if ptr.rollout is not None else
+                                f"alias {self.cfg.alias}")
+        return True
+
+    async def _now_serving(self, version: int, why: str) -> None:
         (self.root / "current.json").write_text(json.dumps({"version": version}))
-        self.status.installed, self.status.state, self.status.error = version, "current", None
-        log.info("now serving %s@%d (alias %s)", self.model, version, self.cfg.alias)
+        self.status.installed = version
+        log.info("now serving %s@%d (%s)", self.model, version, why)
         if self.audit is not None:
-            await self.audit("answered", f"installed {self.model}@{version} "
-                                         f"(alias {self.cfg.alias})")
-        self._prune(keep=self.cfg.keep)
+            await self.audit("answered", f"installed {self.model}@{version} ({why})")
+
+    async def _probe(self, up: ModelUpdates, ptr: Pointer) -> None:
+        assert ptr.probes is not None and ptr.incumbent is not None
+        probes = await asyncio.to_thread(self._fetch_probes, up, ptr.probes, ptr.version)
+        listed = await asyncio.to_thread(up.available)
+        old = await asyncio.to_thread(self._obtain, up, listed, ptr.incumbent)
+        new = self.root / str(ptr.version)
+        result = await self.installer.probe(probes, new, old)
+        self.status.probe = {"rollout": ptr.rollout, "version": ptr.version,
+                             "incumbent": ptr.incumbent, **result}
+        log.info("probe set of rollout %d: %s@%d %.3f, incumbent v%d %.3f (%d probes)",
+                 ptr.rollout, self.model, ptr.version, result["accuracy"], ptr.incumbent,
+                 result["incumbent_accuracy"], result["n"])
 
     def _prune(self, *, keep: int) -> None:
+        """Keep the versions being served and the newest others, ``keep`` in all."""
+        serving = {v for v in (self.status.installed,) if v is not None}
         versions = sorted((int(p.name) for p in self.root.iterdir()
                            if p.is_dir() and p.name.isdigit()), reverse=True)
-        for v in versions[keep:]:
+        room = max(0, keep - len(serving))
+        others = [v for v in versions if v not in serving]
+        for v in others[room:]:
             shutil.rmtree(self.root / str(v), ignore_errors=True)
+            (self.root / f"{v}.sig").unlink(missing_ok=True)
