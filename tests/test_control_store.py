@@ -102,7 +102,7 @@ def enrol(s: ControlStore, node: str = "n1", serial: str = "0a01", *, tier: str 
 # -- schema and migrations ---------------------------------------------------------------
 def test_a_new_database_is_migrated_once_to_the_latest_version(url: str) -> None:
     with ControlStore.open(url) as s:
-        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 3
+        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 4
     first = rows(url, "SELECT version, applied_at FROM schema_migrations")
     with ControlStore.open(url) as s:  # reopening applies nothing
         assert s.schema_version() == LATEST

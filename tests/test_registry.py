@@ -32,6 +32,7 @@ from edgewise.cli import app as cli
 from edgewise.control import registry as registry_module
 from edgewise.control.publish import Publication, read_manifest
 from edgewise.control.registry import TABLES, RegistryStore
+from edgewise.control.rollouts import TABLES as ROLLOUT_TABLES
 from edgewise.control.service import ControlPlane
 from edgewise.control.store import ControlStore
 from edgewise.errors import (
@@ -140,7 +141,7 @@ def test_the_migrated_schema_has_every_registry_column(url: str) -> None:
     eng = engine(url)
     try:
         inspector = sa.inspect(eng)
-        for table in TABLES:
+        for table in (*TABLES, *ROLLOUT_TABLES):
             found = {c["name"] for c in inspector.get_columns(table.name)}
             assert found == {c.name for c in table.columns}, table.name
     finally:

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import sys
 
-from edgewise.cli import audit, build, calibrate, chat, control, doctor, models, scan, serve
+from edgewise.cli import (
+    audit,
+    build,
+    calibrate,
+    chat,
+    control,
+    doctor,
+    models,
+    rollout,
+    scan,
+    serve,
+)
 from edgewise.cli._app import app, console
 from edgewise.errors import EdgewiseError
 
 __all__ = ["app", "audit", "build", "calibrate", "chat", "control", "doctor", "main", "models",
-           "scan", "serve"]
+           "rollout", "scan", "serve"]
 
 
 def main() -> None:

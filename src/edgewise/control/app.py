@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -110,6 +111,18 @@ class TierStat(BaseModel):
     requests: Annotated[int, Field(ge=0)] = 0
 
 
+class ProbeStat(BaseModel):
+    """A canary's probe-set result for a rollout (its quality gate)."""
+
+    model_config = _STRICT
+    rollout: Annotated[int, Field(ge=1, lt=2**31)]
+    version: Annotated[int, Field(ge=1, lt=2**31)]
+    incumbent: Annotated[int, Field(ge=1, lt=2**31)]
+    n: Annotated[int, Field(ge=0, le=100_000)]
+    accuracy: Annotated[float, Field(ge=0, le=1)]
+    incumbent_accuracy: Annotated[float, Field(ge=0, le=1)]
+
+
 class UpdateStat(BaseModel):
     """A node's signed-update state (``fleet.update``)."""
 
@@ -119,6 +132,8 @@ class UpdateStat(BaseModel):
     installed: Annotated[int, Field(ge=0)] | None = None
     state: Literal["idle", "current", "updating", "refused", "unreachable"] = "idle"
     error: Annotated[str, Field(max_length=500)] | None = None
+    target: Annotated[int, Field(ge=0)] | None = None
+    probe: ProbeStat | None = None
 
 
 class HeartbeatBody(BaseModel):
@@ -136,6 +151,8 @@ class HeartbeatBody(BaseModel):
     ttft_p95_ms: Annotated[float, Field(ge=0)] | None = None
     error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     requests: Annotated[int, Field(ge=0)] = 0
+    interval_requests: Annotated[int, Field(ge=0)] = 0
+    decode_tps_p50: Annotated[float, Field(ge=0)] | None = None
     escalations: Annotated[int, Field(ge=0)] = 0
     redactions: Annotated[int, Field(ge=0)] = 0
     energy_j: Annotated[float, Field(ge=0)] | None = None
@@ -205,6 +222,24 @@ class PublishBody(BaseModel):
 class AliasBody(BaseModel):
     model_config = _STRICT
     version: Annotated[int, Field(ge=1, lt=2**31)]
+    why: _Why = ""
+
+
+class RolloutBody(BaseModel):
+    model_config = _STRICT
+    ref: Annotated[str, Field(min_length=3, max_length=200)]  # NAME@VERSION
+    alias: Annotated[str, Field(max_length=63)] = "stable"
+    steps: Annotated[str, Field(max_length=200)] = "1,25,100"
+    gates: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=20)] = []
+    bake_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 600.0
+    nodes: Annotated[str, Field(max_length=2000)] | None = None
+    #: The probe set's JSONL text (its quality gate).
+    probes: Annotated[str, Field(max_length=16 * 2**20)] | None = None
+    step_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 600.0
+
+
+class RolloutActionBody(BaseModel):
+    model_config = _STRICT
     why: _Why = ""
 
 
@@ -279,13 +314,25 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
                 log.error("TUF timestamp refresh failed: %s", exc)
             await asyncio.sleep(600)
 
+    async def tick_rollouts() -> None:
+        # Gates are evaluated every second; a failing one rolls back at once, and the
+        # nodes hear it in their next heartbeat answer.
+        while True:
+            try:
+                await run(cp.rollout_tick)
+            except Exception as exc:  # a store outage: keep ticking
+                log.error("rollout tick failed: %s", exc)
+            await asyncio.sleep(1.0)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         cp.desk.start()  # heartbeats answered from memory, written in batches
         fresh = asyncio.create_task(keep_timestamp_fresh())
+        ticks = asyncio.create_task(tick_rollouts())
         try:
             yield
         finally:
+            ticks.cancel()
             fresh.cancel()
             await asyncio.to_thread(cp.desk.close)
 
@@ -484,6 +531,38 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
                                   alias=body.alias, why=body.why, by=who.subject)
         return {"version": version.to_json(), "alias": move.to_json() if move else None}
 
+    # -- rollouts ----------------------------------------------------------------------------
+    @app.post("/v1/admin/rollouts")
+    async def rollout_start(body: RolloutBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        r = await run(cp.rollout_start, body.ref, by=who.subject, alias=body.alias,
+                      steps=body.steps, gates=body.gates, bake_s=body.bake_s,
+                      selector=body.nodes,
+                      probes=body.probes.encode("utf-8") if body.probes is not None else None,
+                      step_timeout_s=body.step_timeout_s)
+        return r.to_json()
+
+    @app.get("/v1/admin/rollouts")
+    async def rollout_list(request: Request, model: str | None = None) -> dict[str, Any]:
+        await admin(request)
+        return {"rollouts": [r.to_json() for r in await run(cp.rollout_list, name=model)]}
+
+    @app.get("/v1/admin/rollouts/{rid}")
+    async def rollout_get(rid: Annotated[int, PathParam(ge=1, lt=2**31)], request: Request
+                          ) -> dict[str, Any]:
+        await admin(request)
+        return (await run(cp.rollout, rid)).to_json()
+
+    @app.post("/v1/admin/rollouts/{rid}/{action}")
+    async def rollout_action(rid: Annotated[int, PathParam(ge=1, lt=2**31)], action: str,
+                             body: RolloutActionBody, request: Request) -> dict[str, Any]:
+        who = await admin(request)
+        if action not in ("pause", "resume", "abort"):
+            raise InvalidRequestError(f"unknown action {action[:20]!r}: pause, resume or "
+                                      "abort", param="action")
+        return (await run(cp.rollout_action, rid, action, by=who.subject,
+                          why=body.why)).to_json()
+
     # -- the fleet page ---------------------------------------------------------------------
     async def page_admin(request: Request) -> AccessClaims | None:
         token = bearer(request) or request.cookies.get(_COOKIE)
@@ -504,7 +583,9 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         now = datetime.now(UTC)
         recs = await run(cp.nodes)
         rows = [node_row(r, now=now, heartbeat_s=cp.settings.heartbeat_s) for r in recs]
-        return HTMLResponse(page.fleet(rows, now=now, ca_fingerprint=ca_fpr, admin=True))
+        rollouts = [r.to_json() for r in (await run(cp.rollout_list))[:10]]
+        return HTMLResponse(page.fleet(rows, now=now, ca_fingerprint=ca_fpr, admin=True,
+                                       rollouts=rollouts))
 
     @app.get("/nodes/{name}", response_class=HTMLResponse, response_model=None)
     async def node_page(name: str, request: Request) -> Response:

@@ -47,6 +47,10 @@ class AdminClient(Protocol):
     def models(self) -> list[dict[str, Any]]: ...
     def model(self, name: str, ref: str | None) -> dict[str, Any]: ...
     def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]: ...
+    def rollout_start(self, ref: str, **plan: Any) -> dict[str, Any]: ...
+    def rollouts(self, model: str | None) -> list[dict[str, Any]]: ...
+    def rollout(self, rid: int) -> dict[str, Any]: ...
+    def rollout_action(self, rid: int, action: str, why: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -106,6 +110,21 @@ class LocalAdmin:
 
     def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]:
         return self.cp.alias_set(name, version, alias, why=why, by=self.by).to_json()
+
+    def rollout_start(self, ref: str, **plan: Any) -> dict[str, Any]:
+        probes = plan.pop("probes", None)
+        return self.cp.rollout_start(
+            ref, by=self.by, selector=plan.pop("nodes", None),
+            probes=probes.encode("utf-8") if probes is not None else None, **plan).to_json()
+
+    def rollouts(self, model: str | None) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.cp.rollout_list(name=model)]
+
+    def rollout(self, rid: int) -> dict[str, Any]:
+        return self.cp.rollout(rid).to_json()
+
+    def rollout_action(self, rid: int, action: str, why: str) -> dict[str, Any]:
+        return self.cp.rollout_action(rid, action, by=self.by, why=why).to_json()
 
     def close(self) -> None:
         self.cp.close()
@@ -243,6 +262,20 @@ class RemoteAdmin:
     def alias_set(self, name: str, version: int, alias: str, why: str) -> dict[str, Any]:
         return dict(self._call("PUT", f"/v1/admin/registry/models/{_seg(name)}/aliases/"
                                       f"{_seg(alias)}", json={"version": version, "why": why}))
+
+    def rollout_start(self, ref: str, **plan: Any) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/admin/rollouts", json={"ref": ref, **plan}))
+
+    def rollouts(self, model: str | None) -> list[dict[str, Any]]:
+        params = {"model": model} if model else None
+        return list(self._call("GET", "/v1/admin/rollouts", params=params)["rollouts"])
+
+    def rollout(self, rid: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/admin/rollouts/{int(rid)}"))
+
+    def rollout_action(self, rid: int, action: str, why: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/admin/rollouts/{int(rid)}/{_seg(action)}",
+                               json={"why": why}))
 
     def close(self) -> None:
         self.http.close()

@@ -249,10 +249,74 @@ def _v3_registry(conn: Connection) -> None:
                     "version is never changed'); END"))
 
 
+def _v4_rollouts(conn: Connection) -> None:
+    """Rollouts (:mod:`edgewise.control.rollouts`): one row per rollout, with its plan
+    (steps, gates, bake), where it stands (state, step, phase, the nodes running the new
+    version) and a ``revision`` every change bumps (replicas change a rollout only from
+    the revision they read); and every decision as an event, append-only."""
+    md = sa.MetaData()
+    # what the foreign keys refer to (migration 3 created them; not created again here)
+    sa.Table("registry_artifacts", md, sa.Column("name", sa.Text, primary_key=True))
+    sa.Table("registry_versions", md, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("name", sa.Text), sa.Column("version", sa.Integer))
+    rollouts = sa.Table(
+        "rollouts", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.Text, sa.ForeignKey("registry_artifacts.name"), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("incumbent", sa.Integer, nullable=False),
+        sa.Column("alias", sa.Text, nullable=False),
+        sa.Column("plan", JSON_BODY, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("phase", sa.Text, nullable=False),
+        sa.Column("phase_at", UTCDateTime(), nullable=False),
+        sa.Column("eligible", JSON_BODY, nullable=False),
+        sa.Column("assigned", JSON_BODY, nullable=False),
+        sa.Column("gate_values", JSON_BODY, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("revision", sa.Integer, nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.Text, nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("finished_at", UTCDateTime()),
+        sa.ForeignKeyConstraint(["name", "version"],
+                                ["registry_versions.name", "registry_versions.version"],
+                                name="rollouts_version"),
+        sa.CheckConstraint("state IN ('running', 'paused', 'completed', 'rolled_back', "
+                           "'aborted')", name="rollouts_state"),
+        sa.Index("rollouts_by_name", "name", "id"),
+        sqlite_autoincrement=True,
+    )
+    events = sa.Table(
+        "rollout_events", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False,
+                  index=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("by", sa.Text, nullable=False),
+        sa.Column("detail", JSON_BODY, nullable=False),
+        sqlite_autoincrement=True,
+    )
+    md.create_all(conn, tables=[rollouts, events], checkfirst=False)
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(
+            "CREATE TRIGGER rollout_events_append_only BEFORE UPDATE OR DELETE ON "
+            "rollout_events FOR EACH ROW EXECUTE FUNCTION registry_append_only()"))
+    else:
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(sa.text(
+                f"CREATE TRIGGER rollout_events_no_{op.lower()} BEFORE {op} ON "
+                "rollout_events BEGIN SELECT RAISE(ABORT, 'rollout_events is append-only: "
+                "a decision is never changed'); END"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the initial schema", _v1_initial),
     Migration(2, "join tokens grant certificate host names", _v2_token_hosts),
     Migration(3, "the model registry", _v3_registry),
+    Migration(4, "rollouts and their decisions", _v4_rollouts),
 )
 #: The newest schema version this edgewise knows.
 LATEST = MIGRATIONS[-1].version

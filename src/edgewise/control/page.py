@@ -141,12 +141,15 @@ class FleetPage:
         self._css = Markup(css.read_text(encoding="utf-8"))
 
     def fleet(self, rows: Sequence[NodeRow], *, now: datetime, ca_fingerprint: str,
-              admin: bool) -> str:
-        """The fleet table: a header with counts and one row per node."""
+              admin: bool, rollouts: Sequence[dict[str, Any]] = ()) -> str:
+        """The fleet table: a header with counts and one row per node; then the newest
+        rollouts (``Rollout.to_json()``): step, nodes on the new version, gate values,
+        decision."""
         now = _utc(now)
         return self._render("fleet.html", now, refresh=True, admin=admin,
                             ca_fingerprint=ca_fingerprint, summary=summarize(rows),
-                            rows=[_row_view(r, now, _CELL_CHARS) for r in rows])
+                            rows=[_row_view(r, now, _CELL_CHARS) for r in rows],
+                            rollouts=[_rollout_view(r) for r in rollouts])
 
     def node(self, row: NodeRow, *, now: datetime, admin: bool) -> str:
         """One node's detail page: everything in its row, its breakers and audit head."""
@@ -172,6 +175,25 @@ class FleetPage:
 
 
 # -- formatting: NodeRow -> the strings the templates place ----------------------------
+
+def _rollout_view(r: dict[str, Any]) -> SimpleNamespace:
+    gv = r.get("gate_values") or {}
+    gates = []
+    for text, g in (gv.get("gates") or {}).items():
+        verdict = {True: "pass", False: "fail", None: "no data"}.get(g.get("pass"), "no data")
+        value = g.get("value")
+        gates.append(SimpleNamespace(text=_clip(str(text), 40), verdict=verdict,
+                                     value="—" if value is None else f"{float(value):.4g}"))
+    return SimpleNamespace(
+        id=int(r["id"]), ref=_clip(f"{r['model']}@{r['version']}", 80),
+        incumbent=int(r["incumbent"]), alias=_clip(str(r["alias"]), 64),
+        state=str(r["state"]).replace("_", " "), state_class=str(r["state"]),
+        step=f"{r['step']}/{r['steps']} {r['phase']}",
+        nodes=_clip(", ".join(r["assigned"]), _DETAIL_CHARS),
+        n_nodes=len(r["assigned"]), eligible=len(r["eligible"]), gates=gates,
+        reason=_clip(str(r.get("reason") or "—"), _DETAIL_CHARS),
+        started=str(r["created_at"])[:19].replace("T", " "))
+
 
 def _row_view(r: NodeRow, now: datetime, chars: int) -> SimpleNamespace:
     """The row as display strings (a namespace: Jinja reads attributes fastest)."""

@@ -52,11 +52,27 @@ from edgewise.control.registry import (
     check_why,
 )
 from edgewise.control.release import Releases
+from edgewise.control.rollouts import (
+    DEFAULT_GATES,
+    Evidence,
+    Plan,
+    Rollout,
+    RolloutStore,
+    deployed,
+    evaluate,
+    gather,
+    missing,
+    parse_gate,
+    parse_steps,
+    select_nodes,
+)
 from edgewise.control.settings import ControlSettings, load_settings
 from edgewise.control.store import ConfigVersion, ControlStore, NodeRecord
 from edgewise.errors import (
     AuthenticationError,
     ConfigError,
+    ConflictError,
+    DatasetError,
     EdgewiseError,
     ForbiddenError,
     InvalidRequestError,
@@ -208,6 +224,16 @@ class ControlPlane:
                                                        node_audience(self.fleet, "control")])
         self.token_key_pem = self.files.signing_pub.read_text(encoding="ascii")
         self._failures = _FailureWindow(self.settings.join_failures_per_minute)
+        self.rollouts = RolloutStore(self.store)
+        #: What each step's gates have seen so far (per replica; rollouts.py).
+        self._evidence: dict[int, Evidence] = {}
+        #: The incumbent's telemetry at an earlier step, for a step with no incumbent left.
+        self._baselines: dict[int, dict[str, Any]] = {}
+        #: The latest gate values of each active rollout (status between decisions).
+        self.gate_values: dict[int, dict[str, Any]] = {}
+        #: name -> (aliases, active rollout pointer): what heartbeat answers tell nodes.
+        self._pointers: dict[str, tuple[dict[str, int], dict[str, Any] | None]] = {}
+        self._pointer_lock = threading.Lock()
 
     def close(self) -> None:
         self.desk.close()
@@ -361,7 +387,49 @@ class ControlPlane:
         if cfg is not None and cfg.id != applied_config:
             answer["config"] = {"id": cfg.id, "version": cfg.version,
                                 "target": f"{cfg.target_kind}:{cfg.target}", "body": cfg.body}
+        update = body.get("update")
+        if isinstance(update, dict) and isinstance(update.get("model"), str):
+            want = self.desired(peer.node, update["model"], str(update.get("alias")))
+            if want is not None:  # the node checks its signed pointer now if it differs
+                answer["update"] = {"version": want}
         return answer
+
+    def desired(self, node: str, name: str, alias: str) -> int | None:
+        """The version ``node`` should serve of ``name`` under ``alias``, as
+        the signed pointer says; from memory (refreshed by rollout ticks and moves)."""
+        entry = self._pointers.get(name)
+        if entry is None:
+            try:
+                entry = self._refresh_pointer(name)
+            except EdgewiseError:
+                return None
+        aliases, rollout = entry
+        if rollout is not None and rollout["alias"] == alias and node in rollout["nodes"]:
+            return int(rollout["version"])
+        return aliases.get(alias)
+
+    def _refresh_pointer(self, name: str) -> tuple[dict[str, int], dict[str, Any] | None]:
+        try:
+            aliases = self.registry.aliases(name)
+        except UnknownModelError:
+            aliases = {}
+        active = [r for r in self.rollouts.active() if r.name == name]
+        entry = (aliases, self._rollout_pointer(active[0]) if active else None)
+        with self._pointer_lock:
+            if len(self._pointers) > 10_000:
+                self._pointers.clear()
+            self._pointers[name] = entry
+        return entry
+
+    def _rollout_pointer(self, r: Rollout) -> dict[str, Any]:
+        probes = f"{r.name}/rollouts/{r.id}/probes.jsonl" if r.plan.probes else None
+        return r.pointer(probes)
+
+    def _sign_pointer(self, name: str) -> None:
+        """Re-sign ``name``'s alias pointer with its aliases and active rollout."""
+        aliases, rollout = self._refresh_pointer(name)
+        if self.releases is not None:
+            self.releases.aliases_moved(name, aliases, rollout)
 
     def push_config(self, *, target_kind: str, target: str, body: Any, by: str,
                     source: str = "config") -> ConfigVersion:
@@ -465,7 +533,7 @@ class ControlPlane:
         self.record("alias_set", by=by, reason=_move_reason(move))
         if self.releases is not None:
             try:
-                self.releases.aliases_moved(name, self.registry.aliases(name))
+                self._sign_pointer(name)
             except PKIError as exc:
                 raise ForbiddenError(f"{alias} moved in the registry but nodes are not told: "
                                      f"{exc}") from exc
@@ -511,7 +579,9 @@ class ControlPlane:
         if self.releases is None:
             return
         try:
-            paths = self.releases.release(version, self.registry.aliases(version.name))
+            _, rollout = self._refresh_pointer(version.name)
+            paths = self.releases.release(version, self.registry.aliases(version.name),
+                                          rollout)
         except PKIError as exc:
             self.record("release", by=by, outcome="refused:keys_offline",
                         reason=f"{version.ref} registered but not released: {exc}")
@@ -539,6 +609,254 @@ class ControlPlane:
         else:
             code = "missing_file" if isinstance(exc, ModelNotFoundError) else "integrity"
             self.record("registry_publish", by=by, reason=str(exc), outcome=f"refused:{code}")
+
+    # -- rollouts (rollouts.py) --------------------------------------------------------
+    def rollout_start(self, ref: str, *, by: str, alias: str = "stable",
+                      steps: str | Sequence[str] = "1,25,100",
+                      gates: Sequence[str] = (), bake_s: float = 600.0,
+                      selector: str | None = None,
+                      probes: bytes | None = None, step_timeout_s: float = 600.0) -> Rollout:
+        """Plan and start a rollout of ``NAME@VERSION`` (module rollouts.py); its first
+        step's nodes are told through the signed pointer at once."""
+        try:
+            if self.releases is None or not self.releases.passphrase:
+                raise ForbiddenError("a rollout re-signs the alias pointer at every step: the "
+                                     "control plane needs its TUF repository and "
+                                     "$EDGEWISE_CA_PASSPHRASE")
+            name, number = parse_ref(ref)
+            check_alias(alias)
+            version = self.registry.resolve(name, number)
+            aliases = self.registry.aliases(name)
+            if alias not in aliases:
+                raise InvalidRequestError(
+                    f"{name} has no alias {alias}: the rollout replaces what it names (the "
+                    f"incumbent); set it first with `edgewise control alias set "
+                    f"{name}@VERSION {alias}`", param="alias")
+            incumbent = aliases[alias]
+            if incumbent == version.version:
+                raise InvalidRequestError(f"{alias} already names {version.ref}: nothing to "
+                                          "roll out", param="version")
+            if not 0 <= bake_s <= 7 * 86400 or not 1 <= step_timeout_s <= 86400:
+                raise InvalidRequestError("--bake must be 0 s to 7 days and --step-timeout "
+                                          "1 s to a day", param="bake_s")
+            gate_list = [parse_gate(g) for g in (list(gates) or list(DEFAULT_GATES))]
+            probes_sha = None
+            probes_n = 0
+            if probes is not None:
+                probes_n = _check_probes(probes)
+                probes_sha = self._store_blob(probes)
+                if not any(g.metric == "accuracy_drop" for g in gate_list):
+                    gate_list.append(parse_gate("accuracy_drop<=0.02"))
+            elif any(g.metric == "accuracy_drop" for g in gate_list):
+                raise InvalidRequestError("the accuracy_drop gate needs a probe set: "
+                                          "--probes FILE.jsonl", param="probes")
+            plan = Plan(steps=parse_steps(steps), gates=gate_list, bake_s=float(bake_s),
+                        selector=selector, probes=probes_sha, probes_n=probes_n,
+                        step_timeout_s=float(step_timeout_s))
+            eligible = select_nodes(self.nodes(), name=name, alias=alias, selector=selector)
+            if not eligible:
+                raise InvalidRequestError(
+                    f"no node follows {name} under alias {alias}"
+                    + (f" and matches --nodes {selector}" if selector else "")
+                    + ": a node says what it follows in its heartbeats (fleet.update in its "
+                      "config)", param="nodes")
+            r = self.rollouts.create(name=name, version=version.version, incumbent=incumbent,
+                                     alias=alias, plan=plan, eligible=eligible, by=by,
+                                     now=datetime.now(UTC))
+        except RequestError as exc:
+            self.refused("rollout_start", exc, by=by)
+            raise
+        except DatasetError as exc:
+            err = InvalidRequestError(f"--probes: {exc}", param="probes")
+            self.refused("rollout_start", err, by=by)
+            raise err from exc
+        if probes is not None:
+            self.releases.add_probes(name, r.id, r.version, probes)
+        self._sign_pointer(name)
+        self.record("rollout_start", by=by,
+                    reason=f"rollout {r.id}: {r.ref} replacing v{incumbent} under {alias}, "
+                           f"steps {','.join(s.text for s in plan.steps)}, gates "
+                           f"{' '.join(g.text for g in plan.gates)}, bake {bake_s:g} s; "
+                           f"step 1 on {', '.join(r.assigned)}")
+        log.info("rollout %d of %s started: step 1 of %d on %s", r.id, r.ref,
+                 len(plan.steps), ", ".join(r.assigned))
+        return r
+
+    def rollout(self, rid: int) -> Rollout:
+        r = self.rollouts.get(rid, events=True)
+        if r is None:
+            raise UnknownModelError(f"no rollout {rid}", param="rollout")
+        if r.active and rid in self.gate_values:
+            r = _with_values(r, self.gate_values[rid])
+        return r
+
+    def rollout_list(self, *, name: str | None = None) -> list[Rollout]:
+        return [_with_values(r, self.gate_values[r.id])
+                if r.active and r.id in self.gate_values else r
+                for r in self.rollouts.list(name=name)]
+
+    def rollout_action(self, rid: int, action: str, *, by: str, why: str = "") -> Rollout:
+        """``pause``, ``resume`` or ``abort`` rollout ``rid``."""
+        check_why(why)
+        r = self.rollout(rid)
+        now = datetime.now(UTC)
+        try:
+            if not r.active:
+                raise ConflictError(f"rollout {rid} is {r.state.replace('_', ' ')}: only an "
+                                    "active rollout can be paused, resumed or aborted")
+            if action == "pause":
+                if r.state == "paused":
+                    return r
+                got = self.rollouts.change(r, now=now, by=by, kind="pause",
+                                           detail={"why": why}, state="paused")
+            elif action == "resume":
+                if r.state == "running":
+                    return r
+                # the bake starts over: what was seen while paused is not a clean bake
+                got = self.rollouts.change(r, now=now, by=by, kind="resume",
+                                           detail={"why": why}, state="running",
+                                           phase_at=now)
+            elif action == "abort":
+                got = self._roll_back(r, now=now, by=by, state="aborted",
+                                      reason=f"aborted by {by}" + (f": {why}" if why else ""),
+                                      values=r.gate_values)
+            else:
+                raise InvalidRequestError(f"unknown action {action!r}: pause, resume or abort")
+            if got is None:
+                raise ConflictError(f"rollout {rid} changed meanwhile (another replica "
+                                    "decided); look at its status and retry")
+        except RequestError as exc:
+            self.refused(f"rollout_{action}", exc, by=by)
+            raise
+        self.record(f"rollout_{action}", by=by,
+                    reason=f"rollout {rid} ({r.ref}) {action}" + (f": {why}" if why else ""))
+        return self.rollout(rid)
+
+    def rollout_tick(self, now: datetime | None = None) -> list[Rollout]:
+        """Move every active rollout on: deploy, bake, gates, the next step, completion or
+        rollback (rollouts.py). Called every second by ``control serve``; returns the
+        rollouts it changed."""
+        active = self.rollouts.active()
+        live = {r.id for r in active}
+        for gone in [k for k in self._evidence if k not in live]:
+            self._evidence.pop(gone, None)
+            self._baselines.pop(gone, None)
+            self.gate_values.pop(gone, None)
+        if not active:
+            return []
+        now = now or datetime.now(UTC)
+        nodes = {n.name: n for n in self.nodes()}
+        changed = []
+        for r in active:
+            try:
+                got = self._tick(r, nodes, now)
+            except EdgewiseError as exc:  # the store or the keys: try again next tick
+                log.error("rollout %d: %s", r.id, exc)
+                continue
+            if got is not None:
+                changed.append(got)
+            self._refresh_pointer(r.name)
+        return changed
+
+    def _tick(self, r: Rollout, nodes: dict[str, NodeRecord], now: datetime) -> Rollout | None:
+        step = r.step + 1
+        elapsed = (now - r.phase_at).total_seconds()
+        if r.phase == "deploying":
+            done, refused = deployed(r, nodes)
+            if refused:
+                return self._roll_back(r, now=now, reason=f"step {step}: {refused[0]}")
+            if set(done) >= set(r.assigned):
+                return self.rollouts.change(
+                    r, now=now, by="control", kind="deployed",
+                    detail={"step": step, "nodes": r.assigned,
+                            "took_s": round(elapsed, 3)}, phase="baking", phase_at=now)
+            if elapsed > r.plan.step_timeout_s:
+                late = sorted(set(r.assigned) - set(done))
+                return self._roll_back(
+                    r, now=now, reason=f"step {step}: {', '.join(late[:5])} did not serve "
+                                       f"v{r.version} within {r.plan.step_timeout_s:g} s")
+            return None
+        key = (r.id, r.step, r.phase_at.isoformat())
+        ev = self._evidence.get(r.id)
+        if ev is None or ev.key != key:
+            ev = self._evidence[r.id] = Evidence(key=key)
+        gather(ev, r, nodes)
+        values, failed = evaluate(r, ev, self._baselines.get(r.id))
+        values["elapsed_s"] = round(elapsed, 3)
+        self.gate_values[r.id] = values
+        if failed is not None:
+            return self._roll_back(r, now=now, reason=f"step {step}: {failed}", values=values)
+        if r.state != "running":
+            return None
+        need = missing(r, ev)
+        if elapsed < r.plan.bake_s:
+            return None
+        if need:
+            if elapsed > r.plan.bake_s + r.plan.step_timeout_s:
+                return self._roll_back(r, now=now, values=values,
+                                       reason=f"step {step}: no {need[0]} within "
+                                              f"{r.plan.step_timeout_s:g} s of the bake")
+            return None
+        if values["incumbent"].get("requests"):
+            self._baselines[r.id] = values["incumbent"]
+        if r.step + 1 < len(r.plan.steps):
+            nxt = r.plan.steps[r.step + 1]
+            assigned = r.eligible[:nxt.nodes(len(r.eligible))]
+            got = self.rollouts.change(
+                r, now=now, by="control", kind="step",
+                detail={"passed": step, "gates": values, "nodes": assigned},
+                step=r.step + 1, assigned=assigned, phase="deploying", phase_at=now,
+                gate_values=values)
+            if got is not None:
+                self._sign_pointer(r.name)
+                log.info("rollout %d of %s: step %d passed; step %d on %d node(s)", r.id,
+                         r.ref, step, step + 1, len(assigned))
+            return got
+        got = self.rollouts.change(r, now=now, by="control", kind="complete",
+                                   detail={"gates": values}, state="completed", phase="done",
+                                   gate_values=values, finished_at=now,
+                                   reason=f"every step passed; {r.alias} now names v{r.version}")
+        if got is not None:
+            self.registry.set_alias(r.name, r.alias, r.version, by=f"rollout/{r.id}",
+                                    why=f"rollout {r.id} passed every step", now=now)
+            self._sign_pointer(r.name)
+            self.record("rollout_complete", by="control",
+                        reason=f"rollout {r.id}: {r.ref} passed {len(r.plan.steps)} step(s); "
+                               f"{r.alias} moved v{r.incumbent} -> v{r.version}")
+            log.info("rollout %d of %s completed: %s now names v%d", r.id, r.ref, r.alias,
+                     r.version)
+        return got
+
+    def _roll_back(self, r: Rollout, *, now: datetime, reason: str, by: str = "control",
+                   state: str = "rolled_back", values: dict[str, Any] | None = None
+                   ) -> Rollout | None:
+        """Every node of ``r`` back to the incumbent: the pointer is re-signed without
+        the rollout; nodes hear it in their next heartbeat answer."""
+        got = self.rollouts.change(r, now=now, by=by, kind="rollback" if state == "rolled_back"
+                                   else state, detail={"reason": reason, "gates": values or {},
+                                                       "nodes": r.assigned},
+                                   state=state, phase="done", reason=reason[:2000],
+                                   gate_values=values or r.gate_values, finished_at=now)
+        if got is None:
+            return None
+        self._sign_pointer(r.name)
+        self.record("rollout_rollback", by=by, outcome="refused:gate"
+                    if state == "rolled_back" else "answered",
+                    reason=f"rollout {r.id} ({r.ref}) {state.replace('_', ' ')} on "
+                           f"{', '.join(r.assigned)}: {reason}")
+        log.warning("rollout %d of %s %s: %s; nodes %s return to v%d", r.id, r.ref,
+                    state.replace("_", " "), reason, ", ".join(r.assigned), r.incumbent)
+        return got
+
+    def _store_blob(self, data: bytes) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.blobs.has(digest):
+            with self.blobs.writer() as w:
+                w.write(data)
+                w.commit(digest)
+        return digest
 
     # -- access tokens -------------------------------------------------------------------
     def issue_access_token(self, *, subject: str, scopes: list[str], ttl: timedelta,
@@ -574,6 +892,29 @@ class ControlPlane:
     def node(self, name: str) -> NodeRecord | None:
         self.desk.flush()
         return self.store.node(name)
+
+
+def _check_probes(data: bytes) -> int:
+    """How many examples a probe set holds (``DatasetError`` naming the line otherwise)."""
+    import tempfile
+
+    from edgewise.supply.probe import load_probe_set
+
+    if len(data) > 16 * 2**20:
+        raise DatasetError(f"the probe set is {len(data)} bytes; at most 16 MiB")
+    with tempfile.TemporaryDirectory(prefix="edgewise-probes-") as tmp:
+        path = Path(tmp) / "probes.jsonl"
+        path.write_bytes(data)
+        try:
+            return len(load_probe_set(path))
+        except DatasetError as exc:  # name the upload, not the temporary copy
+            raise DatasetError(str(exc).replace(str(path), "the probe set")) from None
+
+
+def _with_values(r: Rollout, values: dict[str, Any]) -> Rollout:
+    import dataclasses
+
+    return dataclasses.replace(r, gate_values=values)
 
 
 def _move_reason(move: AliasMove) -> str:
