@@ -10,9 +10,11 @@ against it; ``NodeServer`` serves a fake-engine node that joined (HTTPS when
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,26 @@ def control_dir(path: Path, *, fleet: str = "acme", heartbeat_s: float = 1.0,
     save_settings(path, ControlSettings(fleet=fleet, heartbeat_s=heartbeat_s,
                                         database_url=database_url, **settings))
     return ca.root_fingerprint
+
+
+def releasing_control(tmp_path: Path, monkeypatch: Any) -> Iterator[ControlServer]:
+    """A running control plane that releases to nodes (for a fixture: ``yield from``)."""
+    d = tmp_path / "ctl"
+    releasing_control_dir(d, monkeypatch)
+    with ControlServer(d) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def registered_engine(name: str, factory: Any) -> Iterator[None]:
+    """Engine ``name`` registered for the duration (a test's own fake engine)."""
+    from edgewise.engines.registry import ENGINES, register_engine
+
+    register_engine(name, factory)
+    try:
+        yield
+    finally:
+        ENGINES.unregister(name)
 
 
 def releasing_control_dir(path: Path, monkeypatch: Any, **settings: Any) -> str:

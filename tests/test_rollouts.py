@@ -28,9 +28,14 @@ from edgewise.control.rollouts import (
 )
 from edgewise.engines.base import Step as TokenStep
 from edgewise.engines.fake import FakeEngine
-from edgewise.engines.registry import ENGINES, register_engine
 from edgewise.errors import ConflictError, InvalidRequestError
-from fleet_harness import ControlServer, NodeServer, join_node, releasing_control_dir
+from fleet_harness import (
+    ControlServer,
+    NodeServer,
+    join_node,
+    registered_engine,
+    releasing_control,
+)
 from test_registry import artifact
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -60,19 +65,13 @@ def _probefake(ec: Any, resolve: Any) -> FakeEngine:
 
 @pytest.fixture(autouse=True)
 def _engine() -> Iterator[None]:
-    register_engine("probefake", _probefake)
-    try:
+    with registered_engine("probefake", _probefake):
         yield
-    finally:
-        ENGINES.unregister("probefake")
 
 
 @pytest.fixture
 def cs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlServer]:
-    d = tmp_path / "ctl"
-    releasing_control_dir(d, monkeypatch)
-    with ControlServer(d) as c:
-        yield c
+    yield from releasing_control(tmp_path, monkeypatch)
 
 
 def _node(cs: ControlServer, tmp: Path, name: str) -> NodeServer:

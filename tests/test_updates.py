@@ -14,8 +14,13 @@ import httpx
 import pytest
 
 from edgewise.engines.fake import FakeEngine
-from edgewise.engines.registry import ENGINES, register_engine
-from fleet_harness import ControlServer, NodeServer, join_node, releasing_control_dir
+from fleet_harness import (
+    ControlServer,
+    NodeServer,
+    join_node,
+    registered_engine,
+    releasing_control,
+)
 from test_registry import artifact
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -29,19 +34,13 @@ def _filefake(ec: Any, resolve: Any) -> FakeEngine:
 
 @pytest.fixture(autouse=True)
 def _filefake_engine() -> Iterator[None]:
-    register_engine("filefake", _filefake)
-    try:
+    with registered_engine("filefake", _filefake):
         yield
-    finally:
-        ENGINES.unregister("filefake")
 
 
 @pytest.fixture
 def cs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlServer]:
-    d = tmp_path / "ctl"
-    releasing_control_dir(d, monkeypatch)
-    with ControlServer(d) as c:
-        yield c
+    yield from releasing_control(tmp_path, monkeypatch)
 
 
 def _node(cs: ControlServer, tmp: Path) -> NodeServer:

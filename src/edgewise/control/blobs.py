@@ -138,6 +138,15 @@ class BlobStore:
     def writer(self) -> BlobWriter:
         return BlobWriter(self)
 
+    def put(self, data: bytes) -> str:
+        """Store small ``data`` (a signature, a pointer, a probe set); its sha256."""
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            with self.writer() as w:
+                w.write(data)
+                w.commit(digest)
+        return digest
+
     def read_bytes(self, sha256: str, *, limit: int) -> bytes:
         """A small blob's bytes (a manifest); ``InvalidRequestError`` over ``limit``."""
         size = self.size(sha256)

@@ -120,14 +120,7 @@ class Releases:
         return (f"{name}/{ALIASES}", self._store(data), {"model": name, "aliases": True})
 
     def _store(self, data: bytes) -> Path:
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-        if not self.blobs.has(digest):
-            with self.blobs.writer() as w:
-                w.write(data)
-                w.commit(digest)
-        return self.blobs.path(digest)
+        return self.blobs.path(self.blobs.put(data))
 
     def target_file(self, path: str) -> Path | None:
         """The blob behind a consistent-snapshot target URL path

@@ -644,7 +644,7 @@ class ControlPlane:
             probes_n = 0
             if probes is not None:
                 probes_n = _check_probes(probes)
-                probes_sha = self._store_blob(probes)
+                probes_sha = self.blobs.put(probes)
                 if not any(g.metric == "accuracy_drop" for g in gate_list):
                     gate_list.append(parse_gate("accuracy_drop<=0.02"))
             elif any(g.metric == "accuracy_drop" for g in gate_list):
@@ -847,16 +847,6 @@ class ControlPlane:
         log.warning("rollout %d of %s %s: %s; nodes %s return to v%d", r.id, r.ref,
                     state.replace("_", " "), reason, ", ".join(r.assigned), r.incumbent)
         return got
-
-    def _store_blob(self, data: bytes) -> str:
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-        if not self.blobs.has(digest):
-            with self.blobs.writer() as w:
-                w.write(data)
-                w.commit(digest)
-        return digest
 
     # -- access tokens -------------------------------------------------------------------
     def issue_access_token(self, *, subject: str, scopes: list[str], ttl: timedelta,
