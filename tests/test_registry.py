@@ -207,6 +207,29 @@ def test_a_version_is_never_changed_not_even_by_hand(url: str, reg: RegistryStor
     assert reg.aliases("gemma") == {"stable": 1}
 
 
+def test_rollout_decisions_are_append_only_in_the_database(url: str, reg: RegistryStore,
+                                                           tmp_path: Path) -> None:
+    from edgewise.control.rollouts import Plan, RolloutStore, parse_gate, parse_steps
+
+    for i in range(2):
+        reg.publish(publication(tmp_path, seed=str(i)), name="gemma", kind="variant",
+                    by="ops", now=at(i), alias="stable" if i == 0 else None)
+    rollouts = RolloutStore(reg._store)
+    plan = Plan(steps=parse_steps("100"), gates=[parse_gate("error_rate<=0.05")], bake_s=1)
+    r = rollouts.create(name="gemma", version=2, incumbent=1, alias="stable", plan=plan,
+                        eligible=["edge-1"], by="ops", now=at(5))
+    assert r.assigned == ["edge-1"] and r.state == "running"
+    eng = engine(url)
+    try:
+        for sql in ("UPDATE rollout_events SET kind = 'complete'", "DELETE FROM rollout_events"):
+            with pytest.raises(sa.exc.DBAPIError, match="decision is never changed"), \
+                    eng.begin() as conn:
+                conn.execute(sa.text(sql))
+    finally:
+        eng.dispose()
+    assert [e.kind for e in rollouts.get(r.id, events=True).events] == ["start"]
+
+
 def test_aliases_move_and_every_move_is_kept(reg: RegistryStore, tmp_path: Path) -> None:
     for i in range(3):
         reg.publish(publication(tmp_path, seed=str(i)), name="gemma", kind="variant",

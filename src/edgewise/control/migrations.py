@@ -302,8 +302,12 @@ def _v4_rollouts(conn: Connection) -> None:
     md.create_all(conn, tables=[rollouts, events], checkfirst=False)
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(
+            "CREATE FUNCTION rollout_events_append_only() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION USING MESSAGE = 'rollout_events is append-only: a "
+            "decision is never changed'; END $$"))
+        conn.execute(sa.text(
             "CREATE TRIGGER rollout_events_append_only BEFORE UPDATE OR DELETE ON "
-            "rollout_events FOR EACH ROW EXECUTE FUNCTION registry_append_only()"))
+            "rollout_events FOR EACH ROW EXECUTE FUNCTION rollout_events_append_only()"))
     else:
         for op in ("UPDATE", "DELETE"):
             conn.execute(sa.text(
