@@ -56,7 +56,7 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -555,6 +555,3 @@ def deployed(r: Rollout, nodes: dict[str, NodeRecord]) -> tuple[list[str], list[
             refused.append(f"{name}: {u.get('error') or 'refused'}")
     return done, refused
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -408,13 +408,17 @@ class ControlPlane:
             return int(rollout["version"])
         return aliases.get(alias)
 
-    def _refresh_pointer(self, name: str) -> tuple[dict[str, int], dict[str, Any] | None]:
+    def _refresh_pointer(self, name: str, active: Sequence[Rollout] | None = None
+                         ) -> tuple[dict[str, int], dict[str, Any] | None]:
+        """Re-read ``name``'s aliases and active rollout (``active``: the active rollouts
+        the caller just read) into the heartbeat answers' cache."""
         try:
             aliases = self.registry.aliases(name)
         except UnknownModelError:
             aliases = {}
-        active = [r for r in self.rollouts.active() if r.name == name]
-        entry = (aliases, self._rollout_pointer(active[0]) if active else None)
+        mine = [r for r in (self.rollouts.active() if active is None else active)
+                if r.name == name]
+        entry = (aliases, self._rollout_pointer(mine[0]) if mine else None)
         with self._pointer_lock:
             if len(self._pointers) > 10_000:
                 self._pointers.clear()
@@ -579,9 +583,8 @@ class ControlPlane:
         if self.releases is None:
             return
         try:
-            _, rollout = self._refresh_pointer(version.name)
-            paths = self.releases.release(version, self.registry.aliases(version.name),
-                                          rollout)
+            aliases, rollout = self._refresh_pointer(version.name)
+            paths = self.releases.release(version, aliases, rollout)
         except PKIError as exc:
             self.record("release", by=by, outcome="refused:keys_offline",
                         reason=f"{version.ref} registered but not released: {exc}")
@@ -754,8 +757,9 @@ class ControlPlane:
                 log.error("rollout %d: %s", r.id, exc)
                 continue
             if got is not None:
-                changed.append(got)
-            self._refresh_pointer(r.name)
+                changed.append(got)  # _sign_pointer refreshed its cache entry
+            else:
+                self._refresh_pointer(r.name, active)
         return changed
 
     def _tick(self, r: Rollout, nodes: dict[str, NodeRecord], now: datetime) -> Rollout | None:

@@ -231,7 +231,7 @@ class ModelFollower:
             if ptr.probes and ptr.rollout is not None and (
                     self.status.probe is None
                     or self.status.probe.get("rollout") != ptr.rollout):
-                await self._probe(up, ptr)
+                await self._probe(up, listed, ptr)
         except (UpdateRefused, SignatureRefused) as exc:
             attack = getattr(exc, "attack", "signature")
             unreachable = attack in ("download", "slow_retrieval")
@@ -279,10 +279,10 @@ class ModelFollower:
         if self.audit is not None:
             await self.audit("answered", f"installed {self.model}@{version} ({why})")
 
-    async def _probe(self, up: ModelUpdates, ptr: Pointer) -> None:
+    async def _probe(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+                     ptr: Pointer) -> None:
         assert ptr.probes is not None and ptr.incumbent is not None
         probes = await asyncio.to_thread(self._fetch_probes, up, ptr.probes, ptr.version)
-        listed = await asyncio.to_thread(up.available)
         old = await asyncio.to_thread(self._obtain, up, listed, ptr.incumbent)
         new = self.root / str(ptr.version)
         result = await self.installer.probe(probes, new, old)
