@@ -120,7 +120,9 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
 
     @app.get("/readyz", responses={503: {"description": "not ready (loading, draining…)"}})
     async def readyz() -> JSONResponse:
-        """Readiness: the model is loaded and requests will be answered."""
+        """Readiness: the model is loaded and requests will be answered. ``split``: the
+        A/B split in force (labels of versions a and b, b's share of requesters), or
+        null."""
         if node.draining:
             reason = "the node is shutting down"
         elif not node.ready:
@@ -130,17 +132,18 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
         elif router.audit_error is not None:
             reason = f"the audit log cannot be written: {router.audit_error}"
         else:
-            info = node.info
-            return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx})
+            info, split = node.info, node.split_state
+            return JSONResponse({"status": "ready", "model": info.model, "n_ctx": info.n_ctx,
+                                 "split": split.as_dict() if split is not None else None})
         return JSONResponse({"status": "not_ready", "reason": public_message(reason)},
                             status_code=503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        """Prometheus metrics of this node."""
-        if node.admission is not None:
-            node.metrics.queue_depth.set(node.admission.waiting)
-            node.metrics.active.set(node.admission.active)
+        """Prometheus metrics of this node (``edgewise_ab_split`` while an A/B split is on)."""
+        if node.servings:  # both versions' queues during an A/B split
+            node.metrics.queue_depth.set(sum(s.admission.waiting for s in node.servings))
+            node.metrics.active.set(sum(s.admission.active for s in node.servings))
         for tier, endpoints in app.state.router.fleet.endpoints.items():
             for e in endpoints:
                 node.metrics.breaker_open.labels(tier, e.label).set(

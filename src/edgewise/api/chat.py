@@ -134,7 +134,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     check_size([m.text() for m in body.messages], len(body.messages), node, rt,
                param="messages")
     req = chat_request(body, max_tokens_of(body, node, rt))
-    ctx = context(request, rt, logprobs=bool(body.logprobs))
+    ctx = context(request, rt, logprobs=bool(body.logprobs), user=body.user)
     cid, created = f"chatcmpl-{ctx.request_id}", int(time.time())
     try:
         if body.stream:

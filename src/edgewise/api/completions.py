@@ -5,7 +5,9 @@ engine continues it. The prompt is **tokenized as plain text** — ``<|im_start|
 is the characters, never a control token; send token ids (``prompt: [1, 2, 3]``) to use
 control tokens. Like a chat request it is screened by the privacy guard when this
 node's own tier is cleared below ``phi`` (and refused with 403 when it holds more than
-that), counted, and audited (route ``completions``).
+that), counted, and audited (route ``completions``). During an A/B split the version
+is picked by the requester, else the ``user`` field, else the prompt
+(:func:`edgewise.node.split_key`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from edgewise.errors import (
     RequestError,
     UnavailableError,
 )
-from edgewise.node import Node, Serving
+from edgewise.node import Node, Serving, split_key
 from edgewise.routing.service import RequestContext, Router
 from edgewise.tiers.local import LocalRun, admitted, precheck_queue
 from edgewise.wire import SSE_DONE, legacy_logprobs, sse, sse_error, usage
@@ -79,8 +81,11 @@ async def prompt_length(request: Request) -> None:
     if isinstance(prompt[0], str):
         raise InvalidRequestError(_ONE_PROMPT, param="prompt")
     node: Node = request.app.state.node
-    if node.ready and len(prompt) >= node.info.n_ctx:
-        raise _too_long(node.info.n_ctx, len(prompt))
+    # the largest window of the versions served (an A/B split: the request's own
+    # version is checked once picked)
+    n_ctx = max((s.info.n_ctx for s in node.servings), default=0)
+    if node.ready and len(prompt) >= n_ctx:
+        raise _too_long(n_ctx, len(prompt))
 
 
 def _prompt(node: Serving, body: CompletionRequest) -> tuple[list[int], str]:
@@ -102,9 +107,18 @@ def _prompt(node: Serving, body: CompletionRequest) -> tuple[list[int], str]:
     return node.engine.tokenize(text), text
 
 
-def _sampling(node: Node, body: CompletionRequest, prompt_len: int,
+def _split_key(ctx: RequestContext, body: CompletionRequest) -> str:
+    """The A/B split key: who asks, else ``user``, else the prompt (text or ids)."""
+    p = body.prompt
+    text = p if isinstance(p, str) else str(p[0]) if p and isinstance(p[0], str) \
+        else ",".join(map(str, p))
+    return split_key(requester=ctx.requester, user=body.user,
+                     messages=(Message("user", text),))
+
+
+def _sampling(node: Node, serving: Serving, body: CompletionRequest, prompt_len: int,
               max_tokens: int | None) -> SamplingParams:
-    n_ctx = node.info.n_ctx
+    n_ctx = serving.info.n_ctx
     if prompt_len >= n_ctx:
         raise _too_long(n_ctx, prompt_len)
     d = node.config.sampling
@@ -141,13 +155,16 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         check_size([str(p) for p in body.prompt], 1, node, rt, param="prompt")
     max_tokens = max_tokens_of(body, node, rt)
     ctx = context(request, rt)
-    precheck_queue(node)  # 503 while loading or after a failed load, before tokenizing
-    serving = node.current()  # one engine for the whole request, even across a swap
+    key = _split_key(ctx, body)
+    # before tokenizing: 503 while loading or after a failed load, 429 when the queue of
+    # the request's version is full
+    precheck_queue(node, node.current(key) if node.ready else None)
+    serving = node.current(key)  # one engine for the whole request, even across a swap
     prompt, text = await asyncio.to_thread(_prompt, serving, body)
     if not prompt:
         raise InvalidRequestError("prompt is empty", param="prompt")
     await _screen(rt, node, text, ctx)
-    params = _sampling(node, body, len(prompt), max_tokens)
+    params = _sampling(node, serving, body, len(prompt), max_tokens)
     run = LocalRun(node, serving, prompt, params, id=ctx.request_id)
     cid, created = f"cmpl-{run.id}", int(time.time())
     echo_text = text if body.echo else ""
@@ -161,7 +178,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
                         reason=f"{node.tier}: this node's engine", tier=node.tier)
 
     if body.stream:
-        precheck_queue(node)
+        precheck_queue(node, serving)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _stream(request, run, cid, created, echo_text, want, include_usage, audit),
@@ -174,12 +191,16 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             if want and body.echo:
                 leading = await _prompt_logprobs(serving, prompt)
             chunks = run.chunks()
+            failed = False
             try:
                 return leading, [c async for c in chunks]
+            except EngineError:
+                failed = True
+                raise
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()  # type: ignore[attr-defined]
-                run.record()
+                run.record(failed=failed)
 
     try:
         leading, chunks = await until_disconnect(request, answer())
@@ -241,15 +262,19 @@ async def _stream(request: Request, run: LocalRun, cid: str, created: int, echo_
             if echo_text:
                 yield frame(echo_text, None, None)
             chunks = run.chunks()
+            failed = False
             try:
                 # At the drain timeout: an error event, not a "stop" that looks complete.
                 async for c in cut_when_draining(run.node, chunks):
                     yield frame(c.text, c.tokens, None)
                     offset += len(c.text)
+            except EngineError:
+                failed = True
+                raise
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()  # type: ignore[attr-defined]
-                run.record()
+                run.record(failed=failed)
         assert run.generation is not None
         yield frame("", None, _finish(run.generation.outcome.finish_reason))
         if include_usage:

@@ -318,8 +318,10 @@ def _header_bool(request: Request, name: str) -> bool:
                               param=name)
 
 
-def context(request: Request, router: Router, *, logprobs: bool = False) -> RequestContext:
-    """Who asks (the API key's identity) and the steering headers."""
+def context(request: Request, router: Router, *, logprobs: bool = False,
+            user: str | None = None) -> RequestContext:
+    """Who asks (the API key's identity; ``user``: the body's OpenAI ``user`` field) and
+    the steering headers."""
     ident = identity_of(request.scope)
     header = request.headers.get("x-edgewise-sensitivity")
     if header is not None and header not in LEVEL_NAMES:
@@ -332,4 +334,4 @@ def context(request: Request, router: Router, *, logprobs: bool = False) -> Requ
         max_latency_ms=_header_float(request, "x-edgewise-max-latency-ms", minimum=1),
         max_cost=_header_float(request, "x-edgewise-max-cost", minimum=0),
         min_tier=request.headers.get("x-edgewise-min-tier"),
-        is_async=_header_bool(request, "x-edgewise-async"), logprobs=logprobs)
+        is_async=_header_bool(request, "x-edgewise-async"), logprobs=logprobs, user=user)

@@ -50,6 +50,10 @@ Behaviour, as documented in the README:
   logprobs dropped (they describe the redacted text). If the redacted text still does
   not fit the clearance, that tier is skipped. A tier in ``allow`` mode gets the request
   as is, and ``Routed.allowed`` records it for the audit log.
+- **A/B split.** Handling a request sets :data:`edgewise.node.request_split_key` from
+  who asks (``RequestContext.requester``, else its OpenAI ``user``, else its messages:
+  :func:`edgewise.node.split_key`), for the rest of the task that handles it, so the
+  local tier serves a requester from the same version of an A/B split every time.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ from edgewise.errors import (
 )
 from edgewise.jobs import Job, JobStore
 from edgewise.levels import Level
+from edgewise.node import request_split_key, split_key
 from edgewise.privacy.enforce import DetectorLike, RequestGuard, segments_of
 from edgewise.routing.confidence import ScorerOptions, build_scorer
 from edgewise.routing.policy import EXPECTED_COMPLETION, Decision, RouteRequest, route
@@ -104,6 +109,9 @@ class RequestContext:
     is_async: bool = False
     #: The client asked for logprobs (they are kept with a queued job's answer).
     logprobs: bool = False
+    #: The request's OpenAI ``user`` field (an A/B split key when the requester is not
+    #: known; never recorded).
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,6 +334,10 @@ class Router:
                                  Decision] | Queued:
         """Screen, decide and walk the plan; refusals and failures are audited here, a
         request no eligible tier can take is queued when it asked to be."""
+        # Not reset: it lasts as long as the task handling this request (a stream's
+        # deltas are drawn later, in that task or one it starts).
+        request_split_key.set(split_key(requester=ctx.requester, user=ctx.user,
+                                        messages=req.messages))
         guard, decision, queued = await self._plan(req, ctx)
         if queued is not None:
             return queued
@@ -475,6 +487,8 @@ class Router:
                 req = request_from_payload(job.payload["request"])
                 steering = dict(job.payload.get("steering") or {})
                 declared = Level.parse(steering.pop("declared", None) or "public")
+                request_split_key.set(split_key(requester=_requester(job),
+                                                messages=req.messages))
                 guard = await self._screen(req, declared)
                 decision = self.decide(req, sensitivity=guard.level, declared=declared,
                                        prompt_tokens=int(steering.pop("prompt_tokens", 0)),

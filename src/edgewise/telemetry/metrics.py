@@ -1,8 +1,16 @@
 """Prometheus metrics of one node, in a registry of its own (so several apps can live in
 one process, as they do in tests).
 
-Label values are never taken from request content: ``model`` is the served model's
-catalogue id, ``endpoint`` the route template, ``error_type`` an exception class name.
+Label values are never taken from request content: ``model`` is the served version's
+label (``Serving.label``: a config or registry name, by default the model's catalogue
+id), ``endpoint`` the route template, ``error_type`` an exception class name.
+
+Per-version metrics (for comparing the two versions of an A/B split under the same
+traffic): the token, TTFT and decode-speed metrics are labelled by ``model``, and
+``edgewise_model_answers_total{model,outcome}`` counts the local engine's answers by
+version and outcome — ``ok`` (ran to a stop or its length), ``error`` (the engine
+failed), ``cancelled`` (the client went away) — so each version has an error rate.
+``edgewise_ab_split{a,b}`` is b's share while a split is on (no series otherwise).
 """
 
 from __future__ import annotations
@@ -59,6 +67,16 @@ class NodeMetrics:
         self.model_loaded = Gauge(
             "edgewise_model_loaded", "1 when the engine is loaded and ready", ["model"],
             registry=r,
+        )
+        self.model_answers = Counter(
+            "edgewise_model_answers_total",
+            "Generations of the local engine, by version label and outcome (ok|error|"
+            "cancelled)", ["model", "outcome"], registry=r,
+        )
+        self.ab_split = Gauge(
+            "edgewise_ab_split",
+            "Share of requesters served by version b while an A/B split is on",
+            ["a", "b"], registry=r,
         )
 
         # Routing (tier labels come from config, never from requests).

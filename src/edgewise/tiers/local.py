@@ -1,6 +1,11 @@
 """A tier endpoint served by this node's own engine: admission (queue / 429), the
 engine thread, per-request metrics. Every chat request a node answers locally comes
-through here; ``/v1/completions`` uses :class:`LocalRun` directly."""
+through here; ``/v1/completions`` uses :class:`LocalRun` directly.
+
+During an A/B split (:meth:`Node.split`) a request is served by the version its split
+key picks: :data:`~edgewise.node.request_split_key`, which the router sets from who
+asks, or — for a request that did not come through the router — the key of its
+messages. Every metric of a run is labelled with its version's label."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import anyio
 from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message
 from edgewise.engines import Chunk, Generation, SamplingParams
 from edgewise.errors import ContextLengthError, EngineError, UnavailableError
-from edgewise.node import Node, Serving
+from edgewise.node import Node, Serving, request_split_key, split_key
 from edgewise.serving import RunStats, stream_generation
 from edgewise.tiers.base import EndpointError
 from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
@@ -43,6 +48,7 @@ class LocalRun:
 
     @property
     def model(self) -> str:
+        """The served model's id (what the answer's ``model`` field says)."""
         return self.serving.info.model
 
     def chunks(self) -> AsyncIterator[Chunk]:
@@ -50,12 +56,16 @@ class LocalRun:
         self.generation = Generation(s.engine, self.prompt, self.params, n_ctx=s.info.n_ctx)
         return stream_generation(self.generation, s.executor, self.stats)
 
-    def record(self) -> None:
-        """Token and latency metrics (labels: served model id and tier only)."""
+    def record(self, *, failed: bool = False) -> None:
+        """Token and latency metrics (labels: the version's label and tier only) and the
+        answer's outcome by version (``failed``: the engine raised)."""
         if self.generation is None:
             return
         out = self.generation.outcome
-        m, labels = self.node.metrics, (self.model, self.node.tier)
+        m, labels = self.node.metrics, (self.serving.label, self.node.tier)
+        outcome = "error" if failed else "cancelled" if out.finish_reason == "cancelled" \
+            else "ok"
+        m.model_answers.labels(self.serving.label, outcome).inc()
         m.prompt_tokens.labels(*labels).inc(out.prompt_tokens)
         m.completion_tokens.labels(*labels).inc(out.completion_tokens)
         if self.stats.ttft_s is not None:
@@ -83,11 +93,13 @@ async def admitted(node: Node, stack: AsyncExitStack, serving: Serving) -> None:
     stack.callback(lambda: node.metrics.active.set(admission.active))
 
 
-def precheck_queue(node: Node) -> None:
-    """Refuse with 429 / 503 *before* a stream's 200 headers go out."""
-    if node.admission is None:
+def precheck_queue(node: Node, serving: Serving | None = None) -> None:
+    """Refuse with 429 / 503 *before* a stream's 200 headers go out (``serving``: the
+    version the request will use; default the node's primary one)."""
+    admission = serving.admission if serving is not None else node.admission
+    if admission is None:
         raise UnavailableError(node.load_error or "the model is still loading", retry_after=2)
-    node.admission.check()
+    admission.check()
 
 
 class LocalEndpoint:
@@ -106,7 +118,8 @@ class LocalEndpoint:
 
     @property
     def models(self) -> tuple[str, ...]:
-        return (self.node.model_id,) if self.node.ready else ()
+        """The model ids served (both versions' during an A/B split)."""
+        return tuple(dict.fromkeys(s.info.model for s in self.node.servings))
 
     @property
     def tools(self) -> bool:
@@ -125,13 +138,25 @@ class LocalEndpoint:
         return "its model is still loading; check GET /readyz"
 
     def n_ctx(self) -> int:
-        return self.node.info.n_ctx
+        """The context window of the version the routed request will use (the router
+        asks while deciding, with its split key set); without a key, the smaller of
+        the versions'."""
+        key = request_split_key.get()
+        if key is not None or len(self.node.servings) < 2:
+            return self.node.current(key).info.n_ctx
+        return min(s.info.n_ctx for s in self.node.servings)
+
+    def serving_for(self, req: ChatRequest) -> Serving:
+        """The version that serves ``req``: by the router's split key, else its
+        messages' (so one conversation stays on one version)."""
+        key = request_split_key.get()
+        return self.node.current(key if key is not None else split_key(messages=req.messages))
 
     async def prompt(self, req: ChatRequest, serving: Serving | None = None) -> list[int]:
         """The request's messages rendered and tokenized by ``serving``'s engine (default:
         the current one), off the event loop (a long conversation takes a while to
         render); cached for the request's later steps."""
-        s = serving or self.node.current()
+        s = serving or self.serving_for(req)
         key = (id(s), req.messages)
         ids = self._prompts.get(key)
         if ids is None:
@@ -145,7 +170,7 @@ class LocalEndpoint:
 
     async def _run(self, req: ChatRequest) -> LocalRun:
         node = self.node
-        serving = node.current()
+        serving = self.serving_for(req)
         prompt = await self.prompt(req, serving)
         n_ctx = serving.info.n_ctx
         if len(prompt) >= n_ctx:
@@ -213,16 +238,18 @@ class LocalEndpoint:
                 raise EndpointError(f"tier {self.tier!r} (local) {exc.message}",
                                     cause=exc) from exc
             chunks = run.chunks()
+            failed = False
             try:
                 async for chunk in chunks:
                     yield Delta(chunk.text, tuple(logprob_items(chunk.tokens)))
             except EngineError as exc:
+                failed = True
                 raise EndpointError(f"tier {self.tier!r} (local) engine failed: {exc}",
                                     cause=exc) from exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()  # type: ignore[attr-defined]
-                run.record()
+                run.record(failed=failed)
 
     async def probe(self) -> None:
         if not self.ready():
