@@ -6,6 +6,7 @@ every node. Plus the plan's parsing and the gates' arithmetic."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from fleet_harness import (
     registered_engine,
     releasing_control,
 )
+from test_control_admin import remote, run_cli
 from test_registry import artifact
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -59,8 +61,10 @@ class ProbeFake(FakeEngine):
 
 def _probefake(ec: Any, resolve: Any) -> FakeEngine:
     path = Path(resolve().path)
-    prefer = " no" if b"bad" in path.read_bytes() else " yes"
-    return ProbeFake(prefer=prefer, n_ctx=ec.n_ctx, model="release-" + path.parts[-4])
+    weights = path.read_bytes()
+    prefer = " no" if b"bad" in weights else " yes"
+    return ProbeFake(prefer=prefer, n_ctx=ec.n_ctx, model="release-" + path.parts[-4],
+                     fail_after=1 if b"fails" in weights else None)
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +171,82 @@ def test_a_bad_version_is_rolled_back_at_the_first_step_and_a_good_one_completes
         assert [r.id for r in cp.rollout_list(name="gemma")] == [r3.id, r.id]
 
 
+def _traffic(nodes: Sequence[NodeServer], users: int) -> dict[str, int]:
+    """One chat request per user per node; how many each served model answered (and
+    how many failed: ``"failed"``)."""
+    got: dict[str, int] = {}
+    for n in nodes:
+        for i in range(users):
+            r = httpx.post(f"{n.url}/v1/chat/completions",
+                           json={**CHAT, "user": f"user-{i}"}, timeout=30)
+            key = str(r.json()["model"]) if r.status_code == 200 else "failed"
+            got[key] = got.get(key, 0) + 1
+    return got
+
+
+def test_an_ab_rollout_compares_both_versions_on_the_same_nodes(
+        cs: ControlServer, tmp_path: Path) -> None:
+    """--split: the canary serves the new version beside the incumbent to a share of
+    its requesters; the gates read each version's own telemetry from that node; a
+    version whose answers fail is taken back (the split ends on the incumbent), a good
+    one completes and then serves alone."""
+    cp = cs.cp
+    cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
+                        alias="stable")
+    with _node(cs, tmp_path, "edge-a") as a, _node(cs, tmp_path, "edge-b") as b:
+        for n in (a, b):
+            _wait(f"{n.name} on v1", lambda n=n: _reports(cs, n.name).get("installed") == 1)
+        cp.registry_publish(artifact(tmp_path / "b2", "gemma", seed="fails"), name="gemma",
+                            by="ops")
+        r = cp.rollout_start("gemma@2", by="ops", steps="1,100", bake_s=30.0, split=50)
+        assert r.plan.split == 0.5 and r.pointer(None)["split"] == 0.5
+        canary = a if r.assigned == ["edge-a"] else b
+        other = b if canary is a else a
+        _wait("the canary's split", lambda: _reports(cs, canary.name).get("split")
+              == {"version": 2, "share": 0.5})
+        assert _reports(cs, canary.name)["installed"] == 1  # still serving v1 beside
+        ready = httpx.get(f"{canary.url}/readyz").json()
+        assert ready["split"] == {"a": "gemma@1", "b": "gemma@2", "share": 0.5}
+        served: dict[str, int] = {}
+        for i in range(400):  # users until the gate fires (each on its own side)
+            got = _traffic([canary], 1 + i % 20)
+            served = {k: served.get(k, 0) + v for k, v in got.items()}
+            if cp.rollout(r.id).state != "running":
+                break
+        assert served.get("failed", 0) >= 1 and served.get("release-1", 0) >= 1
+        done = _wait("the rollback", lambda: (x := cp.rollout(r.id)).state != "running"
+                     and x.phase == "done" and x)
+        assert done.state == "rolled_back" and "error_rate<=0.05 failed" in done.reason
+        values = done.gate_values
+        assert values["new"]["requests"] >= 1 and values["new"]["error_rate"] == 1.0
+        assert values["incumbent"]["requests"] >= 1  # the canary's own v1 answers
+        assert values["incumbent"]["error_rate"] == 0.0
+        _wait("the split ended", lambda: not _reports(cs, canary.name).get("split"))
+        assert httpx.get(f"{canary.url}/readyz").json()["split"] is None
+        assert _traffic([canary], 10) == {"release-1": 10}
+        assert not (other.member.state.dir / "models" / "gemma" / "2").exists()
+        html = FleetPage(fleet="acme").fleet([], now=datetime.now(UTC), ca_fingerprint="x",
+                                             admin=True, rollouts=[done.to_json()])
+        assert "1/2 done, A/B 50%" in html
+
+        # a good version: split on each step's nodes, then alone everywhere
+        cp.registry_publish(artifact(tmp_path / "b3", "gemma", seed="3"), name="gemma",
+                            by="ops")
+        r3 = cp.rollout_start("gemma@3", by="ops", steps="1,100", bake_s=1.0, split=25)
+        _wait("the canary's split", lambda: _reports(cs, r3.assigned[0]).get("split"))
+        done = _wait("the rollout to complete",
+                     lambda: (x := cp.rollout(r3.id)).state == "completed" and x, 90)
+        assert [e.kind for e in done.events] == ["start", "deployed", "step", "deployed",
+                                                 "complete"]
+        for n in (a, b):
+            _wait(f"{n.name} on v3 alone",
+                  lambda n=n: (u := _reports(cs, n.name)).get("installed") == 3
+                  and not u.get("split"))
+            assert _traffic([n], 8) == {"release-3": 8}
+            by_model = (cs.cp.node(n.name).heartbeat or {})["by_model"]  # type: ignore[union-attr]
+            assert "gemma@3" in by_model
+
+
 def test_pause_holds_a_rollout_and_abort_takes_it_back(cs: ControlServer,
                                                        tmp_path: Path) -> None:
     cp = cs.cp
@@ -189,6 +269,28 @@ def test_pause_holds_a_rollout_and_abort_takes_it_back(cs: ControlServer,
             cp.rollout_action(r.id, "resume", by="ops")
         kinds = [e.kind for e in cp.rollout(r.id).events]
         assert kinds[0] == "start" and kinds[-3:] == ["pause", "resume", "aborted"]
+
+        # the same through the admin CLI, remotely, as an A/B rollout
+        ctl = remote(cs, cs.access_token("admin"))
+        out = run_cli("control", "rollout", "start", "gemma@2", "--steps", "100",
+                      "--bake", "3600", "--split", "20", *ctl)
+        assert out.exit_code == 0, out.output
+        assert "replacing v1 (stable)" in out.output
+        assert "A/B: 20% of each node" in out.output
+        rid = int(re.search(r"rollout (\d+):", out.output).group(1))  # type: ignore[union-attr]
+        _wait("the split", lambda: _reports(cs, a.name).get("split")
+              == {"version": 2, "share": 0.2})
+        _wait("the bake", lambda: cp.rollout(rid).phase == "baking")
+        out = run_cli("control", "rollout", "status", str(rid), "--json", *ctl)
+        assert out.exit_code == 0, out.output
+        got = json.loads(out.stdout)
+        assert got["plan"]["split"] == 0.2 and got["phase"] == "baking"
+        out = run_cli("control", "rollout", "abort", str(rid), "--why", "enough", *ctl)
+        assert out.exit_code == 0, out.output
+        _wait("the split ended", lambda: not _reports(cs, a.name).get("split"))
+        assert _served(a) == "release-1"
+        out = run_cli("control", "rollout", "start", "gemma@2", "--split", "100", *ctl)
+        assert out.exit_code != 0 and "--split 100: the percentage" in out.output
 
 
 def test_a_rollout_needs_a_node_an_incumbent_and_a_valid_probe_set(

@@ -159,9 +159,13 @@ class Serving:
 
 
 class Node:
-    def __init__(self, config: EdgewiseConfig, engine: Engine) -> None:
+    def __init__(self, config: EdgewiseConfig, engine: Engine, *,
+                 label: str | None = None) -> None:
+        """``label``: the version label ``engine`` is reported under (default: its
+        model id), e.g. the registry's ``NAME@VERSION`` of an installed release."""
         self.config = config
         self._engine = engine  # loaded by start(); then the current Serving's
+        self._label = label  # what start()'s Serving is reported as (default: model id)
         self.metrics = NodeMetrics()
         #: The engine requests are served by now (``None`` until loaded); during an A/B
         #: split, version "a".
@@ -296,7 +300,7 @@ class Node:
     async def start(self) -> None:
         """Create the worker threads and load the engine (in a thread)."""
         try:
-            serving = await self._load(self._engine)
+            serving = await self._load(self._engine, self._label)
         except EdgewiseError as exc:
             self.load_error = f"model failed to load: {exc}"
             log.error("%s", self.load_error)

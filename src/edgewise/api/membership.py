@@ -44,7 +44,7 @@ log = logging.getLogger("edgewise.fleet")
 def heartbeat_report(node: Node, router_of: Callable[[], Router]) -> Callable[[], dict[str, Any]]:
     """The heartbeat fields of this node (see :class:`~edgewise.fleet.agent.NodeAgent`)."""
     stats = HeartbeatStats(node.metrics, energy_per_token_j={
-        t.name: t.energy_per_token_j for t in node.config.ladder()})
+        t.name: t.energy_per_token_j for t in node.config.ladder()}, by_model=True)
 
     def report() -> dict[str, Any]:
         router = router_of()
@@ -85,11 +85,15 @@ def model_follower(node: Node, member: FleetMember, router_of: Callable[[], Rout
 
 
 class NodeInstaller:
-    """:class:`~edgewise.fleet.updates.Installer` for this node's engine."""
+    """:class:`~edgewise.fleet.updates.Installer` for this node's engine. A release
+    serves under the version label ``NAME@VERSION`` (metrics, heartbeats ``by_model``)."""
 
     def __init__(self, node: Node, model: str) -> None:
         self.node = node
         self.model = model
+
+    def label(self, version: int | str) -> str:
+        return f"{self.model}@{version}"
 
     def _engine(self, folder: Path) -> Engine:
         ec = dataclasses.replace(engine_config(self.node.config), model="auto",
@@ -97,22 +101,36 @@ class NodeInstaller:
         return engine_factory(ec.kind)(ec, lambda: resolve_engine_model(ec))
 
     async def serve(self, folder: Path, version: int) -> None:
-        await self.node.swap(self._engine(folder))
+        await self.node.swap(self._engine(folder), label=self.label(version))
+
+    async def split(self, folder: Path, version: int, share: float) -> None:
+        label = self.label(version)
+        b = self.node.serving_b
+        if b is not None and b.label == label:
+            self.node.set_split_share(share)
+            return
+        await self.node.split(self._engine(folder), share=share, label=label)
+
+    async def unsplit(self, keep_new: bool) -> None:
+        await self.node.unsplit("b" if keep_new else "a")
 
     async def probe(self, probes: Path, new: Path, old: Path) -> dict[str, Any]:
-        """Score the probe set on both versions: the new one on the engine serving it
-        (its worker thread: no second copy in memory), the incumbent loaded for the
-        probe from its kept folder and freed after."""
+        """Score the probe set on both versions: each on the engine serving it, if it
+        serves (its worker thread: no second copy in memory; during an A/B split both
+        do), else loaded for the probe from its kept folder and freed after."""
         examples = await asyncio.to_thread(load_probe_set, probes)
-        serving = self.node.current()
-        loop = asyncio.get_running_loop()
-        new_score = await loop.run_in_executor(serving.executor, probe_accuracy,
-                                               serving.engine, examples)
+        new_score = await self._score(new, examples)
         old_score = await self._score(old, examples)
         return {"n": new_score.n, "accuracy": new_score.accuracy,
                 "incumbent_accuracy": old_score.accuracy}
 
     async def _score(self, folder: Path, examples: list[Example]) -> ProbeScore:
+        serving = next((s for s in self.node.servings if s.label == self.label(folder.name)),
+                       None)
+        if serving is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(serving.executor, probe_accuracy,
+                                              serving.engine, examples)
         engine = self._engine(folder)
 
         def run() -> ProbeScore:

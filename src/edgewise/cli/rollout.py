@@ -59,6 +59,10 @@ def start(
              "version and the incumbent (the quality gate).")] = None,
     step_timeout: Annotated[float, typer.Option(
         help="Seconds a step may take to deploy (else it rolls back).", min=1)] = 600.0,
+    split: Annotated[float | None, typer.Option(
+        help="A/B: each step's nodes serve the new version beside the incumbent to this "
+             "percentage of their requesters (by a hash of who asks), and the gates "
+             "compare the two under the same traffic.")] = None,
     directory: _DIR = None, url: _URL = None, token: _TOKEN = None, ca: _CA = None,
     ca_sha256: _PIN = None, database_url: _DB = None, as_json: _JSON = False,
 ) -> None:
@@ -73,7 +77,8 @@ def start(
             fail(ConfigError(f"--probes {probes}: cannot read it: {exc}"))
     plan: dict[str, Any] = {"alias": alias, "nodes": nodes, "steps": steps,
                             "gates": list(gate or []), "bake_s": bake,
-                            "probes": text, "step_timeout_s": step_timeout}
+                            "probes": text, "step_timeout_s": step_timeout,
+                            "split": split}
     r = _admin_call(lambda a: a.rollout_start(ref, **plan), directory, url, token, ca,
                     ca_sha256, database_url)
     if as_json:
@@ -82,7 +87,9 @@ def start(
     console.print(f"rollout [bold]{r['id']}[/]: {r['model']}@{r['version']} replacing "
                   f"v{r['incumbent']} ({r['alias']}) in {r['steps']} step(s) "
                   f"{' → '.join(r['plan']['steps'])}; step 1 on {', '.join(r['assigned'])}; "
-                  f"gates {' '.join(r['plan']['gates'])}", highlight=False)
+                  f"gates {' '.join(r['plan']['gates'])}"
+                  + (f"; A/B: {r['plan']['split'] * 100:g}% of each node's requesters"
+                     if r["plan"].get("split") else ""), highlight=False)
 
 
 @rollout_app.command("list")

@@ -42,19 +42,21 @@ def serve(
             if not cfg.tiers:
                 node_over["tier"] = member.membership.tier
         engine_over: dict[str, Any] = {"model": model} if model else {}
+        label = None
         if member is not None and cfg.fleet.update.model and not model:
             from edgewise.fleet.updates import installed_release
 
             release = installed_release(member.state, cfg.fleet.update.model)
             if release is not None:  # serve the last installed update, not the config's
                 engine_over = {"model": "auto", "artifacts": str(release)}
+                label = f"{cfg.fleet.update.model}@{release.name}"
         cfg = cfg.replace(node=node_over, engine=engine_over)
         if cfg.serving.tls.enabled and member is None:
             raise ConfigError("serving.tls needs a joined node: run `edgewise join` first "
                               f"(no fleet membership in {cfg.fleet.state_dir})")
         with console.status(f"checking model {cfg.engine.model}…"):
             engine = build_engine(cfg)
-        node = Node(cfg, engine)
+        node = Node(cfg, engine, label=label)
         # builds the fleet: checks tier URLs, API-key variables and fleet peers
         asgi = create_app(node, member=member)
     except EdgewiseError as exc:

@@ -123,6 +123,27 @@ class ProbeStat(BaseModel):
     incumbent_accuracy: Annotated[float, Field(ge=0, le=1)]
 
 
+class SplitStat(BaseModel):
+    """The version a node serves beside ``installed`` in an A/B rollout, and its share."""
+
+    model_config = _STRICT
+    version: Annotated[int, Field(ge=1, lt=2**31)]
+    share: Annotated[float, Field(ge=0, le=1)]
+
+
+class ModelStat(BaseModel):
+    """One served version's telemetry (:mod:`edgewise.fleet.stats`, ``by_model``)."""
+
+    model_config = _STRICT
+    requests: Annotated[int, Field(ge=0)] = 0
+    errors: Annotated[int, Field(ge=0)] = 0
+    interval_requests: Annotated[int, Field(ge=0)] = 0
+    error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    tokens_per_s: Annotated[float, Field(ge=0)] | None = None
+    ttft_p95_ms: Annotated[float, Field(ge=0)] | None = None
+    decode_tps_p50: Annotated[float, Field(ge=0)] | None = None
+
+
 class UpdateStat(BaseModel):
     """A node's signed-update state (``fleet.update``)."""
 
@@ -134,6 +155,7 @@ class UpdateStat(BaseModel):
     error: Annotated[str, Field(max_length=500)] | None = None
     target: Annotated[int, Field(ge=0)] | None = None
     probe: ProbeStat | None = None
+    split: SplitStat | None = None
 
 
 class HeartbeatBody(BaseModel):
@@ -160,6 +182,9 @@ class HeartbeatBody(BaseModel):
     applied_config: Annotated[int, Field(ge=0)] | None = None
     config_error: Annotated[str, Field(max_length=2000)] | None = None
     update: UpdateStat | None = None
+    #: Per version label (A/B: both versions a node serves, and one just replaced).
+    by_model: Annotated[dict[_Label, ModelStat], Field(max_length=8)] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _printable(self) -> HeartbeatBody:
@@ -236,6 +261,9 @@ class RolloutBody(BaseModel):
     #: The probe set's JSONL text (its quality gate).
     probes: Annotated[str, Field(max_length=16 * 2**20)] | None = None
     step_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 600.0
+    #: A/B: the percentage of each step node's requesters on the new version (checked,
+    #: with its own message, by ``rollouts.parse_split``).
+    split: float | None = None
 
 
 class RolloutActionBody(BaseModel):
@@ -285,6 +313,9 @@ def _update_text(u: Any) -> str | None:
     if not isinstance(u, dict):
         return None
     at = f"{u.get('model')}@{u.get('installed')}" if u.get("installed") else str(u.get("model"))
+    split = u.get("split")
+    if isinstance(split, dict):  # A/B: the version served beside, and its share
+        at += f" + v{split.get('version')} for {float(split.get('share') or 0):.0%}"
     text = f"{at} ({u.get('alias')}), {u.get('state')}"
     return f"{text}: {u['error']}" if u.get("error") else text
 
@@ -539,7 +570,7 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
                       steps=body.steps, gates=body.gates, bake_s=body.bake_s,
                       selector=body.nodes,
                       probes=body.probes.encode("utf-8") if body.probes is not None else None,
-                      step_timeout_s=body.step_timeout_s)
+                      step_timeout_s=body.step_timeout_s, split=body.split)
         return r.to_json()
 
     @app.get("/v1/admin/rollouts")

@@ -188,7 +188,9 @@ def _rollout_view(r: dict[str, Any]) -> SimpleNamespace:
         id=int(r["id"]), ref=_clip(f"{r['model']}@{r['version']}", 80),
         incumbent=int(r["incumbent"]), alias=_clip(str(r["alias"]), 64),
         state=str(r["state"]).replace("_", " "), state_class=str(r["state"]),
-        step=f"{r['step']}/{r['steps']} {r['phase']}",
+        step=f"{r['step']}/{r['steps']} {r['phase']}"
+             + (f", A/B {float(split) * 100:g}%" if (split := (r.get("plan") or {})
+                                                     .get("split")) else ""),
         nodes=_clip(", ".join(r["assigned"]), _DETAIL_CHARS),
         n_nodes=len(r["assigned"]), eligible=len(r["eligible"]), gates=gates,
         reason=_clip(str(r.get("reason") or "—"), _DETAIL_CHARS),

@@ -27,12 +27,19 @@ every tick (each second) on the heartbeats that arrived since the bake began:
 
 The incumbent's telemetry is the same model's other nodes over the same time (at the
 last step, when no node is left on the incumbent, its values from the step before). A
-gate without data yet (no
-traffic) neither passes nor fails; the quality gate is required when ``--probes`` is
-given: every canary node scores the probe set on both versions
-(:mod:`edgewise.supply.probe`) and reports it. A step passes when the bake time is over
+gate without data yet (no traffic) neither passes nor fails; the quality gate is
+required when ``--probes`` is given: every canary node scores the probe set on both
+versions (:mod:`edgewise.supply.probe`) and reports it. A step passes when the bake time is over
 and no gate failed; the last step moves the alias to the new version and the rollout is
 ``completed``.
+
+**A/B** (``--split 10``): each node of a step serves the new version *beside* the
+incumbent, to that percentage of its requesters (a stable hash of who asks:
+:meth:`edgewise.node.Node.split`), so both versions answer the same traffic on the same
+machine; the gates compare the two versions' own telemetry on the step's nodes
+(heartbeats carry it ``by_model``, per version label ``NAME@VERSION``). A step is
+deployed when its nodes report the split. Completion moves the alias and every node
+serves the new version alone; a rollback ends the split on the incumbent.
 
 **Rollback.** A failing gate (or a node that refuses the version, or a step that does
 not deploy within ``--step-timeout``) re-signs the pointer without the rollout: every
@@ -67,7 +74,8 @@ from edgewise.control.store import ControlStore, NodeRecord
 from edgewise.errors import ConflictError, InvalidRequestError, UnknownModelError
 
 __all__ = ["GATE_METRICS", "TABLES", "Gate", "Plan", "Rollout", "RolloutEvent",
-           "RolloutStore", "Step", "evaluate", "parse_gate", "parse_steps", "select_nodes"]
+           "RolloutStore", "Step", "evaluate", "label", "parse_gate", "parse_split",
+           "parse_steps", "select_nodes"]
 
 State = Literal["running", "paused", "completed", "rolled_back", "aborted"]
 ACTIVE: tuple[State, ...] = ("running", "paused")
@@ -210,12 +218,15 @@ class Plan:
     probes: str | None = None  # the probe set's sha256 (a blob; a TUF target per rollout)
     probes_n: int = 0
     step_timeout_s: float = 600.0
+    #: A/B: the share of requesters a step's nodes send to the new version, beside the
+    #: incumbent (``None``: the nodes serve the new version alone).
+    split: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"steps": [s.text for s in self.steps], "gates": [g.text for g in self.gates],
                 "bake_s": self.bake_s, "selector": self.selector,
                 "probes": self.probes, "probes_n": self.probes_n,
-                "step_timeout_s": self.step_timeout_s}
+                "step_timeout_s": self.step_timeout_s, "split": self.split}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
@@ -223,7 +234,19 @@ class Plan:
                    bake_s=float(d["bake_s"]), selector=d.get("selector"),
                    probes=d.get("probes"),
                    probes_n=int(d.get("probes_n") or 0),
-                   step_timeout_s=float(d.get("step_timeout_s") or 600))
+                   step_timeout_s=float(d.get("step_timeout_s") or 600),
+                   split=None if d.get("split") is None else float(d["split"]))
+
+
+def parse_split(percent: float | None) -> float | None:
+    """``--split 10`` (percent of requesters on the new version) as a share, or None."""
+    if percent is None:
+        return None
+    if not math.isfinite(percent) or not 0 < percent < 100:
+        raise InvalidRequestError(
+            f"--split {percent:g}: the percentage of requesters the new version serves "
+            "beside the incumbent, above 0 and below 100 (e.g. --split 10)", param="split")
+    return percent / 100
 
 
 def select_nodes(nodes: Sequence[NodeRecord], *, name: str, alias: str,
@@ -308,7 +331,7 @@ class Rollout:
         """The ``rollout`` entry of the signed alias pointer nodes read."""
         return {"id": self.id, "alias": self.alias, "version": self.version,
                 "incumbent": self.incumbent, "nodes": sorted(self.assigned),
-                "probes": probes_target}
+                "probes": probes_target, "split": self.plan.split}
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "model": self.name, "version": self.version,
@@ -466,9 +489,17 @@ class Evidence:
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def label(name: str, version: int) -> str:
+    """The version label a node reports a release's telemetry under (``by_model``)."""
+    return f"{name}@{version}"
+
+
 def gather(ev: Evidence, r: Rollout, nodes: dict[str, NodeRecord]) -> None:
-    """Add the heartbeats that arrived since the last tick to ``ev``."""
+    """Add the heartbeats that arrived since the last tick to ``ev``: the new version's
+    from the step's nodes, the incumbent's from the others — or, for an A/B rollout,
+    both from the step's nodes (their ``by_model`` sections)."""
     assigned = set(r.assigned)
+    new_label, old_label = label(r.name, r.version), label(r.name, r.incumbent)
     for name in r.eligible:
         rec = nodes.get(name)
         if rec is None or rec.last_seen is None or rec.last_seen <= r.phase_at:
@@ -483,6 +514,16 @@ def gather(ev: Evidence, r: Rollout, nodes: dict[str, NodeRecord]) -> None:
         if name in assigned and isinstance(probe, dict) and probe.get("rollout") == r.id \
                 and probe.get("version") == r.version:
             ev.probes[name] = probe
+        if r.plan.split is not None:
+            split = u.get("split") or {}
+            by_model = hb.get("by_model") or {}
+            if name in assigned and split.get("version") == r.version \
+                    and u.get("installed") == r.incumbent:
+                for side, lab in ((ev.new, new_label), (ev.incumbent, old_label)):
+                    stat = by_model.get(lab)
+                    if isinstance(stat, dict):
+                        side.add(stat, int(stat.get("interval_requests") or 0))
+            continue
         if name in assigned and u.get("installed") == r.version:
             ev.new.add(hb, int(hb.get("interval_requests") or 0))
         elif name not in assigned and u.get("installed") == r.incumbent:
@@ -541,15 +582,23 @@ def missing(r: Rollout, ev: Evidence) -> list[str]:
 
 
 def deployed(r: Rollout, nodes: dict[str, NodeRecord]) -> tuple[list[str], list[str]]:
-    """The assigned nodes that serve the version (reported after the phase began), and
-    the ones whose update was refused (with why)."""
+    """The assigned nodes that serve the version (reported after the phase began; for
+    an A/B rollout: beside the incumbent, at the planned share), and the ones whose
+    update was refused (with why)."""
     done, refused = [], []
     for name in r.assigned:
         rec = nodes.get(name)
         if rec is None or rec.last_seen is None or rec.last_seen < r.phase_at:
             continue
         u = (rec.heartbeat or {}).get("update") or {}
-        if u.get("installed") == r.version:
+        split = u.get("split") or {}
+        if r.plan.split is not None:
+            if split.get("version") == r.version and u.get("installed") == r.incumbent:
+                done.append(name)
+            elif u.get("state") == "refused" and u.get("target") == r.version:
+                refused.append(f"{name}: {u.get('error') or 'refused'}")
+            continue
+        if u.get("installed") == r.version and not split:
             done.append(name)
         elif u.get("state") == "refused" and u.get("target") == r.version:
             refused.append(f"{name}: {u.get('error') or 'refused'}")

@@ -63,6 +63,7 @@ from edgewise.control.rollouts import (
     gather,
     missing,
     parse_gate,
+    parse_split,
     parse_steps,
     select_nodes,
 )
@@ -618,9 +619,11 @@ class ControlPlane:
                       steps: str | Sequence[str] = "1,25,100",
                       gates: Sequence[str] = (), bake_s: float = 600.0,
                       selector: str | None = None,
-                      probes: bytes | None = None, step_timeout_s: float = 600.0) -> Rollout:
+                      probes: bytes | None = None, step_timeout_s: float = 600.0,
+                      split: float | None = None) -> Rollout:
         """Plan and start a rollout of ``NAME@VERSION`` (module rollouts.py); its first
-        step's nodes are told through the signed pointer at once."""
+        step's nodes are told through the signed pointer at once. ``split``: an A/B
+        rollout, this percentage of each step node's requesters on the new version."""
         try:
             if self.releases is None or not self.releases.passphrase:
                 raise ForbiddenError("a rollout re-signs the alias pointer at every step: the "
@@ -655,7 +658,7 @@ class ControlPlane:
                                           "--probes FILE.jsonl", param="probes")
             plan = Plan(steps=parse_steps(steps), gates=gate_list, bake_s=float(bake_s),
                         selector=selector, probes=probes_sha, probes_n=probes_n,
-                        step_timeout_s=float(step_timeout_s))
+                        step_timeout_s=float(step_timeout_s), split=parse_split(split))
             eligible = select_nodes(self.nodes(), name=name, alias=alias, selector=selector)
             if not eligible:
                 raise InvalidRequestError(
@@ -678,7 +681,8 @@ class ControlPlane:
         self._sign_pointer(name)
         self.record("rollout_start", by=by,
                     reason=f"rollout {r.id}: {r.ref} replacing v{incumbent} under {alias}, "
-                           f"steps {','.join(s.text for s in plan.steps)}, gates "
+                           + (f"A/B {split:g}% of requesters, " if split is not None else "")
+                           + f"steps {','.join(s.text for s in plan.steps)}, gates "
                            f"{' '.join(g.text for g in plan.gates)}, bake {bake_s:g} s; "
                            f"step 1 on {', '.join(r.assigned)}")
         log.info("rollout %d of %s started: step 1 of %d on %s", r.id, r.ref,

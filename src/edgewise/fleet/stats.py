@@ -132,6 +132,10 @@ class HeartbeatStats:
         return out
 
 
+#: The most versions one heartbeat's ``by_model`` lists.
+MAX_MODELS = 8
+
+
 @dataclass
 class _Model:
     """One version label's cumulative readings: generations, engine failures,
@@ -166,10 +170,13 @@ def _model_section(models: dict[str, _Model], loaded: set[str],
     before: dict[str, _Model] = last["models"] if last is not None else {}
     dt = now - last["t"] if last is not None else 0.0
     out = {}
-    for label in sorted(loaded | set(models)):
+    # the loaded ones first; at most MAX_MODELS (the heartbeat body's bound)
+    for label in sorted(loaded) + sorted(set(models) - loaded):
         m, prev = models.get(label, _Model()), before.get(label)
         if label in loaded or m.requests != (prev.requests if prev is not None else 0.0):
             out[label] = _model_stats(m, prev, dt)
+        if len(out) == MAX_MODELS:
+            break
     return out
 
 

@@ -18,7 +18,10 @@ when the heartbeat answer names a version other than the one served):
    staging folder, and the whole folder is checked against the release's model-signing
    signature with the fleet's release key (provenance), then renamed into place (atomic);
 3. the app serves it (:class:`Installer`: a hot swap), and only then is it recorded as
-   current. Versions beyond ``keep`` are removed, never the one being served;
+   current. In an A/B rollout (the pointer's ``split``) the node serves it *beside* the
+   incumbent to that share of its requesters instead, and reports the split; the
+   rollout's end ends the split on the version the pointer then names. Versions beyond
+   ``keep`` are removed, never one being served;
 4. a canary with a probe set scores it on the new version and on the incumbent
    (:mod:`edgewise.supply.probe`) and reports both in its heartbeats (the quality gate).
 
@@ -61,7 +64,14 @@ class Installer(Protocol):
     the release is then not made current)."""
 
     async def serve(self, folder: Path, version: int) -> None:
-        """Serve this release (a hot swap)."""
+        """Serve this release alone (a hot swap; ends an A/B split)."""
+
+    async def split(self, folder: Path, version: int, share: float) -> None:
+        """Serve this release beside the current one, to ``share`` of the requesters."""
+
+    async def unsplit(self, keep_new: bool) -> None:
+        """End the A/B split: keep the release served beside (``keep_new``) or the
+        current one."""
 
     async def probe(self, probes: Path, new: Path, old: Path) -> dict[str, Any]:
         """Score the probe set on both releases: ``n``, ``accuracy``,
@@ -88,6 +98,8 @@ class Pointer:
     rollout: int | None = None
     incumbent: int | None = None
     probes: str | None = None
+    #: A/B: serve ``version`` beside ``incumbent`` to this share of requesters.
+    split: float | None = None
 
 
 def read_pointer(data: bytes, *, model: str, alias: str, node: str) -> Pointer:
@@ -100,8 +112,10 @@ def read_pointer(data: bytes, *, model: str, alias: str, node: str) -> Pointer:
         raise UpdateRefused(f"the alias pointer of {model} is not what the control plane "
                             "writes", attack="malformed") from exc
     if ro is not None and ro.get("alias") == alias and node in (ro.get("nodes") or []):
+        split = ro.get("split")
         return Pointer(version=int(ro["version"]), rollout=int(ro["id"]),
-                       incumbent=int(ro["incumbent"]), probes=ro.get("probes"))
+                       incumbent=int(ro["incumbent"]), probes=ro.get("probes"),
+                       split=None if split is None else float(split))
     if alias not in aliases:
         raise UpdateRefused(f"the registry has no alias {alias!r} for {model}",
                             attack="unknown_alias")
@@ -120,11 +134,13 @@ class UpdateStatus:
     #: The last probe-set result: rollout, version, incumbent, n, accuracy,
     #: incumbent_accuracy.
     probe: dict[str, Any] | None = None
+    #: A/B: the version served beside ``installed`` and its share of requesters.
+    split: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "alias": self.alias, "installed": self.installed,
                 "state": self.state, "error": (self.error or "")[:500] or None,
-                "target": self.target, "probe": self.probe}
+                "target": self.target, "probe": self.probe, "split": self.split}
 
 
 class ModelFollower:
@@ -158,8 +174,10 @@ class ModelFollower:
 
     def wants(self, version: int) -> bool:
         """Whether the control plane's ``version`` differs from what is served (the agent
-        then checks at once rather than at the next interval)."""
-        return version != self.status.installed
+        then checks at once rather than at the next interval). During an A/B split the
+        version it names is the one served beside."""
+        split = self.status.split
+        return version != (split["version"] if split else self.status.installed)
 
     def _updates(self) -> ModelUpdates:
         fetcher: FetcherInterface = self._fetcher or HttpxFetcher(verify=self._client_tls)
@@ -260,16 +278,52 @@ class ModelFollower:
                      ptr: Pointer) -> bool:
         """Serve what ``ptr`` says; whether anything changed."""
         st = self.status
-        if ptr.version == st.installed:
+        if ptr.split is not None and ptr.incumbent is not None:
+            return await self._split(up, listed, ptr)
+        if st.split is not None:  # the A/B rollout ended: keep what the pointer names
+            beside = int(st.split["version"])
+            if ptr.version in (beside, st.installed):
+                await self.installer.unsplit(keep_new=ptr.version == beside)
+                st.split = None
+                if ptr.version == beside:
+                    await self._now_serving(beside, f"alias {self.cfg.alias}")
+                else:
+                    log.info("A/B split ended: %s@%d serves everything again (rolled back)",
+                             self.model, ptr.version)
+                return True
+        if ptr.version == st.installed and st.split is None:
             return False
         self.status.state = "updating"
         folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
         back = st.installed is not None and ptr.version < st.installed
         await self.installer.serve(folder, ptr.version)
+        st.split = None  # a swap replaces both versions of a split
         await self._now_serving(ptr.version,
                                 "rolled back" if back else
                                 f"rollout {ptr.rollout}" if ptr.rollout is not None else
                                 f"alias {self.cfg.alias}")
+        return True
+
+    async def _split(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+                     ptr: Pointer) -> bool:
+        """Serve ``ptr.version`` beside the incumbent at ``ptr.split``."""
+        st = self.status
+        assert ptr.split is not None and ptr.incumbent is not None
+        want = {"version": ptr.version, "share": ptr.split}
+        if st.split == want and st.installed == ptr.incumbent:
+            return False
+        if st.installed != ptr.incumbent:  # the split is made beside the incumbent
+            await self._apply(up, listed, Pointer(version=ptr.incumbent))
+        st.state = "updating"
+        folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
+        await self.installer.split(folder, ptr.version, ptr.split)
+        st.split = want
+        log.info("A/B split (rollout %s): %s@%d serves %.1f%% of requesters beside v%d",
+                 ptr.rollout, self.model, ptr.version, ptr.split * 100, ptr.incumbent)
+        if self.audit is not None:
+            await self.audit("answered", f"serving {self.model}@{ptr.version} beside "
+                                         f"v{ptr.incumbent} to {ptr.split:.0%} of requesters "
+                                         f"(rollout {ptr.rollout})")
         return True
 
     async def _now_serving(self, version: int, why: str) -> None:
@@ -294,7 +348,8 @@ class ModelFollower:
 
     def _prune(self, *, keep: int) -> None:
         """Keep the versions being served and the newest others, ``keep`` in all."""
-        serving = {v for v in (self.status.installed,) if v is not None}
+        beside = self.status.split["version"] if self.status.split else None
+        serving = {v for v in (self.status.installed, beside) if v is not None}
         versions = sorted((int(p.name) for p in self.root.iterdir()
                            if p.is_dir() and p.name.isdigit()), reverse=True)
         room = max(0, keep - len(serving))
