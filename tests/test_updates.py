@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,40 @@ def test_a_tampered_release_is_refused_and_the_node_keeps_serving(cs: ControlSer
         rec = cs.cp.node("dev1")
         assert rec is not None and rec.heartbeat["update"]["state"] == "refused"
         assert rec.heartbeat["update"]["installed"] == 1
+
+
+class SlowLoad(FakeEngine):
+    """A release whose load takes seconds (a large model on a slow disk)."""
+
+    def load(self) -> None:
+        time.sleep(4.0)
+        super().load()
+
+
+def test_heartbeats_go_on_while_an_update_installs(cs: ControlServer, tmp_path: Path) -> None:
+    """The update check runs beside the heartbeat loop: a long install does not stop the
+    node reporting (or hearing of revocations); its outcome is reported at once."""
+    cs.cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
+                           alias="stable")
+
+    def slow(ec: Any, resolve: Any) -> FakeEngine:
+        return SlowLoad(n_ctx=ec.n_ctx, model="release-" + Path(resolve().path).parts[-4])
+
+    join_node(cs, "dev1", "device", tmp_path / "dev1" / "fleet")
+    with registered_engine("slowfake", slow), NodeServer(
+            tmp_path / "dev1" / "fleet", engine={"kind": "slowfake"},
+            fleet={"heartbeat_s": 0.5, "update": {"model": "gemma", "alias": "stable"}}):
+        end = time.monotonic() + 60
+        installing: list[str] = []
+        while time.monotonic() < end:
+            rec = cs.cp.node("dev1")
+            hb = (rec.heartbeat or {}) if rec is not None else {}
+            state = (hb.get("update") or {}).get("state")
+            if rec is not None and rec.last_seen is not None and state == "updating":
+                installing.append(rec.last_seen.isoformat())
+            if state == "current":
+                break
+            time.sleep(0.1)
+        assert (hb.get("update") or {}).get("installed") == 1
+        # several heartbeats arrived while the 4 s load ran (not one before, one after)
+        assert len(set(installing)) >= 3, installing

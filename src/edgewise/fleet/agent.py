@@ -22,7 +22,10 @@ against the pinned root.
    model (``fleet.update``), the version the signed pointer names for it: when that is
    not what it serves (a rollout step, a rollback), the update check runs right after
    this heartbeat instead of at the next ``interval_s`` — a hint only, the signed pointer
-   decides what is installed;
+   decides what is installed. The check runs beside the heartbeats, not between them (a
+   download of a large model or a probe set takes longer than an interval, and the node
+   must keep reporting and receiving deny lists meanwhile); when it changed the node's
+   update state, a heartbeat reports it at once;
 3. at half its certificate's lifetime it renews: a fresh key pair, a CSR authenticated by
    the current certificate; the new pair replaces the old on disk (crash-safe, see
    :meth:`FleetState.save_pair`) and is loaded into the live TLS contexts, so new
@@ -218,6 +221,7 @@ class NodeAgent:
         self._next_update = 0.0
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._update_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     @property
@@ -295,6 +299,23 @@ class NodeAgent:
         self._next_update = now + (self.follower.cfg.interval_s or 0.0)
         await self.follower.check()
 
+    def _start_update(self) -> None:
+        """The loop's update check, as a task of its own (at most one at a time)."""
+        if self.follower is None or (self._update_task is not None
+                                     and not self._update_task.done()):
+            return
+        self._update_task = asyncio.create_task(self._update())
+
+    async def _update(self) -> None:
+        assert self.follower is not None
+        before = self.follower.status.to_json()
+        try:
+            await self.update_once()
+        except Exception as exc:  # the agent must never take the node down
+            log.exception("model update check failed: %s", exc)
+        if self.follower.status.to_json() != before:
+            self.poke()  # report the new state now (a rollout waits for it)
+
     def _unreachable(self, why: str) -> None:
         if self.status.control_reachable is not False:
             log.warning("control plane %s unreachable (%s); serving with the last "
@@ -361,7 +382,7 @@ class NodeAgent:
                 if self.renewal_due():
                     await self.renew()
                 await self.heartbeat_once()
-                await self.update_once()
+                self._start_update()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the agent must never take the node down
@@ -379,11 +400,12 @@ class NodeAgent:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._update_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._update_task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
