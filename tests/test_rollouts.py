@@ -162,7 +162,8 @@ def test_a_bad_version_is_rolled_back_at_the_first_step_and_a_good_one_completes
                      lambda: (x := cp.rollout(r3.id)).state == "completed" and x, 90)
         assert [e.kind for e in done.events] == ["start", "deployed", "step", "deployed",
                                                  "complete"]
-        assert cp.registry.aliases("gemma") == {"stable": 3}
+        # the alias moves right after the rollout is marked complete
+        _wait("the alias", lambda: cp.registry.aliases("gemma") == {"stable": 3}, 10)
         moves = cp.registry.history("gemma", "stable")
         assert moves[-1].moved_by == f"rollout/{r3.id}"
         for n in (a, b):

@@ -109,6 +109,8 @@ def test_a_tampered_release_is_refused_and_the_node_keeps_serving(cs: ControlSer
         assert "does not match its signed length or hash" in (follower.status.error or "")
         assert _served(node) == "release-1"
         assert not (node.member.state.dir / "models" / "gemma" / "2").exists()
+        # nor is anything it fetched before the refusal left behind
+        assert not list((node.member.state.dir / "models" / "gemma").glob(".*staging"))
         refused = [e.record for e in node.app.state.router.audit.query()
                    if e.record.route == "fleet/update" and e.record.outcome != "answered"]
         assert [e.outcome for e in refused] == ["refused:tampered"]
@@ -156,3 +158,34 @@ def test_heartbeats_go_on_while_an_update_installs(cs: ControlServer, tmp_path: 
         assert (hb.get("update") or {}).get("installed") == 1
         # several heartbeats arrived while the 4 s load ran (not one before, one after)
         assert len(set(installing)) >= 3, installing
+
+
+@pytest.mark.parametrize(("profile", "takes"), [("pi5", True), ("tiny", False),
+                                                ("laptop", False), (None, True)])
+def test_a_node_takes_only_a_release_that_fits_its_hardware_profile(
+        cs: ControlServer, tmp_path: Path, profile: str | None, takes: bool) -> None:
+    """The release names the profiles one of its variants fits (the build's report:
+    ``pi5``; ``tiny`` has no variant that fits); a node of another profile refuses it as
+    wrong software before downloading anything, and keeps serving what it has."""
+    cs.cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
+                           alias="stable")
+    join_node(cs, "dev1", "device", tmp_path / "dev1" / "fleet")
+    update: dict[str, Any] = {"model": "gemma", "alias": "stable"}
+    if profile is not None:
+        update["profile"] = profile
+    with NodeServer(tmp_path / "dev1" / "fleet", engine={"kind": "filefake"},
+                    fleet={"heartbeat_s": 3600, "update": update}) as node:
+        _update(node)
+        st = node.agent.follower.status
+        root = node.member.state.dir / "models" / "gemma"
+        if takes:
+            assert st.state == "current" and _served(node) == "release-1"
+            return
+        assert st.state == "refused" and st.installed is None
+        assert f"released for hardware profile(s) pi5, not this node's {profile}" in (
+            st.error or "")
+        assert _served(node) == "fake-tiny"
+        assert not root.exists() or not any(root.iterdir())  # nothing downloaded
+        refused = [e.record.outcome for e in node.app.state.router.audit.query()
+                   if e.record.route == "fleet/update"]
+        assert refused == ["refused:wrong_software"]

@@ -422,6 +422,10 @@ class UpdateConfig:
     interval_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     #: Installed versions kept on disk (the current one and the one before it).
     keep: Annotated[int, Field(ge=1, le=100)] = 2
+    #: This node's hardware profile (a name from the builds' recipes, e.g. ``pi5-2gb``):
+    #: a release none of whose variants fits it is refused as wrong software before a
+    #: byte of it is downloaded. ``None``: take any release.
+    profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 @with_config(_STRICT)

@@ -76,7 +76,8 @@ class Releases:
         self._need_keys()
         custom = {"model": version.name, "version": version.version, "kind": version.kind,
                   "manifest_sha256": version.manifest_sha256,
-                  "profiles": sorted(version.profiles)}
+                  # the hardware profiles a variant of it fits (none listed: any)
+                  "profiles": sorted(p for p, best in version.profiles.items() if best)}
         prefix = f"{version.name}/{version.version}"
         items = []
         with tempfile.TemporaryDirectory(prefix="edgewise-release-") as tmp:

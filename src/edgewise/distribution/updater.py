@@ -32,7 +32,7 @@ from tuf.ngclient import FetcherInterface, Updater
 
 from edgewise.errors import FleetError
 
-__all__ = ["HttpxFetcher", "ModelUpdates", "UpdateRefused"]
+__all__ = ["HttpxFetcher", "ModelUpdates", "UpdateRefused", "target_profiles"]
 
 
 class UpdateRefused(FleetError):
@@ -156,11 +156,12 @@ class ModelUpdates:
             if info is None:
                 raise UpdateRefused(f"no signed target {path}", attack="unknown_target")
             custom = dict(info.unrecognized_fields.get("custom") or {})
-            if custom.get("model") != model or (profile is not None
-                                                and custom.get("profile") != profile):
+            fits = target_profiles(custom)
+            if custom.get("model") != model or (profile is not None and fits
+                                                and profile not in fits):
                 raise UpdateRefused(
                     f"target {path} is {custom.get('model')} for profile "
-                    f"{custom.get('profile')}, not {model} for {profile}: wrong software",
+                    f"{', '.join(fits) or 'any'}, not {model} for {profile}: wrong software",
                     attack="wrong_software")
             if int(custom.get("version", 0)) <= newer_than:
                 raise UpdateRefused(
@@ -170,3 +171,13 @@ class ModelUpdates:
             return Path(cached or up.download_target(info))
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise _explain(exc) from exc
+
+
+def target_profiles(custom: dict[str, Any]) -> list[str]:
+    """The hardware profiles a target is released for (its ``profiles`` list, or one
+    ``profile``); empty: any hardware."""
+    many = custom.get("profiles")
+    if isinstance(many, list):
+        return [str(p) for p in many]
+    one = custom.get("profile")
+    return [str(one)] if one else []

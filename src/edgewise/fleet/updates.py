@@ -46,7 +46,12 @@ from tuf.ngclient import FetcherInterface
 
 from edgewise.config import UpdateConfig
 from edgewise.distribution.signing import SignatureRefused, verify_release
-from edgewise.distribution.updater import HttpxFetcher, ModelUpdates, UpdateRefused
+from edgewise.distribution.updater import (
+    HttpxFetcher,
+    ModelUpdates,
+    UpdateRefused,
+    target_profiles,
+)
 from edgewise.errors import EdgewiseError
 from edgewise.fleet.state import FleetState
 
@@ -208,15 +213,27 @@ class ModelFollower:
         if f"{prefix}model.sig" not in paths:
             raise UpdateRefused(f"the repository lists no signed release {self.model}@"
                                 f"{version}", attack="unknown_target")
-        for path in paths:
-            if path.endswith("/model.sig"):
-                continue
-            got = up.fetch(path, model=self.model, newer_than=version - 1)
-            out = staging / path.removeprefix(prefix)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(got, out)
-        got_sig = up.fetch(f"{prefix}model.sig", model=self.model, newer_than=version - 1)
-        verify_release(staging, got_sig, public_key=self.state.release_key_file)
+        profile = self.cfg.profile
+        fits = target_profiles(listed[f"{prefix}model.sig"])
+        if profile is not None and fits and profile not in fits:  # before any download
+            raise UpdateRefused(f"{self.model}@{version} is released for hardware profile(s) "
+                                f"{', '.join(fits)}, not this node's {profile}: wrong "
+                                "software", attack="wrong_software")
+        try:
+            for path in paths:
+                if path.endswith("/model.sig"):
+                    continue
+                got = up.fetch(path, model=self.model, profile=profile,
+                               newer_than=version - 1)
+                out = staging / path.removeprefix(prefix)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(got, out)
+            got_sig = up.fetch(f"{prefix}model.sig", model=self.model, profile=profile,
+                               newer_than=version - 1)
+            verify_release(staging, got_sig, public_key=self.state.release_key_file)
+        except BaseException:  # nothing refused (or half-fetched) is left on disk
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copyfile(got_sig, sig)
         staging.rename(dest)
@@ -238,8 +255,11 @@ class ModelFollower:
                 self.status.state, self.status.error = "refused", f"no TUF root: {exc}"
                 log.error("model updates: %s", self.status.error)
                 return
-            with up:
+            try:
                 await self._check(up)
+            finally:
+                if self._fetcher is None:  # an injected fetcher is its owner's to close
+                    up.close()
 
     async def _check(self, up: ModelUpdates) -> None:
         try:
@@ -252,27 +272,41 @@ class ModelFollower:
                 await self._probe(up, listed, ptr)
         except (UpdateRefused, SignatureRefused) as exc:
             attack = getattr(exc, "attack", "signature")
-            unreachable = attack in ("download", "slow_retrieval")
+            # A control plane that does not answer is not an attack; one that answers at
+            # a trickle is (the TUF spec's slow retrieval): refused, logged and audited.
+            unreachable = attack == "download"
+            again = self.status.error == str(exc)  # the same refusal as last round
             self.status.state = "unreachable" if unreachable else "refused"
             self.status.error = str(exc)
             if unreachable:
                 log.warning("model updates: control plane unreachable (%s)", exc)
                 return
-            log.error("model update refused (%s): %s; still serving version %s",
-                      attack, exc, self.status.installed)
+            if again:  # said once (log and audit); the heartbeat keeps reporting it
+                log.debug("model update still refused (%s): %s", attack, exc)
+                return
+            log.error("model update refused (%s): %s; still serving %s", attack, exc,
+                      self._serving_text())
             if self.audit is not None:
                 await self.audit(f"refused:{attack}", str(exc)[:400])
             return
         except (EdgewiseError, OSError, ValueError) as exc:
-            self.status.state, self.status.error = "refused", f"install failed: {exc}"
-            log.error("model %s: update to v%s failed: %s; still serving version %s",
-                      self.model, self.status.target, exc, self.status.installed)
+            error = f"install failed: {exc}"
+            again = self.status.error == error
+            self.status.state, self.status.error = "refused", error
+            if again:
+                return
+            log.error("model %s: update to v%s failed: %s; still serving %s",
+                      self.model, self.status.target, exc, self._serving_text())
             if self.audit is not None:
                 await self.audit("failed:install", str(exc)[:400])
             return
         self.status.state, self.status.error = "current", None
         if changed:
             self._prune(keep=self.cfg.keep)
+
+    def _serving_text(self) -> str:
+        v = self.status.installed
+        return f"version {v}" if v is not None else "the model in its config"
 
     async def _apply(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
                      ptr: Pointer) -> bool:
