@@ -30,6 +30,7 @@ from edgewise.control.rollouts import (
 from edgewise.engines.base import Step as TokenStep
 from edgewise.engines.fake import FakeEngine
 from edgewise.errors import ConflictError, InvalidRequestError
+from edgewise.node import split_point
 from fleet_harness import (
     ControlServer,
     NodeServer,
@@ -185,6 +186,17 @@ def _traffic(nodes: Sequence[NodeServer], users: int) -> dict[str, int]:
     return got
 
 
+def _ask(node: NodeServer, users: Sequence[str]) -> dict[str, int]:
+    """A chat request per user: how many each served model answered (or "failed")."""
+    got: dict[str, int] = {}
+    for user in users:
+        r = httpx.post(f"{node.url}/v1/chat/completions", json={**CHAT, "user": user},
+                       timeout=30)
+        key = str(r.json()["model"]) if r.status_code == 200 else "failed"
+        got[key] = got.get(key, 0) + 1
+    return got
+
+
 def test_an_ab_rollout_compares_both_versions_on_the_same_nodes(
         cs: ControlServer, tmp_path: Path) -> None:
     """--split: the canary serves the new version beside the incumbent to a share of
@@ -208,13 +220,21 @@ def test_an_ab_rollout_compares_both_versions_on_the_same_nodes(
         assert _reports(cs, canary.name)["installed"] == 1  # still serving v1 beside
         ready = httpx.get(f"{canary.url}/readyz").json()
         assert ready["split"] == {"a": "gemma@1", "b": "gemma@2", "share": 0.5}
-        served: dict[str, int] = {}
-        for i in range(400):  # users until the gate fires (each on its own side)
-            got = _traffic([canary], 1 + i % 20)
+        # users on each side of the split (the key of an anonymous request: its `user`)
+        users = [f"user-{i}" for i in range(200)]
+        on_a = [u for u in users if split_point("user:" + u) >= 0.5][:20]
+        on_b = [u for u in users if split_point("user:" + u) < 0.5][:20]
+        _wait("the bake", lambda: cp.rollout(r.id).phase == "baking")
+        # the incumbent's side first, for a few heartbeats, then the new version's
+        served = _ask(canary, on_a * 2)
+        assert served == {"release-1": len(on_a) * 2}  # every one of them on v1
+        time.sleep(1.5)
+        for _ in range(40):
+            got = _ask(canary, on_b[:5])
             served = {k: served.get(k, 0) + v for k, v in got.items()}
             if cp.rollout(r.id).state != "running":
                 break
-        assert served.get("failed", 0) >= 1 and served.get("release-1", 0) >= 1
+        assert served.get("failed", 0) >= 1 and "release-2" not in served
         done = _wait("the rollback", lambda: (x := cp.rollout(r.id)).state != "running"
                      and x.phase == "done" and x)
         assert done.state == "rolled_back" and "error_rate<=0.05 failed" in done.reason
