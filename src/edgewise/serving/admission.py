@@ -43,7 +43,10 @@ class Admission:
         """Raise now if a new request would be refused (draining, or the queue is full)."""
         if self.draining:
             raise ShuttingDownError("the node is shutting down; retry on another node or later")
-        if self._sem.locked() and self.waiting >= self.max_queue:
+        # Full when every slot and every place in the queue is taken — counted from
+        # the requests themselves (a slot just handed to a queued request is neither
+        # free nor a second queued request).
+        if self.active + self.waiting >= self.slots + self.max_queue:
             raise OverloadedError(
                 f"the node is at capacity ({self.active} running, {self.waiting} queued, "
                 f"queue limit {self.max_queue}); retry after {self.retry_after()} s",
@@ -55,28 +58,45 @@ class Admission:
         """Hold one engine slot for the duration of the block."""
         self.check()
         self.waiting += 1
-        try:
-            await asyncio.wait_for(self._sem.acquire(), timeout=self.queue_timeout_s)
-        except TimeoutError:
-            raise OverloadedError(
-                f"waited {self.queue_timeout_s:.0f} s in the queue without a free slot; "
-                "retry later",
-                retry_after=self.retry_after(),
-            ) from None
-        finally:
+        took = False
+
+        async def take() -> None:
+            # Taking the slot and moving from "waiting" to "active" happen in one step, so
+            # a request arriving meanwhile never counts this one twice (a false 429).
+            nonlocal took
+            await self._sem.acquire()
             self.waiting -= 1
-        self.active += 1
-        self._idle.clear()
+            self.active += 1
+            self._idle.clear()
+            took = True
+
+        try:
+            await asyncio.wait_for(take(), timeout=self.queue_timeout_s)
+        except BaseException as exc:
+            if took:  # cancelled after the slot was taken: hand it back
+                self._release(0.0)
+            else:
+                self.waiting -= 1
+            if isinstance(exc, TimeoutError):
+                raise OverloadedError(
+                    f"waited {self.queue_timeout_s:.0f} s in the queue without a free "
+                    "slot; retry later",
+                    retry_after=self.retry_after(),
+                ) from None
+            raise
         started = time.perf_counter()
         try:
             yield
         finally:
-            self._sem.release()
-            self.active -= 1
-            elapsed = time.perf_counter() - started
-            self.mean_service_s = 0.8 * self.mean_service_s + 0.2 * elapsed
-            if self.active == 0:
-                self._idle.set()
+            self._release(time.perf_counter() - started)
+
+    def _release(self, held_s: float) -> None:
+        self._sem.release()
+        self.active -= 1
+        if held_s:
+            self.mean_service_s = 0.8 * self.mean_service_s + 0.2 * held_s
+        if self.active == 0:
+            self._idle.set()
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait, without refusing anything, until nothing runs or waits here; True if
