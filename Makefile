@@ -108,7 +108,7 @@ $(DEV): $(BASE)
 $(SUPPLY): $(DEV)
 	@echo "==> installing the supply chain: $(TORCH_PKG) (CPU) first, then the 'supply' extra"
 	$(BIN)/pip install $(TORCH_PKG)
-	$(BIN)/pip install -e '.[dev,supply]'
+	$(BIN)/pip install -e '.[dev,supply,federated]'
 	@echo "==> fetching llama.cpp's conversion scripts (llama-cpp-python sdist, once)"
 	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
 	@touch $@

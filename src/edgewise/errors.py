@@ -43,6 +43,10 @@ content (prompts may be sensitive).
     ├── ControlStoreError        the control plane's database (SQLite / PostgreSQL) cannot
     │                                 be opened, migrated, read or written
     ├── FleetError               a node agent cannot join, renew or reach the control plane
+    ├── FederatedError           federated fine-tuning cannot go on
+    │   ├── AggregationError         client updates that cannot be combined (shapes, a
+    │   │                            frozen LoRA A that differs, no updates)
+    │   └── PrivacyBudgetError       the next round would spend more than the ε budget
     └── SupplyError              the model supply chain (``edgewise build``) failed
         ├── RecipeError              a recipe with unknown stages or keys, or bad values
         ├── DatasetError             a dataset that does not parse (names file and line)
@@ -54,6 +58,7 @@ content (prompts may be sensitive).
 from __future__ import annotations
 
 __all__ = [
+    "AggregationError",
     "AuditError",
     "AuditKeyError",
     "AuthenticationError",
@@ -67,6 +72,7 @@ __all__ = [
     "DoesNotFitError",
     "EdgewiseError",
     "EngineError",
+    "FederatedError",
     "FleetError",
     "ForbiddenError",
     "GuardUnavailableError",
@@ -81,6 +87,7 @@ __all__ = [
     "OverloadedError",
     "PKIError",
     "PayloadTooLargeError",
+    "PrivacyBudgetError",
     "PrivacyError",
     "RateLimitedError",
     "RecipeError",
@@ -312,6 +319,19 @@ class ControlStoreError(EdgewiseError):
 class FleetError(EdgewiseError):
     """A node agent cannot join, renew its certificate or reach the control plane
     (a wrong ``--ca-sha256``, a refused token, a network error); says what to do."""
+
+
+class FederatedError(EdgewiseError):
+    """Federated fine-tuning (``edgewise federate``) cannot go on."""
+
+
+class AggregationError(FederatedError):
+    """Client updates that cannot be aggregated; the message names the client and the
+    tensor."""
+
+
+class PrivacyBudgetError(FederatedError):
+    """The next round would spend more privacy budget than ``privacy.max_epsilon``."""
 
 
 class SupplyError(EdgewiseError):
