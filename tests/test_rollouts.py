@@ -5,6 +5,7 @@ every node. Plus the plan's parsing and the gates' arithmetic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -107,6 +108,17 @@ def _reports(cs: ControlServer, node: str) -> dict[str, Any]:
     return dict((rec.heartbeat or {}).get("update") or {}) if rec else {}
 
 
+@contextlib.contextmanager
+def _two_nodes_on_v1(cs: ControlServer, tmp: Path) -> Iterator[tuple[NodeServer, NodeServer]]:
+    """gemma@1 published under stable, and two joined nodes serving it."""
+    cs.cp.registry_publish(artifact(tmp / "b1", "gemma"), name="gemma", by="ops",
+                           alias="stable")
+    with _node(cs, tmp, "edge-a") as a, _node(cs, tmp, "edge-b") as b:
+        for n in (a, b):
+            _wait(f"{n.name} on v1", lambda n=n: _reports(cs, n.name).get("installed") == 1)
+        yield a, b
+
+
 def _installs(node: NodeServer) -> list[str]:
     return [e.record.reason for e in node.app.state.router.audit.query()
             if e.record.route == "fleet/update" and e.record.outcome == "answered"]
@@ -115,11 +127,7 @@ def _installs(node: NodeServer) -> list[str]:
 def test_a_bad_version_is_rolled_back_at_the_first_step_and_a_good_one_completes(
         cs: ControlServer, tmp_path: Path) -> None:
     cp = cs.cp
-    cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
-                        alias="stable")
-    with _node(cs, tmp_path, "edge-a") as a, _node(cs, tmp_path, "edge-b") as b:
-        for n in (a, b):
-            _wait(f"{n.name} on v1", lambda n=n: _reports(cs, n.name).get("installed") == 1)
+    with _two_nodes_on_v1(cs, tmp_path) as (a, b):
         cp.registry_publish(artifact(tmp_path / "b2", "gemma", seed="bad"), name="gemma",
                             by="ops")
         r = cp.rollout_start("gemma@2", by="ops", steps="1,100", bake_s=1.0,
@@ -204,11 +212,7 @@ def test_an_ab_rollout_compares_both_versions_on_the_same_nodes(
     version whose answers fail is taken back (the split ends on the incumbent), a good
     one completes and then serves alone."""
     cp = cs.cp
-    cp.registry_publish(artifact(tmp_path / "b1", "gemma"), name="gemma", by="ops",
-                        alias="stable")
-    with _node(cs, tmp_path, "edge-a") as a, _node(cs, tmp_path, "edge-b") as b:
-        for n in (a, b):
-            _wait(f"{n.name} on v1", lambda n=n: _reports(cs, n.name).get("installed") == 1)
+    with _two_nodes_on_v1(cs, tmp_path) as (a, b):
         cp.registry_publish(artifact(tmp_path / "b2", "gemma", seed="fails"), name="gemma",
                             by="ops")
         r = cp.rollout_start("gemma@2", by="ops", steps="1,100", bake_s=30.0, split=50)
