@@ -68,6 +68,12 @@ def node_data(seed: int) -> list[list[Example]]:
             for i in range(NODES)]
 
 
+def save(out: dict[str, Any]) -> None:
+    """Write what is measured so far (a long run that is stopped keeps its rounds)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "federated_lora.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from edgewise.models import CATALOGUE, model_dir
 
@@ -97,6 +103,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  f"{local_only[-1]['all']:.3f}")
 
     runs: dict[str, Any] = {}
+    out = {"machine": f"{platform.machine()}, Python {platform.python_version()}",
+           "model": "gemma3-270m", "lora": {"r": 8, "alpha": 16,
+                                            "targets": ["q_proj", "v_proj"]},
+           "nodes": NODES, "facts_per_node": len(data[0]), "rounds": args.rounds,
+           "local_steps": args.steps, "lr": args.lr, "seed": args.seed,
+           "base_nll": base_nll, "local_only": local_only, "runs": runs}
+    save(out)
     for name, trainer_key in (("naive", "standard"), ("product", "standard"),
                               ("ffa", "ffa")):
         t = trainers[trainer_key]
@@ -115,13 +128,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "train_loss": statistics.fmean(r.train_loss for r in results)})
             progress(f"{name}: round {rnd + 1} error vs the mean update {err:.4f}, NLL on "
                      f"all facts {nll:.3f}")
-        runs[name] = {"rounds": rounds, "seconds": time.perf_counter() - t0}
-    return {"machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "model": "gemma3-270m", "lora": {"r": 8, "alpha": 16,
-                                             "targets": ["q_proj", "v_proj"]},
-            "nodes": NODES, "facts_per_node": len(data[0]), "rounds": args.rounds,
-            "local_steps": args.steps, "lr": args.lr, "seed": args.seed,
-            "base_nll": base_nll, "local_only": local_only, "runs": runs}
+            runs[name] = {"rounds": rounds, "seconds": time.perf_counter() - t0}
+            save(out)
+    return out
 
 
 def table(out: dict[str, Any]) -> str:
@@ -156,8 +165,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "federated_lora.json").write_text(json.dumps(out, indent=2) + "\n")
     text = table(out)
     (RESULTS / "federated_lora.md").write_text(text)
     print(text)
