@@ -274,39 +274,37 @@ class ModelFollower:
             attack = getattr(exc, "attack", "signature")
             # A control plane that does not answer is not an attack; one that answers at
             # a trickle is (the TUF spec's slow retrieval): refused, logged and audited.
-            unreachable = attack == "download"
-            again = self.status.error == str(exc)  # the same refusal as last round
-            self.status.state = "unreachable" if unreachable else "refused"
-            self.status.error = str(exc)
-            if unreachable:
+            if attack == "download":
+                self.status.state, self.status.error = "unreachable", str(exc)
                 log.warning("model updates: control plane unreachable (%s)", exc)
                 return
-            if again:  # said once (log and audit); the heartbeat keeps reporting it
-                log.debug("model update still refused (%s): %s", attack, exc)
-                return
-            log.error("model update refused (%s): %s; still serving %s", attack, exc,
-                      self._serving_text())
-            if self.audit is not None:
-                await self.audit(f"refused:{attack}", str(exc)[:400])
+            await self._refused(str(exc), outcome=f"refused:{attack}", reason=str(exc),
+                                line=f"model update refused ({attack}): {exc}")
             return
         except (EdgewiseError, OSError, ValueError) as exc:
-            error = f"install failed: {exc}"
-            again = self.status.error == error
-            self.status.state, self.status.error = "refused", error
-            if again:
-                return
-            log.error("model %s: update to v%s failed: %s; still serving %s",
-                      self.model, self.status.target, exc, self._serving_text())
-            if self.audit is not None:
-                await self.audit("failed:install", str(exc)[:400])
+            await self._refused(f"install failed: {exc}", outcome="failed:install",
+                                reason=str(exc),
+                                line=f"model {self.model}: update to v{self.status.target} "
+                                     f"failed: {exc}")
             return
         self.status.state, self.status.error = "current", None
         if changed:
             self._prune(keep=self.cfg.keep)
 
-    def _serving_text(self) -> str:
+    async def _refused(self, error: str, *, outcome: str, reason: str, line: str) -> None:
+        """Record a refused round; its line and audit record are written once, not again
+        while the next rounds are refused for the same reason (the heartbeat keeps
+        reporting it)."""
+        again = self.status.error == error
+        self.status.state, self.status.error = "refused", error
+        if again:
+            log.debug("still refused: %s", line)
+            return
         v = self.status.installed
-        return f"version {v}" if v is not None else "the model in its config"
+        log.error("%s; still serving %s", line,
+                  f"version {v}" if v is not None else "the model in its config")
+        if self.audit is not None:
+            await self.audit(outcome, reason[:400])
 
     async def _apply(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
                      ptr: Pointer) -> bool:
@@ -325,7 +323,7 @@ class ModelFollower:
                     log.info("A/B split ended: %s@%d serves everything again (rolled back)",
                              self.model, ptr.version)
                 return True
-        if ptr.version == st.installed and st.split is None:
+        if ptr.version == st.installed:
             return False
         self.status.state = "updating"
         folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
