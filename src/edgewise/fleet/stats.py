@@ -110,11 +110,10 @@ class HeartbeatStats:
             d_req = requests - last["requests"]
             if d_req > 0:
                 error_rate = min(1.0, max(0.0, errors - last["errors"]) / d_req)
-            delta = sorted((b, c - last["buckets"].get(b, 0.0)) for b, c in buckets.items())
+            delta = _interval(buckets, last["buckets"])
             p50 = quantile_from_buckets(0.5, delta)
             p95 = quantile_from_buckets(0.95, delta)
-            decode = quantile_from_buckets(0.5, sorted(
-                (b, c - last["speed"].get(b, 0.0)) for b, c in speed.items()))
+            decode = quantile_from_buckets(0.5, _interval(speed, last["speed"]))
         energy = sum(by_tier[t] * j for t, j in self.energy_per_token_j.items())
         out = {
             "tokens_per_s": tokens_per_s, "error_rate": error_rate,
