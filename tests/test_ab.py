@@ -343,20 +343,30 @@ async def test_split_and_unsplit_under_load_fail_no_request(
                 results.append((r.status_code, r.json().get("model", r.text)))
             i += 1
 
+    async def answered(n: int) -> None:
+        """Let ``n`` more requests be answered (each phase under load, however slow the
+        machine is)."""
+        want = len(results) + n
+        for _ in range(3000):
+            if len(results) >= want:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"only {len(results)} of {want} answers after 30 s")
+
     engines = [_engine(f"model-v{n}", token_delay_s=0.003) for n in (2, 3, 4)]
     first = node.engine
     workers = [asyncio.create_task(load(w)) for w in range(6)]
-    await asyncio.sleep(0.2)
+    await answered(20)
     await node.split(engines[0], share=0.5, label="v2")
-    await asyncio.sleep(0.2)
+    await answered(20)
     await node.split(engines[1], share=0.5, label="v3")  # replaces b
-    await asyncio.sleep(0.2)
+    await answered(20)
     await node.unsplit("b")  # v3 serves everything
-    await asyncio.sleep(0.2)
+    await answered(20)
     await node.split(engines[2], share=0.5, label="v4")
-    await asyncio.sleep(0.2)
+    await answered(20)
     await node.unsplit("a")  # v3 again
-    await asyncio.sleep(0.2)
+    await answered(20)
     stop.set()
     await asyncio.gather(*workers)
 
