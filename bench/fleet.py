@@ -51,10 +51,7 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -72,6 +69,7 @@ from fleet_procs import (
     Postgres,
     Procs,
     SNITransport,
+    bench_root,
     cert_info,
     client_ssl,
     enrol,
@@ -560,23 +558,8 @@ def run_sections(args: argparse.Namespace, procs: Procs, root: Path) -> dict[str
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # Ctrl-C (even when started in the background, where SIGINT is ignored) and SIGTERM
-    # unwind through the finally that stops every child.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    root = Path(tempfile.mkdtemp(prefix="edgewise-fleet-bench-"))
-    procs = Procs(root)
-    try:
+    with bench_root("edgewise-fleet-bench-", keep=args.keep) as (procs, root):
         done = run_sections(args, procs, root)
-    except KeyboardInterrupt:
-        progress("interrupted: stopping every process; no results written")
-        raise SystemExit(130) from None
-    finally:
-        procs.stop_all()
-        if args.keep:
-            progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     write_results(args.out, done)
 
 

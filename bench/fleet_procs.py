@@ -46,7 +46,8 @@ import yaml
 from edgewise.security.pki import node_dns
 
 __all__ = ["CHAT", "AsyncSNITransport", "ControlProc", "CpuWindow", "NodeProc", "Postgres",
-           "Procs", "SNITransport", "cert_info", "client_ssl", "enrol", "free_port",
+           "Procs", "SNITransport", "bench_root", "cert_info", "client_ssl", "enrol",
+           "free_port",
            "heartbeat_body", "open_loop", "percentiles", "progress", "rss_mb", "url_tier"]
 
 HOST = "127.0.0.1"
@@ -227,6 +228,29 @@ class Procs:
             with contextlib.suppress(Exception):
                 fn()
         self.cleanups.clear()
+
+
+@contextlib.contextmanager
+def bench_root(prefix: str, *, keep: bool) -> Iterator[tuple[Procs, Path]]:
+    """A benchmark's temporary folder and the :class:`Procs` of its children. Ctrl-C
+    (even when started in the background, where SIGINT is ignored) and SIGTERM unwind
+    through it; every child is stopped at the end, and the folder removed unless
+    ``keep``."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    procs = Procs(root)
+    try:
+        yield procs, root
+    except KeyboardInterrupt:
+        progress("interrupted: stopping every process; no results written")
+        raise SystemExit(130) from None
+    finally:
+        procs.stop_all()
+        if keep:
+            progress(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> str:

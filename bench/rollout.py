@@ -48,11 +48,7 @@ import contextlib
 import json
 import platform
 import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -62,7 +58,16 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from fleet_procs import EDGEWISE, ControlProc, NodeProc, Procs, client_ssl, progress, rss_mb
+from fleet_procs import (
+    EDGEWISE,
+    ControlProc,
+    NodeProc,
+    Procs,
+    bench_root,
+    client_ssl,
+    progress,
+    rss_mb,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "gemma"
@@ -140,19 +145,18 @@ class Admin:
         r.raise_for_status()
         return dict(r.json())
 
-    def node(self, name: str) -> dict[str, Any]:
+    def nodes(self) -> list[dict[str, Any]]:
         r = self.http.get("/v1/admin/nodes")
         r.raise_for_status()
         nodes = r.json()
-        nodes = nodes["nodes"] if isinstance(nodes, dict) else nodes
-        return next((dict(n) for n in nodes if n["name"] == name), {})
+        return list(nodes["nodes"] if isinstance(nodes, dict) else nodes)
+
+    def node(self, name: str) -> dict[str, Any]:
+        return next((dict(n) for n in self.nodes() if n["name"] == name), {})
 
     def updates(self) -> dict[str, dict[str, Any]]:
-        r = self.http.get("/v1/admin/nodes")
-        r.raise_for_status()
-        nodes = r.json()
-        nodes = nodes["nodes"] if isinstance(nodes, dict) else nodes
-        return {n["name"]: dict((n.get("heartbeat") or {}).get("update") or {}) for n in nodes}
+        return {n["name"]: dict((n.get("heartbeat") or {}).get("update") or {})
+                for n in self.nodes()}
 
 
 _SERIES = re.compile(r'^edgewise_model_answers_total\{model="([^"]+)",outcome="([^"]+)"\} (\S+)$')
@@ -535,18 +539,8 @@ def run(args: argparse.Namespace, procs: Procs, root: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    root = Path(tempfile.mkdtemp(prefix="edgewise-rollout-bench-"))
-    procs = Procs(root)
-    try:
+    with bench_root("edgewise-rollout-bench-", keep=args.keep) as (procs, root):
         out = run(args, procs, root)
-    finally:
-        procs.stop_all()
-        if args.keep:
-            progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rollout.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     text = tables(out)
