@@ -43,15 +43,28 @@ WHEEL_DIR := $(HOME)/.cache/edgewise/wheels/llama-cpp-$(ENGINE_KEY)
 ENGINE := $(VENV)/.installed-engine-$(ENGINE_KEY)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# -- Flower's environment: federated runs (`edgewise federate`) -------------------------
+# Flower 1.42 pins FastAPI 0.138, Starlette 1.3, uvicorn 0.49, typer < 0.21, rich < 15 and
+# cryptography 50 — older than the node's web stack — so Flower's processes (the Ray
+# simulation, SuperLink, SuperNodes) run in an environment of their own beside .venv: this
+# edgewise (--no-deps, the same source) and only what local training needs, at the same
+# pins as the `supply` and `federated` extras (tests/test_federated_run.py checks).
+FED_VENV  := .venv-federated
+FED_BIN   := $(FED_VENV)/bin
+FEDERATED := $(FED_VENV)/.installed
+FLOWER_PKGS := 'flwr[simulation]==1.42.0' 'transformers==5.24.0' 'peft==0.21.2' \
+	'safetensors>=0.4' 'tokenizers>=0.21' 'sentencepiece>=0.2' 'dp-accounting==0.6.0' \
+	'pydantic>=2.8' 'pyyaml>=6.0' 'numpy>=1.26'
+
 ARGS ?=
 
 .PHONY: run test install install-dev install-supply install-engine lint typecheck clean \
-	bench-serving bench-supply
+	bench-serving bench-supply federated
 
 run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
 
-test: $(SUPPLY) $(MODELS) $(SYSTEM)
+test: $(SUPPLY) $(MODELS) $(SYSTEM) $(FEDERATED)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -61,6 +74,7 @@ install: $(BASE)
 install-dev: $(DEV)
 install-supply: $(SUPPLY)
 install-engine: $(ENGINE)
+federated: $(FEDERATED)
 
 $(VENV)/.created:
 	@test -x $(BIN)/python || { echo "==> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -113,6 +127,15 @@ $(SUPPLY): $(DEV)
 	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
 	@touch $@
 
+$(FEDERATED): pyproject.toml Makefile
+	@test -x $(FED_BIN)/python || { echo "==> creating $(FED_VENV), Flower's environment"; \
+		$(PYTHON) -m venv $(FED_VENV); }
+	@echo "==> installing Flower and local training into $(FED_VENV): $(TORCH_PKG) (CPU) first"
+	$(FED_BIN)/pip install $(TORCH_PKG)
+	$(FED_BIN)/pip install $(FLOWER_PKGS)
+	$(FED_BIN)/pip install --no-deps -e .
+	@touch $@
+
 $(MODELS): $(BASE)
 	@echo "==> installing the catalogue models the tests check: $(TEST_MODELS)"
 	@for m in $(TEST_MODELS); do $(BIN)/edgewise models install $$m || exit 1; done
@@ -133,4 +156,4 @@ bench-supply: $(SUPPLY)
 	$(BIN)/python bench/supply_chain.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FED_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from edgewise.cli import (
     chat,
     control,
     doctor,
+    federate,
     models,
     rollout,
     scan,
@@ -22,8 +23,8 @@ from edgewise.cli import (
 from edgewise.cli._app import app, console
 from edgewise.errors import EdgewiseError
 
-__all__ = ["app", "audit", "build", "calibrate", "chat", "control", "doctor", "main", "models",
-           "rollout", "scan", "serve"]
+__all__ = ["app", "audit", "build", "calibrate", "chat", "control", "doctor", "federate", "main",
+           "models", "rollout", "scan", "serve"]
 
 
 def main() -> None:

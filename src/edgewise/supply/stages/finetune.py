@@ -96,7 +96,7 @@ class FinetuneParams:
     add_eos: bool = True
 
 
-def _has_chat_template(path: Path) -> bool:
+def has_chat_template(path: Path) -> bool:
     try:
         import gguf
 
@@ -225,7 +225,7 @@ class Finetune(Stage):
         base_gguf = ctx.model.gguf
         # Serve on the source file only if a node renders chat for it as we trained
         # (no chat template); else on an F16 conversion, which has none.
-        if base_gguf is None or _has_chat_template(base_gguf):
+        if base_gguf is None or has_chat_template(base_gguf):
             base_gguf = hf_to_gguf(ctx.model, ctx.out_dir / "base.f16.gguf")
             base_ref, base_q = ctx.rel(base_gguf), "F16"
         else:
