@@ -102,7 +102,7 @@ def enrol(s: ControlStore, node: str = "n1", serial: str = "0a01", *, tier: str 
 # -- schema and migrations ---------------------------------------------------------------
 def test_a_new_database_is_migrated_once_to_the_latest_version(url: str) -> None:
     with ControlStore.open(url) as s:
-        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 4
+        assert s.schema_version() == LATEST == MIGRATIONS[-1].version == 5
     first = rows(url, "SELECT version, applied_at FROM schema_migrations")
     with ControlStore.open(url) as s:  # reopening applies nothing
         assert s.schema_version() == LATEST
@@ -536,3 +536,18 @@ def test_other_databases_and_bad_urls_are_refused_without_the_password() -> None
     with pytest.raises(ControlStoreError, match="does not parse") as err:
         ControlStore.open("not a url s3cret")
     assert "s3cret" not in str(err.value)
+
+
+def test_current_keys_follow_renewal_revocation_and_expiry(store: ControlStore) -> None:
+    """What a federated run's SuperLink registers: each live node's current key only."""
+    store.enrol(node="n1", tier="edge", spiffe_id="spiffe://acme/node/n1", serial="0a01",
+                not_after=T0 + 24 * HOUR, now=T0, public_key="K1")
+    store.enrol(node="n2", tier="edge", spiffe_id="spiffe://acme/node/n2", serial="0b01",
+                not_after=T0 + 24 * HOUR, now=T0, public_key="K2")
+    enrol(store, "n3", "0c01")  # a certificate from before keys were kept: left out
+    assert store.current_keys(now=T0) == {"n1": "K1", "n2": "K2"}
+    store.renew(node="n1", old_serial="0a01", serial="0a02", not_after=T0 + 48 * HOUR,
+                now=T0 + HOUR, public_key="K1b")
+    store.revoke("n2", now=T0 + HOUR)
+    assert store.current_keys(now=T0 + HOUR) == {"n1": "K1b"}
+    assert store.current_keys(now=T0 + 49 * HOUR) == {}  # expired

@@ -316,11 +316,19 @@ def _v4_rollouts(conn: Connection) -> None:
                 "a decision is never changed'); END"))
 
 
+def _v5_cert_keys(conn: Connection) -> None:
+    """The public key of every certificate issued from now on (PEM): what a node's
+    SuperNode authenticates with in a federated run (:mod:`edgewise.federated.deploy`).
+    Certificates issued before have none; their nodes get one at their next renewal."""
+    conn.execute(sa.text("ALTER TABLE node_certs ADD COLUMN public_key TEXT"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the initial schema", _v1_initial),
     Migration(2, "join tokens grant certificate host names", _v2_token_hosts),
     Migration(3, "the model registry", _v3_registry),
     Migration(4, "rollouts and their decisions", _v4_rollouts),
+    Migration(5, "each certificate's public key", _v5_cert_keys),
 )
 #: The newest schema version this edgewise knows.
 LATEST = MIGRATIONS[-1].version

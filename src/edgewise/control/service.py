@@ -31,6 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from edgewise.config import parse_config
 from edgewise.control.blobs import BlobStore, BlobWriter
 from edgewise.control.heartbeats import HeartbeatDesk
@@ -305,7 +308,8 @@ class ControlPlane:
             self.store.redeem_join_token(digest, node=node, now=now)
             ident = identity_of(cert, fleet=self.fleet)
             self.store.enrol(node=node, tier=grant.tier, spiffe_id=ident.spiffe_id,
-                             serial=ident.serial, not_after=ident.not_after, now=now)
+                             serial=ident.serial, not_after=ident.not_after, now=now,
+                             public_key=_key_pem(cert))
             self.desk.changed()
         except ConfigError as exc:
             err = InvalidRequestError(str(exc), param="node")
@@ -355,7 +359,8 @@ class ControlPlane:
             raise
         ident = identity_of(cert, fleet=self.fleet)
         self.store.renew(node=peer.node, old_serial=peer.serial, serial=ident.serial,
-                         not_after=ident.not_after, now=datetime.now(UTC))
+                         not_after=ident.not_after, now=datetime.now(UTC),
+                         public_key=_key_pem(cert))
         self.record("renew", by=peer.spiffe_id, node=peer.node,
                     reason=f"certificate {ident.serial[:16]} until "
                            f"{ident.not_after:%Y-%m-%dT%H:%MZ}")
@@ -930,3 +935,10 @@ def _safe(name: str) -> bool:
     import re
 
     return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@:/+=\-]{0,63}", name) is not None
+
+
+def _key_pem(cert: x509.Certificate) -> str:
+    """The certificate's public key as PEM (SubjectPublicKeyInfo), as the store keeps it."""
+    return cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo
+                                          ).decode("ascii")

@@ -94,6 +94,7 @@ _certs = sa.Table(
     "node_certs", _meta,
     sa.Column("serial", sa.Text, primary_key=True), sa.Column("node", sa.Text),
     sa.Column("issued_at", UTCDateTime()), sa.Column("not_after", UTCDateTime()),
+    sa.Column("public_key", sa.Text),
 )
 _denied = sa.Table(
     "denied_serials", _meta,
@@ -344,7 +345,7 @@ class ControlStore:
 
     # -- nodes and their certificates -------------------------------------------------
     def enrol(self, *, node: str, tier: str, spiffe_id: str, serial: str, not_after: datetime,
-              now: datetime) -> None:
+              now: datetime, public_key: str | None = None) -> None:
         """Record ``node``'s first certificate. A name enrolled again starts over: new
         tier and certificate, no heartbeat yet, and its earlier certificates denied.
         A revoked name stays revoked (``ForbiddenError``)."""
@@ -367,10 +368,10 @@ class ControlStore:
                                ).scalars().all()
             self._deny(conn, node, old, reason="superseded", now=now)
             conn.execute(_certs.insert().values(serial=serial, node=node, issued_at=now,
-                                                not_after=not_after))
+                                                not_after=not_after, public_key=public_key))
 
     def renew(self, *, node: str, old_serial: str, serial: str, not_after: datetime,
-              now: datetime) -> None:
+              now: datetime, public_key: str | None = None) -> None:
         """Replace ``node``'s certificate ``old_serial`` by ``serial``. ``ForbiddenError``
         if the node is unknown or revoked, or ``old_serial`` is denied or not its own.
         The old certificate stays valid until it expires (the reply may be lost)."""
@@ -389,7 +390,21 @@ class ControlStore:
             if owner != node:
                 raise ForbiddenError(f"certificate {old_serial} was not issued to node {node}")
             conn.execute(_certs.insert().values(serial=serial, node=node, issued_at=now,
-                                                not_after=not_after))
+                                                not_after=not_after, public_key=public_key))
+
+    def current_keys(self, *, now: datetime) -> dict[str, str]:
+        """The public key (PEM) of each enrolled, not revoked node's current, unexpired
+        certificate, by node name (nodes whose certificate predates keys are left out)."""
+        n, c = _nodes, _certs
+        with self._tx("current keys", write=False) as conn:
+            rows = conn.execute(
+                sa.select(n.c.name, c.c.public_key)
+                .join(c, c.c.serial == n.c.serial)
+                .where(n.c.revoked_at.is_(None), c.c.public_key.is_not(None),
+                       n.c.cert_not_after > now,
+                       ~sa.exists().where(_denied.c.serial == n.c.serial))
+                .order_by(n.c.name)).all()
+        return {r.name: r.public_key for r in rows}
 
     def node(self, name: str) -> NodeRecord | None:
         with self._tx("node", write=False) as conn:
