@@ -160,3 +160,27 @@ def test_without_flowers_environment_the_run_names_the_fix(monkeypatch: pytest.M
     monkeypatch.setenv("EDGEWISE_FLOWER_PYTHON", str(tmp_path / "nope" / "python"))
     with pytest.raises(FederatedError, match=r"does not exist: run `make federated`"):
         flower_python()
+
+
+def test_the_run_command_wants_one_engine_and_a_run_folder_to_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app
+
+    (tmp_path / "r.yaml").write_text("name: x\nbase: smollm2-135m\n")
+
+    def cli(*args: str) -> tuple[int, str]:
+        res = CliRunner().invoke(app, list(args))
+        return res.exit_code, " ".join(res.output.split())
+
+    code, out = cli("federate", "run", str(tmp_path / "r.yaml"))
+    assert code == 2 and "give --simulate N (virtual nodes here) or --superlink" in out
+    code, out = cli("federate", "run", str(tmp_path / "r.yaml"), "--simulate", "2",
+                    "--superlink", "127.0.0.1:9098")
+    assert code == 2 and "one of them" in out
+    code, out = cli("federate", "run", str(tmp_path / "r.yaml"), "--superlink", "127.0.0.1:1")
+    assert code == 2 and "--superlink needs --dir CONTROL_DIR" in out
+    code, out = cli("federate", "run", str(tmp_path / "r.yaml"), "--simulate", "2")
+    assert code == 2 and "--simulate needs the recipe's simulation section" in out
+    code, out = cli("federate", "status", str(tmp_path))
+    assert code == 2 and "is not a federated run folder (no status.json)" in out

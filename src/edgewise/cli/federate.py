@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import app, console, fail, print_rows
 from edgewise.errors import EdgewiseError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edgewise.federated.recipe import FederatedRecipe
+    from edgewise.federated.status import RunStatus
 
 __all__ = ["federate_app"]
 
@@ -44,7 +50,14 @@ def run_cmd(
                                                 "(see edgewise.federated.recipe).")],
     simulate: Annotated[int, typer.Option(
         help="Run on N virtual nodes on this machine (Flower's simulation engine), each "
-             "holding its partition of the recipe's simulation dataset.", min=1)] = 0,
+             "holding its partition of the recipe's simulation dataset.", min=0)] = 0,
+    superlink: Annotated[str | None, typer.Option(
+        help="Run on the fleet's SuperNodes through this SuperLink (HOST:PORT, `federate "
+             "superlink`).")] = None,
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="The control plane's directory (with --superlink: the fleet CA and the "
+                      "release key that signs the app bundle; $EDGEWISE_CA_PASSPHRASE).")
+                         ] = None,
     fresh: Annotated[bool, typer.Option(help="Replace an earlier run in the output "
                                              "folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final status as "
@@ -56,9 +69,12 @@ def run_cmd(
     from edgewise.federated.recipe import load_federated_recipe
     from edgewise.federated.run import run
 
-    if not simulate:
-        fail(EdgewiseError("give --simulate N: deployment runs (SuperLink and SuperNodes "
-                           "beside fleet nodes) are not in this version yet"))
+    if bool(simulate) == bool(superlink):
+        fail(EdgewiseError("give --simulate N (virtual nodes here) or --superlink HOST:PORT "
+                           "with --dir CONTROL_DIR (the fleet's SuperNodes), one of them"))
+    if superlink and directory is None:
+        fail(EdgewiseError("--superlink needs --dir CONTROL_DIR: the run's app bundle is "
+                           "signed with the fleet's release key"))
     last = [""]
 
     def on_status(status: object) -> None:
@@ -69,8 +85,12 @@ def run_cmd(
 
     try:
         spec = load_federated_recipe(recipe)
-        status = run(spec, simulate=simulate, fresh=fresh, on_status=on_status,
-                     say=lambda m: console.print(m, highlight=False))
+        say = lambda m: console.print(m, highlight=False)  # noqa: E731
+        if superlink:
+            assert directory is not None
+            status = _deployed(spec, superlink, directory, fresh, on_status, say)
+        else:
+            status = run(spec, simulate=simulate, fresh=fresh, on_status=on_status, say=say)
     except EdgewiseError as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -88,6 +108,97 @@ def run_cmd(
                       f"in {spec.output}", highlight=False)
     else:
         fail(EdgewiseError(f"the run failed: {status.error}"))
+
+
+def _deployed(spec: FederatedRecipe, superlink: str, directory: Path, fresh: bool,
+              on_status: Callable[[RunStatus], None], say: Callable[[str], None]
+              ) -> RunStatus:
+    import os
+
+    from edgewise.federated.deploy import submit
+    from edgewise.security.keys import load_private_key
+    from edgewise.security.pki import CAFiles
+
+    key_file = directory / "tuf" / "keys" / "release.key"
+    try:
+        data = key_file.read_bytes()
+    except OSError as exc:
+        raise EdgewiseError(f"{key_file}: {exc.strerror}; is {directory} a control plane "
+                            "directory made by `edgewise control init`?") from None
+    phrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "").encode("utf-8") or None
+    key = load_private_key(data, passphrase=phrase, source=str(key_file))
+    return submit(spec, superlink=superlink, ca=CAFiles.under(directory).root_cert,
+                  release_key=key, fresh=fresh, on_status=on_status, say=say)
+
+
+@federate_app.command("superlink")
+def superlink_cmd(
+    directory: Annotated[Path, typer.Option("--dir", help="The control plane's directory.")],
+    port: Annotated[int, typer.Option(help="The SuperLink's port (loopback).")] = 9098,
+    sync_s: Annotated[float, typer.Option(help="Seconds between syncs of registered "
+                                               "SuperNode keys with the fleet.")] = 5.0,
+) -> None:
+    """Run the fleet's Flower SuperLink on this (the control plane's) host: TLS from the
+    fleet CA, only enrolled nodes' keys registered (revoked ones unregistered within
+    --sync-s), no runtime dependency installation. Ctrl-C stops it."""
+    import time
+
+    from edgewise.control.superlink import SuperLink
+
+    try:
+        link = SuperLink(directory, port=port, sync_s=sync_s)
+        link.start()
+    except EdgewiseError as exc:
+        fail(exc)
+    console.print(f"SuperLink on {link.address} (TLS, fleet CA {link.ca_file}); "
+                  f"{len(link.registered)} node(s) registered: "
+                  f"{', '.join(sorted(link.registered)) or 'none yet'}", highlight=False)
+    link.serve_in_background()
+    try:
+        while link.proc is not None and link.proc.poll() is None:
+            time.sleep(1)
+        fail(EdgewiseError(f"flower-superlink exited; see {link.folder / 'superlink.log'}"))
+    except KeyboardInterrupt:
+        console.print("stopping the SuperLink", highlight=False)
+    finally:
+        link.stop()
+
+
+@federate_app.command("supernode")
+def supernode_cmd(
+    superlink: Annotated[str, typer.Option(help="The SuperLink, HOST:PORT.")],
+    data: Annotated[Path, typer.Option(help="This node's JSONL data (never leaves it).")],
+    state_dir: Annotated[Path, typer.Option(help="The node's state folder (`edgewise join`'s"
+                                                 ").")] = Path(".edgewise/fleet"),
+    data_format: Annotated[str, typer.Option("--format", help="chat or completion.")
+                           ] = "chat",
+    base: Annotated[str, typer.Option(help="This node's copy of the base model (catalogue "
+                                           "name or checkpoint folder); its digest must "
+                                           "match the run's.")] = "",
+) -> None:
+    """Run a Flower SuperNode beside this fleet node: it authenticates with the node's
+    fleet key, trusts only the fleet CA, and runs only app bundles the fleet's release key
+    signed. Ctrl-C stops it."""
+    from edgewise.federated.deploy import SuperNode
+
+    if data_format not in ("chat", "completion"):
+        fail(EdgewiseError(f"--format {data_format!r}: chat or completion"))
+    node = SuperNode(state_dir, superlink, data, data_format=data_format, base=base)
+    try:
+        node.start(say=lambda m: console.print(m, highlight=False))
+    except EdgewiseError as exc:
+        fail(exc)
+    console.print(f"SuperNode for {state_dir} connected to {superlink}; log in "
+                  f"{node.folder / 'supernode.log'}", highlight=False)
+    try:
+        assert node.proc is not None
+        code = node.proc.wait()
+        fail(EdgewiseError(f"flower-supernode exited ({code}); see "
+                           f"{node.folder / 'supernode.log'}"))
+    except KeyboardInterrupt:
+        console.print("stopping the SuperNode", highlight=False)
+    finally:
+        node.stop()
 
 
 @federate_app.command("status")

@@ -158,7 +158,7 @@ def _node_data(recipe: recipes.FederatedRecipe, context: Context) -> NodeData:
         if not path:
             raise DatasetError("this node has no data: the recipe's data.path is unset and "
                                "its SuperNode has no data-path in --node-config")
-        examples = load_examples(path, recipe.data.format)
+        examples = load_examples(path, str(nc.get("data-format") or recipe.data.format))
     return split_holdout(examples, recipe.data.holdout, recipe.seed)
 
 
@@ -566,7 +566,14 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--nodes", type=int, required=True)
     sim.add_argument("--client-cpus", type=float, default=1.0)
     sub.add_parser("where")
+    fab = sub.add_parser("fab")  # the sha256 of the bundle `flwr run APP` would submit
+    fab.add_argument("app", type=Path)
     args = ap.parse_args(argv)
+    if args.cmd == "fab":
+        from flwr.cli.build import build_fab_from_disk
+
+        print(hashlib.sha256(build_fab_from_disk(args.app)).hexdigest())
+        return 0
     if args.cmd == "where":  # which edgewise this environment runs
         print(Path(__file__).resolve().parents[1])
         return 0
