@@ -41,7 +41,11 @@ def _line(status: object) -> str:
     failed = f", {len(r.failed)} failed" if r.failed else ""
     return (f"round {r.round}/{status.rounds_planned}: {len(r.replied)}/{len(r.sampled)} "
             f"nodes{failed}, train loss {_num(r.train_loss)}, held-out loss "
-            f"{_num(r.eval_loss)}{eps} ({r.seconds:.1f} s)")
+            f"{_num(r.eval_loss)}{_pct(r.eval_exact)}{eps} ({r.seconds:.1f} s)")
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f", exact {100 * value:.1f} %"
 
 
 @federate_app.command("run")
@@ -128,7 +132,8 @@ def _deployed(spec: FederatedRecipe, superlink: str, directory: Path, fresh: boo
     phrase = os.environ.get("EDGEWISE_CA_PASSPHRASE", "").encode("utf-8") or None
     key = load_private_key(data, passphrase=phrase, source=str(key_file))
     return submit(spec, superlink=superlink, ca=CAFiles.under(directory).root_cert,
-                  release_key=key, fresh=fresh, on_status=on_status, say=say)
+                  release_key=key, fresh=fresh, on_status=on_status, say=say,
+                  index=directory / "federated")
 
 
 @federate_app.command("superlink")
@@ -230,14 +235,18 @@ def status_cmd(
                f"{status.clients_per_round} per round ({status.sampling}); {active} nodes "
                f"active, {len(dropped)} dropped; {privacy}")
     if status.initial_eval_loss is not None:
-        typer.echo(f"held-out loss of the base model: {status.initial_eval_loss:.4f}")
+        typer.echo(f"held-out loss of the base model: {status.initial_eval_loss:.4f}"
+                   f"{_pct(status.initial_eval_exact)}")
     if status.error:
         typer.echo(f"why it ended: {status.error}")
     rows = [[str(r.round), f"{len(r.replied)}/{len(r.sampled)}", str(len(r.failed)),
-             _num(r.train_loss), _num(r.eval_loss), _num(r.epsilon, ".3f"),
+             _num(r.train_loss), _num(r.eval_loss),
+             "-" if r.eval_exact is None else f"{100 * r.eval_exact:.1f}",
+             _num(r.epsilon, ".3f"),
              f"{r.bytes_up / 1024:.1f}", f"{r.seconds:.1f}"] for r in status.rounds]
     if rows:
-        print_rows("rounds", ["round", "nodes", "failed", "train loss", "held-out loss", "ε",
+        print_rows("rounds", ["round", "nodes", "failed", "train loss", "held-out loss",
+                              "exact %", "ε",
                               "KiB up", "s"], rows, wrap=set())
     for node, reason in dropped.items():
         typer.echo(f"node {node} dropped: {reason}")

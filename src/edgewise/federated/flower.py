@@ -238,10 +238,11 @@ def _evaluate(msg: Message, context: Context) -> Message:
     try:
         _recipe, trainer, data, full = _setup(msg, context)
         if data.holdout:
-            loss = trainer.evaluate(full, data.holdout)
-            metrics = MetricRecord({"num-examples": len(data.holdout), "eval-loss": loss})
+            loss, exact = trainer.score(full, data.holdout)
+            metrics = MetricRecord({"num-examples": len(data.holdout), "eval-loss": loss,
+                                    "eval-exact": exact})
         else:
-            metrics = MetricRecord({"num-examples": 0, "eval-loss": 0.0})
+            metrics = MetricRecord({"num-examples": 0, "eval-loss": 0.0, "eval-exact": 0.0})
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
     except Exception as exc:
         return _error_reply(msg, exc)
@@ -415,7 +416,7 @@ class _Edgewise:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
-        losses: dict[str, tuple[float, int]] = {}
+        losses: dict[str, tuple[float, float, int]] = {}
         for m in replies:
             if m.has_error():
                 log.warning("node %s could not evaluate: %s", m.metadata.src_node_id,
@@ -424,19 +425,22 @@ class _Edgewise:
             n = int(m.content["metrics"]["num-examples"])
             if n:
                 losses[str(m.metadata.src_node_id)] = (
-                    float(m.content["metrics"]["eval-loss"]), n)
+                    float(m.content["metrics"]["eval-loss"]),
+                    float(m.content["metrics"]["eval-exact"]), n)
         if not losses:
             return None
-        mean = float(np.average([v[0] for v in losses.values()],
-                                weights=[v[1] for v in losses.values()]))
+        weights = [v[2] for v in losses.values()]
+        mean = float(np.average([v[0] for v in losses.values()], weights=weights))
+        exact = float(np.average([v[1] for v in losses.values()], weights=weights))
         if server_round == 0:
             self.ew_status.initial_eval_loss = mean
+            self.ew_status.initial_eval_exact = exact
         elif self.ew_status.rounds and self.ew_status.rounds[-1].round == server_round:
             rec = self.ew_status.rounds[-1]
-            rec.eval_loss = mean
+            rec.eval_loss, rec.eval_exact = mean, exact
             rec.eval_by_node = {k: round(v[0], 6) for k, v in losses.items()}
         self.ew_status.save(self.ew_run_dir)
-        return MetricRecord({"eval-loss": mean})
+        return MetricRecord({"eval-loss": mean, "eval-exact": exact})
 
 
 _STRATEGIES: dict[str, type[Any]] = {
@@ -539,8 +543,10 @@ def _main(grid: Grid, context: Context) -> None:
 
 
 # -- simulation --------------------------------------------------------------------------------
-def simulate(run_dir: Path, nodes: int, client_cpus: float) -> int:
-    """Both apps on Flower's simulation engine (Ray), ``nodes`` virtual SuperNodes."""
+def simulate(run_dir: Path, nodes: int, client_cpus: float, client_app: Any = None) -> int:
+    """Both apps on Flower's simulation engine (Ray), ``nodes`` virtual SuperNodes.
+    ``client_app`` replaces :data:`client` (benchmarks: one that wraps it to play
+    attackers or drop-outs)."""
     from flwr.simulation import run_simulation
 
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -550,7 +556,8 @@ def simulate(run_dir: Path, nodes: int, client_cpus: float) -> int:
                "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
                              "_temp_dir": ray_tmp, "logging_level": "WARNING"}}
     try:
-        run_simulation(server_app=server, client_app=client, num_supernodes=nodes,
+        run_simulation(server_app=server, client_app=client_app or client,
+                       num_supernodes=nodes,
                        backend_config=backend)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -565,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("run_dir", type=Path)
     sim.add_argument("--nodes", type=int, required=True)
     sim.add_argument("--client-cpus", type=float, default=1.0)
+    sim.add_argument("--client-app", default=None, help="module:attribute of another "
+                                                        "ClientApp (benchmarks)")
     sub.add_parser("where")
     fab = sub.add_parser("fab")  # the sha256 of the bundle `flwr run APP` would submit
     fab.add_argument("app", type=Path)
@@ -581,7 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    return simulate(args.run_dir, args.nodes, args.client_cpus)
+    other = None
+    if args.client_app:
+        import importlib
+
+        module, _, attr = args.client_app.partition(":")
+        other = getattr(importlib.import_module(module), attr)
+    return simulate(args.run_dir, args.nodes, args.client_cpus, other)
 
 
 if __name__ == "__main__":

@@ -220,18 +220,32 @@ class LocalTrainer:
     def evaluate(self, adapter: Mapping[str, npt.ArrayLike], examples: Sequence[Any]
                  ) -> float:
         """Mean NLL per completion token of the model with ``adapter`` on ``examples``."""
-        from edgewise.supply.training import batches, completion_nll, tokenize_examples
+        return self.score(adapter, examples)[0]
+
+    def score(self, adapter: Mapping[str, npt.ArrayLike], examples: Sequence[Any]
+              ) -> tuple[float, float]:
+        """(mean NLL per completion token, exact-match rate) of the model with ``adapter``
+        on ``examples``; an example matches when every completion token is the model's
+        most likely next token (teacher forcing: one forward pass, no sampling)."""
+        from edgewise.supply.training import batches, tokenize_examples
 
         torch = self._torch
         self.load(adapter)
         items = tokenize_examples(self.tok, examples, max_length=self.cfg.max_length,
                                   add_eos=True)
         self.model.eval()
-        nll, n = 0.0, 0
+        nll, n, exact = 0.0, 0, 0
         with torch.no_grad():
             for ids, mask, labels in batches(items, self.cfg.batch_size, self.pad,
                                              shuffle=False, seed=0):
-                s, c = completion_nll(self.model, ids, mask, labels)
-                nll += float(s)
-                n += c
-        return nll / max(n, 1)
+                k = int((labels != -100).sum(dim=1).max())
+                logits = self.model(input_ids=ids, attention_mask=mask,
+                                    logits_to_keep=k + 1).logits[:, :-1]
+                tgt = labels[:, -k:]
+                nll += float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100,
+                    reduction="sum"))
+                n += int((tgt != -100).sum())
+                hit = (logits.argmax(-1) == tgt) | (tgt == -100)
+                exact += int(hit.all(dim=1).sum())
+        return nll / max(n, 1), exact / max(len(items), 1)

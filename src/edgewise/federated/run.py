@@ -116,9 +116,12 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def run(recipe: FederatedRecipe, *, simulate: int, fresh: bool = False,
         on_status: Callable[[RunStatus], None] | None = None,
-        say: Callable[[str], None] = lambda _m: None) -> RunStatus:
+        say: Callable[[str], None] = lambda _m: None, client_app: str | None = None,
+        artifact: bool = True) -> RunStatus:
     """Run ``recipe`` on ``simulate`` virtual nodes; the final status (the artifact is
-    built when the run produced an adapter)."""
+    built when the run produced an adapter, unless ``artifact`` is false).
+    ``client_app`` (``module:attribute``, importable in Flower's environment) replaces
+    edgewise's ClientApp: benchmarks wrap it to play attackers and drop-outs."""
     if simulate < 1:
         raise FederatedError(f"--simulate {simulate}: at least 1 virtual node")
     if recipe.clients.min > simulate:
@@ -128,7 +131,8 @@ def run(recipe: FederatedRecipe, *, simulate: int, fresh: bool = False,
     run_dir, plan = _prepare(recipe, nodes=simulate, fresh=fresh, say=say)
     assert recipe.simulation is not None
     cmd = [str(python), "-m", "edgewise.federated.flower", "simulate", str(run_dir),
-           "--nodes", str(simulate), "--client-cpus", str(recipe.simulation.client_cpus)]
+           "--nodes", str(simulate), "--client-cpus", str(recipe.simulation.client_cpus),
+           *(["--client-app", client_app] if client_app else [])]
     say(f"starting Flower's simulation engine: {simulate} virtual nodes, log in "
         f"{run_dir / LOG}")
     with (run_dir / LOG).open("ab") as log:
@@ -152,7 +156,7 @@ def run(recipe: FederatedRecipe, *, simulate: int, fresh: bool = False,
         status.state = "failed"
         status.error = f"Flower exited ({proc.returncode}) mid-run: {_tail(run_dir / LOG, 1)}"
         status.save(run_dir)
-    if status.adapter:
+    if status.adapter and artifact:
         say("building the artifact: the adapter as GGUF, the manifest with the run's lineage")
         build_artifact(run_dir, plan, status)
     return status
@@ -213,7 +217,8 @@ def build_artifact(run_dir: Path, plan: dict[str, Any], status: RunStatus) -> Pa
         base_ref, quant = str(gguf), gguf_quantization(gguf)
     recipe = plan["recipe"]
     rounds = [{"round": r.round, "nodes": len(r.replied), "failed": len(r.failed),
-               "train_loss": r.train_loss, "eval_loss": r.eval_loss, "epsilon": r.epsilon,
+               "train_loss": r.train_loss, "eval_loss": r.eval_loss,
+               "eval_exact": r.eval_exact, "epsilon": r.epsilon,
                "bytes_up": r.bytes_up, "seconds": r.seconds} for r in status.rounds]
     lineage = {
         "base_sha256": base["sha256"], "mode": status.mode, "state": status.state,
@@ -224,6 +229,8 @@ def build_artifact(run_dir: Path, plan: dict[str, Any], status: RunStatus) -> Pa
         "epsilon": status.epsilon, "delta": status.privacy.get("delta"),
         "privacy": status.privacy, "initial_eval_loss": status.initial_eval_loss,
         "final_eval_loss": status.rounds[-1].eval_loss if status.rounds else None,
+        "initial_eval_exact": status.initial_eval_exact,
+        "final_eval_exact": status.rounds[-1].eval_exact if status.rounds else None,
         "per_round": rounds}
     stage = StageRecord(id="federated", kind="federated", input="base",
                         params={k: recipe[k] for k in ("rounds", "clients", "strategy",
@@ -236,7 +243,8 @@ def build_artifact(run_dir: Path, plan: dict[str, Any], status: RunStatus) -> Pa
                       quantization=f"{quant}+LoRA", stage="federated", adapter=adapter.name,
                       lineage=["federated"],
                       size_bytes=gguf.stat().st_size + adapter.stat().st_size,
-                      metrics={"eval_loss": lineage["final_eval_loss"]})
+                      metrics={"eval_loss": lineage["final_eval_loss"],
+                               "eval_exact": lineage["final_eval_exact"]})
     manifest = Manifest(path=run_dir / MANIFEST, name=recipe["name"],
                         recipe={"sha256": recipe.get("sha256"), "kind": "federated"},
                         source={k: base[k] for k in ("name", "path", "format", "sha256")},

@@ -18,9 +18,13 @@ from typing import Any
 
 from edgewise.errors import FederatedError
 
-__all__ = ["STATUS", "NodeRecord", "RoundRecord", "RunStatus", "read_status"]
+__all__ = ["RUNS_INDEX", "STATUS", "NodeRecord", "RoundRecord", "RunStatus", "index_run",
+           "indexed_runs", "read_status"]
 
 STATUS = "status.json"
+#: In a control directory's ``federated/``: the deployment runs started with ``--dir``
+#: (name → run folder), what the fleet page lists.
+RUNS_INDEX = "runs.json"
 
 
 @dataclass
@@ -32,6 +36,8 @@ class RoundRecord:
     failed: dict[str, str] = field(default_factory=dict)
     train_loss: float | None = None
     eval_loss: float | None = None
+    #: Share of held-out examples whose completion the model gets exactly (teacher-forced).
+    eval_exact: float | None = None
     #: node id → its held-out loss with this round's global adapter.
     eval_by_node: dict[str, float] = field(default_factory=dict)
     #: ε after this round (None: no differential privacy).
@@ -69,6 +75,7 @@ class RunStatus:
     privacy: dict[str, Any] = field(default_factory=dict)
     epsilon: float | None = None
     initial_eval_loss: float | None = None
+    initial_eval_exact: float | None = None
     rounds: list[RoundRecord] = field(default_factory=list)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     #: Where the final adapter is (relative to the run folder), once written.
@@ -103,3 +110,35 @@ def read_status(run_dir: str | Path) -> RunStatus:
                              "`edgewise federate run` writes one") from None
     except (OSError, ValueError, TypeError) as exc:
         raise FederatedError(f"{p} cannot be read: {exc}") from exc
+
+
+def index_run(folder: Path, name: str, run_dir: Path) -> None:
+    """Add a run to ``folder``'s index (newest last; a name run again moves to the end)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in _index(folder) if r["name"] != name]
+    runs.append({"name": name, "run_dir": str(run_dir.resolve()), "added": time.time()})
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".runs.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(runs[-100:], f, indent=2)
+    os.replace(tmp, folder / RUNS_INDEX)
+
+
+def _index(folder: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((folder / RUNS_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, dict) and isinstance(r.get("name"), str)
+            and isinstance(r.get("run_dir"), str)] if isinstance(data, list) else []
+
+
+def indexed_runs(folder: Path, *, limit: int = 10) -> list[tuple[str, RunStatus | None]]:
+    """The newest ``limit`` indexed runs, newest first, with their status (None: the run
+    folder is gone or unreadable)."""
+    out: list[tuple[str, RunStatus | None]] = []
+    for r in reversed(_index(folder)[-limit:]):
+        try:
+            out.append((r["name"], read_status(r["run_dir"])))
+        except FederatedError:
+            out.append((r["name"], None))
+    return out
