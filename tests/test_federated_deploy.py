@@ -86,7 +86,8 @@ def test_a_deployment_run_on_superlink_and_supernodes_of_the_fleet(
                                passphrase=PASSPHRASE)
         lines: list[str] = []
         status = submit(recipe, superlink=link.address, ca=link.ca_file, release_key=key,
-                        on_status=lambda s: lines.append(s.state), say=lines.append)
+                        on_status=lambda s: lines.append(s.state), say=lines.append,
+                        index=ctl / "federated")
         assert status.state == "completed", status.error
         assert status.mode == "deployment" and len(status.rounds) == 1
         assert status.nodes_total == 4 and all(len(r.replied) == 4 for r in status.rounds)
@@ -98,7 +99,12 @@ def test_a_deployment_run_on_superlink_and_supernodes_of_the_fleet(
         run_dir = tmp_path / "runs" / "colours-fed"
         for name in ("status.json", "manifest.json", "plan.json"):
             assert "zq-node-secret" not in (run_dir / name).read_text()
-        # into the registry
+        # on the fleet page's list, and into the registry
+        from edgewise.federated.status import indexed_runs
+
+        (listed, listed_status), = indexed_runs(ctl / "federated")
+        assert listed == "colours-fed" and listed_status is not None
+        assert listed_status.state == "completed"
         res = CliRunner().invoke(app, ["control", "publish", str(run_dir), "--name",
                                        "colours-fed", "--dir", str(ctl), "--json"])
         assert res.exit_code == 0, res.output

@@ -666,3 +666,26 @@ if __name__ == "__main__":
                         help="write fleet-page.png and fleet-node.png here")
     for written in write_screenshots(parser.parse_args().screenshots):
         print(f"wrote {written}")
+
+
+def test_federated_runs_show_rounds_nodes_quality_and_budget(page: FleetPage) -> None:
+    from edgewise.federated.status import NodeRecord, RoundRecord, RunStatus
+
+    run = RunStatus(run="clinic-<b>notes</b>", state="stopped", mode="deployment",
+                    rounds_planned=5, strategy="fedavg", aggregation="ffa",
+                    privacy={"noise_multiplier": 1.0, "delta": 1e-5, "max_epsilon": 8.0},
+                    epsilon=7.51, error="round 4 could spend ε = 8.2",
+                    nodes={"1": NodeRecord(rounds=3), "2": NodeRecord(rounds=3),
+                           "3": NodeRecord(state="dropped", reason="notes.jsonl:7: bad")},
+                    rounds=[RoundRecord(round=i, sampled=[1, 2, 3], replied=[1, 2],
+                                        eval_loss=2.0 - i / 10, eval_exact=0.2 * i,
+                                        epsilon=2.5 * i) for i in (1, 2, 3)])
+    html = page.fleet(realistic_fleet(NOW), now=NOW, ca_fingerprint=CA_FP, admin=True,
+                      federated=[("clinic-notes", run), ("gone", None)])
+    doc = parse(html)
+    assert "<b>notes</b>" not in html  # a run's name is text, not markup
+    text = " ".join(html.split())
+    assert "Federated runs" in text and "3/5" in text and "2 took part, 1 dropped" in text
+    assert "r3: 2/3, 1.700, 60%, ε 7.50" in text and "ε 7.51 of 8.0 (δ 1e-05)" in text
+    assert "round 4 could spend" in text and "its run folder is gone or unreadable" in text
+    assert doc is not None

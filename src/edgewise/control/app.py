@@ -615,8 +615,9 @@ def create_control_app(cp: ControlPlane) -> FastAPI:
         recs = await run(cp.nodes)
         rows = [node_row(r, now=now, heartbeat_s=cp.settings.heartbeat_s) for r in recs]
         rollouts = [r.to_json() for r in (await run(cp.rollout_list))[:10]]
+        federated = await run(cp.federated_runs)
         return HTMLResponse(page.fleet(rows, now=now, ca_fingerprint=ca_fpr, admin=True,
-                                       rollouts=rollouts))
+                                       rollouts=rollouts, federated=federated))
 
     @app.get("/nodes/{name}", response_class=HTMLResponse, response_model=None)
     async def node_page(name: str, request: Request) -> Response:

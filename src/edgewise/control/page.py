@@ -43,6 +43,7 @@ import jinja2
 from markupsafe import Markup
 
 from edgewise.errors import ConfigError
+from edgewise.federated.status import RunStatus
 
 __all__ = ["BREAKER_STATES", "STATUSES", "FleetPage", "FleetSummary", "NodeRow", "summarize"]
 
@@ -141,15 +142,18 @@ class FleetPage:
         self._css = Markup(css.read_text(encoding="utf-8"))
 
     def fleet(self, rows: Sequence[NodeRow], *, now: datetime, ca_fingerprint: str,
-              admin: bool, rollouts: Sequence[dict[str, Any]] = ()) -> str:
+              admin: bool, rollouts: Sequence[dict[str, Any]] = (),
+              federated: Sequence[tuple[str, RunStatus | None]] = ()) -> str:
         """The fleet table: a header with counts and one row per node; then the newest
         rollouts (``Rollout.to_json()``): step, nodes on the new version, gate values,
-        decision."""
+        decision; then the newest federated runs: rounds, nodes, held-out loss and exact
+        match per round, ε spent against the budget."""
         now = _utc(now)
         return self._render("fleet.html", now, refresh=True, admin=admin,
                             ca_fingerprint=ca_fingerprint, summary=summarize(rows),
                             rows=[_row_view(r, now, _CELL_CHARS) for r in rows],
-                            rollouts=[_rollout_view(r) for r in rollouts])
+                            rollouts=[_rollout_view(r) for r in rollouts],
+                            federated=[_federated_view(n, s) for n, s in federated])
 
     def node(self, row: NodeRow, *, now: datetime, admin: bool) -> str:
         """One node's detail page: everything in its row, its breakers and audit head."""
@@ -195,6 +199,30 @@ def _rollout_view(r: dict[str, Any]) -> SimpleNamespace:
         n_nodes=len(r["assigned"]), eligible=len(r["eligible"]), gates=gates,
         reason=_clip(str(r.get("reason") or "—"), _DETAIL_CHARS),
         started=str(r["created_at"])[:19].replace("T", " "))
+
+
+def _federated_view(name: str, s: RunStatus | None) -> SimpleNamespace:
+    if s is None:
+        return SimpleNamespace(name=_clip(name, 64), state="missing", state_class="failed",
+                               rounds="—", nodes="—", curve=[], privacy="—",
+                               error="its run folder is gone or unreadable")
+    p = s.privacy
+    budget = p.get("max_epsilon")
+    privacy = ("no DP" if not p else
+               f"ε {_num(s.epsilon, '{:.2f}')} of {budget if budget is not None else 'no limit'}"
+               f" (δ {p.get('delta')})")
+    taking_part = sum(1 for n in s.nodes.values() if n.rounds)
+    dropped = sum(1 for n in s.nodes.values() if n.state == "dropped")
+    curve = [SimpleNamespace(round=r.round, nodes=f"{len(r.replied)}/{len(r.sampled)}",
+                             loss=_num(r.eval_loss, "{:.3f}"),
+                             exact="—" if r.eval_exact is None else f"{100 * r.eval_exact:.0f}%",
+                             epsilon=_num(r.epsilon, "{:.2f}")) for r in s.rounds[-12:]]
+    return SimpleNamespace(
+        name=_clip(s.run, 64), state=s.state, state_class=s.state,
+        rounds=f"{len(s.rounds)}/{s.rounds_planned}",
+        nodes=f"{taking_part} took part" + (f", {dropped} dropped" if dropped else ""),
+        strategy=_clip(f"{s.strategy} + {s.aggregation}", 40), curve=curve,
+        privacy=_clip(privacy, 64), error=_clip(s.error or "—", _DETAIL_CHARS))
 
 
 def _row_view(r: NodeRow, now: datetime, chars: int) -> SimpleNamespace:

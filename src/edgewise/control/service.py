@@ -87,6 +87,7 @@ from edgewise.errors import (
     RequestError,
     UnknownModelError,
 )
+from edgewise.federated.status import RunStatus, indexed_runs
 from edgewise.security.audit import AuditLog
 from edgewise.security.audit_record import AuditRecord
 from edgewise.security.pki import (
@@ -701,6 +702,11 @@ class ControlPlane:
         if r.active and rid in self.gate_values:
             r = _with_values(r, self.gate_values[rid])
         return r
+
+    def federated_runs(self, *, limit: int = 10) -> list[tuple[str, RunStatus | None]]:
+        """The newest federated deployment runs started against this fleet
+        (``edgewise federate run --superlink --dir``), with their status."""
+        return indexed_runs(self.dir / "federated", limit=limit)
 
     def rollout_list(self, *, name: str | None = None) -> list[Rollout]:
         return [_with_values(r, self.gate_values[r.id])

@@ -54,7 +54,7 @@ from edgewise.federated.run import (
     flower_env,
     flower_python,
 )
-from edgewise.federated.status import RunStatus, read_status
+from edgewise.federated.status import RunStatus, index_run, read_status
 from edgewise.federated.supernode import fab_message
 
 __all__ = ["SuperNode", "flower_cli_home", "sign_fab", "ssh_keys", "submit", "write_app"]
@@ -261,11 +261,14 @@ def submit(recipe: FederatedRecipe, *, superlink: str, ca: Path,
            release_key: ec.EllipticCurvePrivateKey, fresh: bool = False,
            on_status: Callable[[RunStatus], None] | None = None,
            say: Callable[[str], None] = lambda _m: None,
-           signature: str | None = None) -> RunStatus:
+           signature: str | None = None, index: Path | None = None) -> RunStatus:
     """Run ``recipe`` on the SuperLink's SuperNodes (module docstring); the final status.
-    ``signature`` replaces the bundle's real one (tests: a SuperNode refuses a bad one)."""
+    ``signature`` replaces the bundle's real one (tests: a SuperNode refuses a bad one);
+    ``index`` (a control directory's ``federated/``) lists the run on the fleet page."""
     python = flower_python()
     run_dir, plan = _prepare(recipe, nodes=None, fresh=fresh, say=say)
+    if index is not None:
+        index_run(index, recipe.name, run_dir)
     app = write_app(run_dir / "app")
     digest = fab_sha256(python, app)
     sig = signature if signature is not None else sign_fab(digest, release_key)
