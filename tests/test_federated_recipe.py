@@ -69,6 +69,13 @@ def test_a_bad_recipe_is_refused_with_its_key_path(over: dict[str, Any], message
         parse_federated_recipe(_recipe(**over))
 
 
+def test_fedavgm_takes_a_server_learning_rate() -> None:
+    r = parse_federated_recipe(_recipe(strategy={"name": "fedavgm", "server_learning_rate": 2.5,
+                                                 "server_momentum": 0.5}))
+    assert r.strategy == "fedavgm" and not r.sees_each_update
+    assert r.strategy_options == {"server_learning_rate": 2.5, "server_momentum": 0.5}
+
+
 def test_robust_strategies_run_with_noise_on_each_update() -> None:
     r = parse_federated_recipe(_recipe(strategy={"name": "multikrum", "num_malicious_nodes": 1,
                                                  "num_nodes_to_select": 3},

@@ -17,7 +17,7 @@ the run; anything else is reported by its exception's type only, since its text 
 quote data.
 
 **Server** (:data:`server`): a Flower strategy (FedAvg, FedProx, FedAdam, FedTrimmedAvg,
-FedMedian, Krum, MultiKrum from ``flwr.serverapp.strategy``) run by its own
+FedMedian, Krum, MultiKrum, FedAvgM from ``flwr.serverapp.strategy``) run by its own
 ``Strategy.start``, with :class:`_Edgewise` mixed in front of it to add what Flower lacks:
 
 - sampling of live, not-dropped nodes (``fixed`` size, or ``poisson``: each node by a
@@ -444,7 +444,8 @@ class _Edgewise:
 
 
 _STRATEGIES: dict[str, type[Any]] = {
-    "fedavg": fls.FedAvg, "fedprox": fls.FedProx, "fedadam": fls.FedAdam,
+    "fedavg": fls.FedAvg, "fedprox": fls.FedProx, "fedavgm": fls.FedAvgM,
+    "fedadam": fls.FedAdam,
     "fedtrimmedavg": fls.FedTrimmedAvg, "fedmedian": fls.FedMedian, "krum": fls.Krum,
     "multikrum": fls.MultiKrum,
 }

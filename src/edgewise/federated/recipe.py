@@ -12,8 +12,10 @@ Example ``federated.yaml``::
       sampling: fixed                 # fixed: that many at random; poisson: each node
                                       #   independently with q = per_round / nodes
       timeout_s: 600                  # a round waits this long for its replies
-    strategy: {name: fedavg}          # fedavg, fedprox (proximal_mu), fedadam (eta, eta_l,
-                                      #   beta_1, beta_2, tau), fedtrimmedavg (beta),
+    strategy: {name: fedavg}          # fedavg, fedprox (proximal_mu), fedavgm
+                                      #   (server_learning_rate, server_momentum),
+                                      #   fedadam (eta, eta_l, beta_1, beta_2, tau),
+                                      #   fedtrimmedavg (beta),
                                       #   fedmedian, krum (num_malicious_nodes), multikrum
                                       #   (num_malicious_nodes, num_nodes_to_select)
     aggregation: ffa                  # ffa (default), product, naive (see federated.lora)
@@ -66,6 +68,7 @@ _NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "fedavg": (),
     "fedprox": ("proximal_mu",),
+    "fedavgm": ("server_learning_rate", "server_momentum"),
     "fedadam": ("eta", "eta_l", "beta_1", "beta_2", "tau"),
     "fedtrimmedavg": ("beta",),
     "fedmedian": (),
