@@ -459,7 +459,9 @@ def make_strategy(recipe: recipes.FederatedRecipe) -> Any:
         k: int(v) if k.startswith("num_") else float(v)
         for k, v in recipe.strategy_options.items()}
     # Flower samples every node (we choose among them, :meth:`_Edgewise._sample`)
-    return cls(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1,
+    # no held-out data: no evaluation round at all (not one that only sends 0 examples)
+    evaluate = 1.0 if recipe.data.holdout > 0 else 0.0
+    return cls(fraction_train=1.0, fraction_evaluate=evaluate, min_train_nodes=1,
                min_evaluate_nodes=1, min_available_nodes=1, **options)
 
 
