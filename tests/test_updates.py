@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from edgewise.config import UpdateConfig
 from edgewise.engines.fake import FakeEngine
+from edgewise.fleet.updates import ModelFollower
 from fleet_harness import (
     ControlServer,
     NodeServer,
@@ -189,3 +194,47 @@ def test_a_node_takes_only_a_release_that_fits_its_hardware_profile(
         refused = [e.record.outcome for e in node.app.state.router.audit.query()
                    if e.record.route == "fleet/update"]
         assert refused == ["refused:wrong_software"]
+
+
+def test_a_cancelled_round_closes_its_client_once_its_thread_is_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping the agent cancels a round whose blocking step goes on in its thread (a
+    thread cannot be stopped): the round's client is closed when that step ends, not from
+    under it (a connection the thread was still opening would never be closed)."""
+    entered, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    class Updates:
+        def available(self) -> dict[str, Any]:
+            entered.set()
+            release.wait(10)
+            events.append("listed")
+            return {}
+
+        def fetch(self, *args: Any, **kw: Any) -> Path:
+            events.append("fetch")
+            raise OSError("the round was cancelled")
+
+        def close(self) -> None:
+            events.append("closed")
+
+    monkeypatch.setattr(ModelFollower, "_updates", lambda self: Updates())
+    state: Any = SimpleNamespace(dir=tmp_path, membership=lambda: SimpleNamespace(node="n1"))
+    follower = ModelFollower(state, UpdateConfig(model="gemma"), control_url="https://cp",
+                             client_tls=ssl.create_default_context(),
+                             installer=SimpleNamespace())
+
+    async def main() -> None:
+        check = asyncio.create_task(follower.check())
+        assert await asyncio.to_thread(entered.wait, 10)
+        check.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await check
+        assert events == []  # the step still runs: its client stays open
+        release.set()
+        end = time.monotonic() + 10
+        while "closed" not in events and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        assert events == ["listed", "fetch", "closed"]
+
+    asyncio.run(main())

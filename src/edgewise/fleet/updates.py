@@ -37,10 +37,11 @@ import json
 import logging
 import shutil
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from tuf.ngclient import FetcherInterface
 
@@ -62,6 +63,9 @@ log = logging.getLogger("edgewise.fleet")
 
 #: ``audit(outcome, reason)`` records an update decision in the node's audit log.
 Audit = Callable[[str, str], Awaitable[None]]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Installer(Protocol):
@@ -146,6 +150,53 @@ class UpdateStatus:
         return {"model": self.model, "alias": self.alias, "installed": self.installed,
                 "state": self.state, "error": (self.error or "")[:500] or None,
                 "target": self.target, "probe": self.probe, "split": self.split}
+
+
+class _Round:
+    """One round's TUF client, shared with the worker threads that run its blocking steps.
+
+    A thread cannot be stopped: a round cancelled during a step (the agent stopping)
+    leaves the step running in its thread. Closing the client at that moment would empty
+    its connection pool under the thread, and a connection the thread is still opening
+    would then never be closed (an unclosed SSLSocket, left to the garbage collector). So
+    the client is closed by whichever ends last: the round, or its step still running."""
+
+    def __init__(self, up: ModelUpdates, *, owned: bool) -> None:
+        self.up = up
+        self._owned = owned  # an injected fetcher is its owner's to close
+        self._mutex = threading.Lock()
+        self._running = 0
+        self._ended = False
+
+    async def run(self, step: Callable[Concatenate[ModelUpdates, P], T],
+                  *args: P.args, **kwargs: P.kwargs) -> T:
+        """``step(up, ...)`` in a worker thread."""
+        def in_thread() -> T:
+            with self._mutex:
+                if self._ended:  # cancelled before this thread began: the client is closed
+                    raise RuntimeError("the update round was cancelled")
+                self._running += 1
+            try:
+                return step(self.up, *args, **kwargs)
+            finally:
+                with self._mutex:
+                    self._running -= 1
+                    last = self._ended and not self._running
+                if last:
+                    self._close()
+
+        return await asyncio.to_thread(in_thread)
+
+    def end(self) -> None:
+        with self._mutex:
+            self._ended = True
+            idle = not self._running
+        if idle:
+            self._close()
+
+    def _close(self) -> None:
+        if self._owned:
+            self.up.close()
 
 
 class ModelFollower:
@@ -255,15 +306,15 @@ class ModelFollower:
                 self.status.state, self.status.error = "refused", f"no TUF root: {exc}"
                 log.error("model updates: %s", self.status.error)
                 return
+            rnd = _Round(up, owned=self._fetcher is None)
             try:
-                await self._check(up)
+                await self._check(rnd)
             finally:
-                if self._fetcher is None:  # an injected fetcher is its owner's to close
-                    up.close()
+                rnd.end()
 
-    async def _check(self, up: ModelUpdates) -> None:
+    async def _check(self, up: _Round) -> None:
         try:
-            ptr, listed = await asyncio.to_thread(self._pointer, up)
+            ptr, listed = await up.run(self._pointer)
             self.status.target = ptr.version
             changed = await self._apply(up, listed, ptr)
             if ptr.probes and ptr.rollout is not None and (
@@ -306,7 +357,7 @@ class ModelFollower:
         if self.audit is not None:
             await self.audit(outcome, reason[:400])
 
-    async def _apply(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+    async def _apply(self, up: _Round, listed: dict[str, dict[str, Any]],
                      ptr: Pointer) -> bool:
         """Serve what ``ptr`` says; whether anything changed."""
         st = self.status
@@ -326,7 +377,7 @@ class ModelFollower:
         if ptr.version == st.installed:
             return False
         self.status.state = "updating"
-        folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
+        folder = await up.run(self._obtain, listed, ptr.version)
         back = st.installed is not None and ptr.version < st.installed
         await self.installer.serve(folder, ptr.version)
         st.split = None  # a swap replaces both versions of a split
@@ -336,7 +387,7 @@ class ModelFollower:
                                 f"alias {self.cfg.alias}")
         return True
 
-    async def _split(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+    async def _split(self, up: _Round, listed: dict[str, dict[str, Any]],
                      ptr: Pointer) -> bool:
         """Serve ``ptr.version`` beside the incumbent at ``ptr.split``."""
         st = self.status
@@ -347,7 +398,7 @@ class ModelFollower:
         if st.installed != ptr.incumbent:  # the split is made beside the incumbent
             await self._apply(up, listed, Pointer(version=ptr.incumbent))
         st.state = "updating"
-        folder = await asyncio.to_thread(self._obtain, up, listed, ptr.version)
+        folder = await up.run(self._obtain, listed, ptr.version)
         await self.installer.split(folder, ptr.version, ptr.split)
         st.split = want
         log.info("A/B split (rollout %s): %s@%d serves %.1f%% of requesters beside v%d",
@@ -365,11 +416,11 @@ class ModelFollower:
         if self.audit is not None:
             await self.audit("answered", f"installed {self.model}@{version} ({why})")
 
-    async def _probe(self, up: ModelUpdates, listed: dict[str, dict[str, Any]],
+    async def _probe(self, up: _Round, listed: dict[str, dict[str, Any]],
                      ptr: Pointer) -> None:
         assert ptr.probes is not None and ptr.incumbent is not None
-        probes = await asyncio.to_thread(self._fetch_probes, up, ptr.probes, ptr.version)
-        old = await asyncio.to_thread(self._obtain, up, listed, ptr.incumbent)
+        probes = await up.run(self._fetch_probes, ptr.probes, ptr.version)
+        old = await up.run(self._obtain, listed, ptr.incumbent)
         new = self.root / str(ptr.version)
         result = await self.installer.probe(probes, new, old)
         self.status.probe = {"rollout": ptr.rollout, "version": ptr.version,
