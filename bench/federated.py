@@ -58,16 +58,10 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent / "tests"))  # tiny_models (the scale section's model)
 
+from federated_lora import WORDS  # noqa: E402  (the same 64 words)
+
 LANGS = {"Zorbish": "zek", "Quenyan": "ath", "Morvic": "ulo", "Tessian": "ir",
          "Belgar": "osk", "Liranth": "ema", "Dovvic": "un", "Shaelic": "ith"}
-WORDS = ["river", "stone", "house", "bread", "light", "window", "mountain", "friend",
-         "road", "winter", "music", "garden", "market", "fire", "cloud", "letter",
-         "horse", "silver", "island", "forest", "bridge", "candle", "harbor", "mirror",
-         "thunder", "orchard", "lantern", "meadow", "castle", "feather", "anchor", "valley",
-         "copper", "desert", "eagle", "temple", "basket", "cotton", "engine", "glacier",
-         "hammer", "jungle", "kettle", "ladder", "marble", "needle", "oyster", "pepper",
-         "quarry", "ribbon", "saddle", "tunnel", "velvet", "wagon", "yarrow", "zephyr",
-         "acorn", "barley", "cellar", "dagger", "ember", "falcon", "goblet", "hollow"]
 MODEL = "smollm2-135m-instruct"
 NODES, ROUNDS, STEPS = 5, 5, 6
 #: The federated runs: the same 30 local steps per node as local-only, in shorter rounds
