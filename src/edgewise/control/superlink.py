@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import threading
 from datetime import UTC, datetime
@@ -89,9 +88,7 @@ class SuperLink:
                      ca.chain_pem(ca.issue_server(key.public_key(), hosts=[self.host])))
         write_public(self.ca_file, ca.root_pem())
         flower_cli_home(self.cli_home, self.address, self.ca_file)
-        env = flower_env()
-        env["FLWR_HOME"] = str(self.folder / "flwr")
-        env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")])
+        env = flower_env(self.folder / "flwr")
         cmd = [str(python.parent / "flower-superlink"),
                "--ssl-ca-certfile", str(self.ca_file),
                "--ssl-certfile", str(self.folder / "superlink.pem"),

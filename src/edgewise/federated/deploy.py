@@ -45,7 +45,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edgewise.errors import FederatedError
 from edgewise.federated.recipe import FederatedRecipe
 from edgewise.federated.run import (
-    LOG,
     _prepare,
     _report,
     _stop,
@@ -57,7 +56,8 @@ from edgewise.federated.run import (
 from edgewise.federated.status import RunStatus, index_run, read_status
 from edgewise.federated.supernode import fab_message
 
-__all__ = ["SuperNode", "flower_cli_home", "sign_fab", "ssh_keys", "submit", "write_app"]
+__all__ = ["CONNECTION", "SuperNode", "fab_sha256", "flower_cli_home", "flwr_cli", "sign_fab",
+           "ssh_keys", "ssh_public", "submit", "wait_port", "write_app"]
 
 CONNECTION = "edgewise"
 
@@ -146,9 +146,7 @@ def flower_cli_home(directory: Path, address: str, ca: Path) -> Path:
 def flwr_cli(python: Path, home: Path, *args: str, timeout: float = 60) -> dict[str, Any]:
     """One ``flwr`` command with ``--format json``; its JSON answer (FederatedError, one
     line, when it fails)."""
-    env = flower_env()
-    env["FLWR_HOME"] = str(home)
-    env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")])
+    env = flower_env(home)
     try:
         out = subprocess.run([str(python.parent / "flwr"), *args, "--format", "json"],
                              capture_output=True, text=True, env=env, timeout=timeout,
@@ -229,9 +227,7 @@ class SuperNode:
             raise FederatedError(f"{bad[0]!r}: a SuperNode's node config cannot hold a quote "
                                  "or a line break; move the file")
         port = self.port or _free_port()
-        env = flower_env()
-        env["FLWR_HOME"] = str(self.folder / "flwr")
-        env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")])
+        env = flower_env(self.folder / "flwr")
         cmd = [str(python), "-m", "edgewise.federated.supernode",
                "--release-pub", str(state.release_key_file), "--",
                "--superlink", self.superlink, "--root-certificates", str(state.ca_file),
@@ -308,5 +304,3 @@ def submit(recipe: FederatedRecipe, *, superlink: str, ca: Path,
         build_artifact(run_dir, plan, status)
     return status
 
-
-__all__ += ["LOG", "fab_sha256", "flwr_cli", "wait_port"]

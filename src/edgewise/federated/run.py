@@ -57,9 +57,14 @@ def flower_python() -> Path:
     return path
 
 
-def flower_env() -> dict[str, str]:
-    """The child's environment: offline, no telemetry, no runtime installs, this edgewise."""
+def flower_env(home: Path | None = None) -> dict[str, str]:
+    """The child's environment: offline, no telemetry, no runtime installs, this edgewise;
+    with ``home``, Flower's own ``$FLWR_HOME`` there and Flower's ``bin`` first on
+    ``PATH`` (its processes start each other by name: flower-superexec, flwr-clientapp)."""
     env = dict(os.environ)
+    if home is not None:
+        env["FLWR_HOME"] = str(home)
+        env["PATH"] = os.pathsep.join([str(flower_python().parent), env.get("PATH", "")])
     src = str(Path(__file__).resolve().parents[2])  # the folder holding this edgewise
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env.update({
