@@ -61,6 +61,18 @@ def test_a_minimal_recipe_gets_the_defaults_and_round_trips(tmp_path: Path) -> N
      r"aggregation: product replaces the averaging step.*not krum"),
     ({"simulation": {"dataset": {"path": "p.jsonl"}, "partition": "dirichlet"}},
      r"dirichlet needs simulation.key"),
+    ({"secure_aggregation": True, "strategy": {"name": "krum"},
+      "clients": {"per_round": 4, "min": 3}},
+     r"strategy krum looks at each client's update, but secure_aggregation shows"),
+    ({"secure_aggregation": True, "clients": {"per_round": 4, "min": 2}},
+     r"secure_aggregation needs clients.min >= 3"),
+    ({"secure_aggregation": {"threshold": 0.5}, "clients": {"per_round": 4, "min": 3}},
+     r"secure_aggregation.threshold: .*greater than 0.5"),
+    ({"secure_aggregation": {"shares": 2.5}, "clients": {"per_round": 4, "min": 3}},
+     r"secure_aggregation.shares: a share of the sampled nodes in \(0, 1\], or a whole"),
+    ({"secure_aggregation": {"clipping_range": 2}, "clients": {"per_round": 4, "min": 3},
+      "privacy": {"noise_multiplier": 1.0}}, r"clipping_range is derived under privacy"),
+    ({"secure_aggregation": {"shares": 1, "treshold": 0.7}}, r"treshold: unknown key"),
     ({"locals": {"r": 4}}, r"locals: unknown key"),
     ({"local": {"rank": 4}}, r"local.rank: unknown key"),
 ])
@@ -82,6 +94,18 @@ def test_robust_strategies_run_with_noise_on_each_update() -> None:
                                        privacy={"noise_multiplier": 1.0, "noise": "client"}))
     assert r.sees_each_update and r.strategy_options == {"num_malicious_nodes": 1,
                                                          "num_nodes_to_select": 3}
+
+
+def test_secure_aggregation_derives_its_range_from_the_noise() -> None:
+    r = parse_federated_recipe(_recipe(secure_aggregation=True,
+                                       clients={"per_round": 10, "min": 6}))
+    assert r.secure_aggregation is not None and r.secure_aggregation.threshold == 0.6
+    assert r.secure_clip(10) == 1.0 and from_json(json.loads(json.dumps(r.to_json()))) == r
+    dp = parse_federated_recipe(_recipe(secure_aggregation={"shares": 7},
+                                        clients={"per_round": 10, "min": 6},
+                                        privacy={"noise_multiplier": 1.0, "clip_norm": 0.5}))
+    assert dp.secure_clip(4) == pytest.approx(0.5 * (1 + 10 / 2))  # C + 10 zC/√4
+    assert parse_federated_recipe(_recipe(secure_aggregation=False)).secure_aggregation is None
 
 
 def test_a_recipe_file_that_is_not_yaml_or_missing_says_so(tmp_path: Path) -> None:

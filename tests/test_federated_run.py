@@ -154,3 +154,60 @@ def test_a_node_whose_data_does_not_parse_is_dropped_and_the_run_fails_clearly(
     assert all(n.state == "dropped" and "pool.jsonl:7" in n.reason
                for n in status.nodes.values())
     assert MARK not in (tmp_path / "runs" / "colours" / "status.json").read_text()
+
+
+# A ClientApp that is edgewise's own, except that three of the ten virtual nodes vanish
+# after sending their masked update (they fail the unmask stage).
+VANISH = '''
+from flwr.app import Error, Message
+from flwr.clientapp import ClientApp
+from edgewise.federated import flower as ew, secagg
+
+client = ClientApp()
+GONE = {0, 3, 7}
+
+
+@client.train()
+def train(msg, context):
+    stage = msg.content.config_records.get(secagg.RECORD)
+    if stage is not None and stage["stage"] == "unmask" \\
+            and int(context.node_config["partition-id"]) in GONE:
+        return Message(Error(code=ew.CODE_OTHER, reason="vanished"), reply_to=msg)
+    return ew._train(msg, context)
+
+
+@client.evaluate()
+def evaluate(msg, context):
+    return ew._evaluate(msg, context)
+'''
+
+
+def test_secure_aggregation_with_distributed_noise_survives_30_percent_vanishing(
+        tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SecAgg+, DP clipping, each node's noise share and the accountant in one run: 3 of
+    10 nodes vanish after their masked update; the round completes with all 10 in the
+    sum, and ε is spent at the noise of 10 shares."""
+    from edgewise.federated.recipe import load_federated_recipe
+    from edgewise.federated.run import run
+
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "vanish.py").write_text(VANISH)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "apps"))
+    z, delta = 1.0, 1e-5
+    recipe = _write(tmp_path, base, "rounds: 1\nclients: {per_round: 10, min: 6, "
+                                    "timeout_s: 300}\nsecure_aggregation: true\n"
+                                    f"privacy: {{noise_multiplier: {z}, clip_norm: 0.5, "
+                                    f"delta: {delta}}}\n")
+    status = run(load_federated_recipe(recipe), simulate=10, client_app="vanish:client",
+                 artifact=False)
+    assert status.state == "completed", status.error
+    r = status.rounds[0]
+    assert r.secure["masked"] == 10 and r.secure["unmasked"] == 7, r.secure
+    assert r.secure["saturated"] == 0 and r.secure["threshold"] == 6
+    assert len(r.replied) == 10 and sorted(r.failed.values()) == ["unmask: vanished"] * 3
+    ref = DpAccountant(delta=delta)
+    assert r.noise_multiplier == z and r.epsilon == pytest.approx(ref.spend(z), rel=1e-9)
+    assert status.adapter == "adapter" and status.secure_aggregation["protocol"] == "SecAgg+"
+    assert MARK not in (tmp_path / "runs" / "colours" / "status.json").read_text()
+    code, out = _cli("federate", "status", str(tmp_path / "runs" / "colours"))
+    assert code == 0 and "the server saw only the sum of the updates" in out

@@ -39,8 +39,11 @@ def _line(status: object) -> str:
     r = status.rounds[-1]
     eps = f", ε {r.epsilon:.3f}" if r.epsilon is not None else ""
     failed = f", {len(r.failed)} failed" if r.failed else ""
+    sec = r.secure
+    secure = (f", securely summed ({sec['masked'] - sec['unmasked']} left after masking)"
+              if sec else "")
     return (f"round {r.round}/{status.rounds_planned}: {len(r.replied)}/{len(r.sampled)} "
-            f"nodes{failed}, train loss {_num(r.train_loss)}, held-out loss "
+            f"nodes{failed}{secure}, train loss {_num(r.train_loss)}, held-out loss "
             f"{_num(r.eval_loss)}{_pct(r.eval_exact)}{eps} ({r.seconds:.1f} s)")
 
 
@@ -234,6 +237,11 @@ def status_cmd(
                f"{status.rounds_planned} rounds, {status.strategy} + {status.aggregation}, "
                f"{status.clients_per_round} per round ({status.sampling}); {active} nodes "
                f"active, {len(dropped)} dropped; {privacy}")
+    sa = status.secure_aggregation
+    typer.echo(f"secure aggregation: {sa['protocol']} (shares {sa['shares']}, threshold "
+               f"{sa['threshold']}, range ±{sa['clipping_range']}): the server saw only the "
+               "sum of the updates" if sa else "no secure aggregation: the server saw each "
+               "node's update")
     if status.initial_eval_loss is not None:
         typer.echo(f"held-out loss of the base model: {status.initial_eval_loss:.4f}"
                    f"{_pct(status.initial_eval_exact)}")

@@ -29,6 +29,9 @@ FedMedian, Krum, MultiKrum, FedAvgM from ``flwr.serverapp.strategy``) run by its
   arrived (``z √(m / n)`` for ``m`` of ``n`` shares, :func:`effective_multiplier`);
 - ``aggregation: product`` (:func:`edgewise.federated.lora.aggregate`) in place of
   averaging the factors;
+- secure aggregation (``secure_aggregation``, :mod:`.secagg`): every train round runs
+  SecAgg+ through :class:`_SecureGrid`, and the strategy averages the secure sum — one
+  reply, the weighted mean — instead of the nodes' updates, which the server never sees;
 - a round record (who was sampled, answered, failed and why; losses; bytes each way; ε)
   written to the run folder's ``status.json`` after every round (:mod:`.status`), and
   federated evaluation of the global adapter on every node's held-out data (round 0 is
@@ -67,6 +70,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.app.message_type import MessageType
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as fls
@@ -79,6 +83,7 @@ from edgewise.errors import (
     PrivacyBudgetError,
 )
 from edgewise.federated import recipe as recipes
+from edgewise.federated import secagg
 from edgewise.federated.local import LocalTrainer
 from edgewise.federated.lora import aggregate, join_adapter, split_adapter
 from edgewise.federated.partition import NodeData, partition, split_holdout
@@ -204,29 +209,38 @@ def _error_reply(msg: Message, exc: BaseException) -> Message:
 client = ClientApp()
 
 
+def _fit(msg: Message, context: Context) -> tuple[Arrays, Arrays, float, MetricRecord]:
+    """Train on this node's data: the global adapter, the update (clipped, with its noise
+    share under DP), its weight and the metrics that travel with it."""
+    recipe, trainer, data, full = _setup(msg, context)
+    cfg = msg.content["config"]
+    sent = sorted(msg.content["arrays"].keys())
+    result = trainer.fit(full, data.train, round_no=int(cfg["server-round"]))
+    update = {k: result.adapter[k] - full[k] for k in sent}
+    dp = recipe.dp_config()
+    norm = math.sqrt(sum(float(np.sum(u * u)) for u in update.values()))
+    if dp.enabled:
+        update, norm = clip(update, dp.clip_norm)
+        shares = 1 if recipe.privacy.noise == "client" else float(cfg["expected"])
+        noise = noise_share(update, noise_multiplier=dp.noise_multiplier,
+                            clip_norm=dp.clip_norm, clients=1, rng=np.random.default_rng())
+        scale = 1.0 / math.sqrt(shares)  # noise_share's std is z·C/√clients
+        update = {k: u + noise[k] * scale for k, u in update.items()}
+    # under DP every update weighs the same (the sum's sensitivity is one clip)
+    weight = 1 if dp.enabled else result.examples
+    metrics = MetricRecord({
+        "num-examples": weight, "examples": result.examples,
+        "train-loss": result.train_loss, "update-norm": norm, "steps": result.steps})
+    return {k: full[k] for k in sent}, update, float(weight), metrics
+
+
 @client.train()
 def _train(msg: Message, context: Context) -> Message:
     try:
-        recipe, trainer, data, full = _setup(msg, context)
-        cfg = msg.content["config"]
-        sent = sorted(msg.content["arrays"].keys())
-        result = trainer.fit(full, data.train, round_no=int(cfg["server-round"]))
-        update = {k: result.adapter[k] - full[k] for k in sent}
-        dp = recipe.dp_config()
-        norm = math.sqrt(sum(float(np.sum(u * u)) for u in update.values()))
-        if dp.enabled:
-            update, norm = clip(update, dp.clip_norm)
-            shares = 1 if recipe.privacy.noise == "client" else float(cfg["expected"])
-            noise = noise_share(update, noise_multiplier=dp.noise_multiplier,
-                                clip_norm=dp.clip_norm, clients=1, rng=np.random.default_rng())
-            scale = 1.0 / math.sqrt(shares)  # noise_share's std is z·C/√clients
-            update = {k: u + noise[k] * scale for k, u in update.items()}
-        out = {k: full[k] + update[k] for k in sent}
-        metrics = MetricRecord({
-            # under DP every update weighs the same (the sum's sensitivity is one clip)
-            "num-examples": 1 if dp.enabled else result.examples,
-            "examples": result.examples, "train-loss": result.train_loss,
-            "update-norm": norm, "steps": result.steps})
+        if secagg.RECORD in msg.content.config_records:  # a SecAgg+ stage
+            return secagg.client_step(msg, context, lambda m, c: _fit(m, c)[1:])
+        start, update, _weight, metrics = _fit(msg, context)
+        out = {k: start[k] + update[k] for k in update}
         return Message(RecordDict({"arrays": _to_record(out), "metrics": metrics}),
                        reply_to=msg)
     except Exception as exc:
@@ -253,6 +267,26 @@ class _BudgetStop(Exception):
     pass
 
 
+class _SecureGrid:
+    """The run's grid with every train round run as SecAgg+ (:mod:`.secagg`): the
+    strategy's train messages become the protocol's four stages, ``Strategy.start``
+    gets no replies back, and ``aggregate_train`` averages the secure sum instead."""
+
+    def __init__(self, grid: Grid, strategy: Any) -> None:
+        self._grid, self._strategy = grid, strategy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == MessageType.TRAIN:
+            self._strategy.secure_round(self._grid, messages)
+            return []
+        return list(self._grid.send_and_receive(messages, timeout=timeout))
+
+
 class _Edgewise:
     """Mixed in front of a Flower strategy (see the module docstring)."""
 
@@ -268,6 +302,8 @@ class _Edgewise:
         self.ew_rng = random.SystemRandom()
         self.ew_eval_nodes: list[int] | None = None
         self.ew_started = 0.0
+        self.ew_secure_cfg: secagg.SecureConfig | None = None
+        self.ew_secure: tuple[Arrays, secagg.SecureRound] | None = None
 
     # -- nodes -------------------------------------------------------------------------------
     def _live(self, grid: Grid) -> list[int]:
@@ -326,6 +362,14 @@ class _Edgewise:
         self._check_budget(server_round, len(chosen))
         self.ew_round = RoundRecord(round=server_round, sampled=chosen)
         config["expected"] = self.ew_expected
+        sa = self.ew_recipe.secure_aggregation
+        if sa is not None:
+            private = self.ew_recipe.privacy.noise_multiplier > 0
+            self.ew_secure_cfg = secagg.SecureConfig(
+                shares=sa.shares, threshold=sa.threshold,
+                clip=self.ew_recipe.secure_clip(self.ew_expected),
+                max_weight=1.0 if private else sa.max_weight,
+                min_nodes=self.ew_recipe.clients.min, timeout=self.ew_recipe.clients.timeout_s)
         messages = super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
         wanted = set(chosen)
         picked = [m for m in messages if m.metadata.dst_node_id in wanted]
@@ -354,10 +398,61 @@ class _Edgewise:
                                       f"{self.ew_recipe.clients.timeout_s:g} s")
         return valid
 
+    def secure_round(self, grid: Grid, messages: list[Message]) -> None:
+        """This round's train messages as SecAgg+ (:class:`_SecureGrid`): the mean update
+        is kept for :meth:`aggregate_train`."""
+        rec, cfg = self.ew_round, self.ew_secure_cfg
+        assert rec is not None and cfg is not None
+        try:
+            result = secagg.aggregate(grid, messages, cfg, rec.round)
+        except secagg.SecureAggregationError as exc:
+            self._secure_failures(exc.failed, rec)
+            self._record(rec)
+            raise
+        self.ew_secure = (_to_numpy(messages[0].content["arrays"]), result)
+
+    def _secure_failures(self, failed: dict[int, tuple[int, str]], rec: RoundRecord) -> None:
+        for nid, (code, reason) in failed.items():
+            node = str(nid)
+            rec.failed[node] = reason
+            if code in _DROP:
+                n = self.ew_status.nodes.setdefault(node, NodeRecord())
+                n.state, n.reason = "dropped", reason
+                log.warning("node %s drops out of the run: %s", node, reason)
+
+    def _secure_reply(self, rec: RoundRecord) -> tuple[list[Message], list[int]]:
+        """The secure sum as the one reply the strategy averages (weight 1: it is the
+        weighted mean already), and the nodes in it."""
+        assert self.ew_secure is not None
+        start, sec = self.ew_secure
+        self.ew_secure = None
+        self._secure_failures(sec.failed, rec)
+        rec.bytes_up, rec.bytes_down = sec.bytes_up, sec.bytes_down
+        rec.secure = {"keyed": len(sec.keyed), "shared": len(sec.shared),
+                      "masked": len(sec.masked), "unmasked": len(sec.unmasked),
+                      "shares": sec.shares, "threshold": sec.threshold,
+                      "saturated": sec.saturated}
+        examples = [int(sec.metrics[n]["examples"]) for n in sec.masked]
+        rec.train_loss = float(np.average(
+            [float(sec.metrics[n]["train-loss"]) for n in sec.masked], weights=examples))
+        for nid, n_ex in zip(sec.masked, examples, strict=True):
+            node = self.ew_status.nodes.setdefault(str(nid), NodeRecord())
+            node.rounds += 1
+            node.examples = n_ex
+        mean = _to_record({k: start[k] + sec.mean[k] for k in start})
+        reply = Message(RecordDict({"arrays": mean, "metrics": MetricRecord(
+            {"num-examples": 1, "train-loss": rec.train_loss})}),
+            dst_node_id=0, message_type=MessageType.TRAIN)
+        return [reply], sec.masked
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rec = self.ew_round
         assert rec is not None
+        if self.ew_secure is not None:
+            summed, rec.replied = self._secure_reply(rec)
+            mean, summary = super().aggregate_train(server_round, summed)  # type: ignore[misc]
+            return self._finish(rec, len(rec.replied), mean, summary)
         valid = self._failures(list(replies), rec)
         rec.replied = sorted(m.metadata.src_node_id for m in valid)
         need = self.ew_recipe.clients.min
@@ -381,8 +476,13 @@ class _Edgewise:
             metrics = MetricRecord({"train-loss": rec.train_loss})
         else:
             arrays, metrics = super().aggregate_train(server_round, valid)  # type: ignore[misc]
+        return self._finish(rec, len(valid), arrays, metrics)
+
+    def _finish(self, rec: RoundRecord, summed: int, arrays: ArrayRecord | None,
+                metrics: MetricRecord | None
+                ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self.ew_accountant is not None:
-            z = self._multiplier(len(valid))
+            z = self._multiplier(summed)
             rec.noise_multiplier = z
             rec.epsilon = self.ew_accountant.spend(z)
             self.ew_status.epsilon = rec.epsilon
@@ -491,6 +591,16 @@ def _main(grid: Grid, context: Context) -> None:
                                 "clip_norm": dp.clip_norm, "delta": dp.delta,
                                 "max_epsilon": dp.max_epsilon,
                                 "noise": recipe.privacy.noise} if dp.enabled else {})
+    sa = recipe.secure_aggregation
+    if sa is not None:
+        status.secure_aggregation = {
+            "protocol": "SecAgg+", "shares": sa.shares, "threshold": sa.threshold,
+            "clipping_range": "C + 10σ" if dp.enabled else recipe.secure_clip(1.0),
+            "max_weight": 1.0 if dp.enabled else sa.max_weight}
+    elif dp.enabled and recipe.privacy.noise == "distributed":
+        log.warning("privacy.noise: distributed without secure_aggregation: ε holds for the "
+                    "released adapter, but this server sees each update with only its "
+                    "share of the noise")
     status.save(run_dir)
     strategy = None
     try:
@@ -513,6 +623,8 @@ def _main(grid: Grid, context: Context) -> None:
             "recipe": json.dumps(plan["recipe"]), "base-path": plan["base"]["checkpoint"],
             "base-sha256": plan["base"]["sha256"], "a-digest": a_digest(initial)})
         start = _to_record({k: initial[k] for k in sent})
+        if sa is not None:  # every train round as SecAgg+
+            grid = _SecureGrid(grid, strategy)
         if recipe.data.holdout > 0:  # round 0: the base model on every node's held-out data
             strategy.aggregate_evaluate(0, grid.send_and_receive(
                 strategy.configure_evaluate(0, start, ConfigRecord(dict(config)), grid),

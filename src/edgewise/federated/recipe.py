@@ -24,6 +24,15 @@ Example ``federated.yaml``::
     privacy: {noise_multiplier: 1.0, clip_norm: 0.5, delta: 1.0e-5, max_epsilon: 8,
               noise: distributed}     # distributed: each client adds its share of the
                                       #   sum's noise; client: each adds all of it (local DP)
+    secure_aggregation:               # SecAgg+ (federated.secagg; `true`: these defaults):
+                                      #   the server sees only the sum of the updates
+      shares: 1.0                     # a node's secrets are split among this share of the
+                                      #   sampled nodes (or this many)
+      threshold: 0.6                  # this share of them rebuilds the secrets (> 0.5):
+                                      #   0.6 survives 40 % leaving after their masked update
+      clipping_range: 1.0             # update coordinates beyond ±this are cut (without
+                                      #   privacy; with it, C + 10σ, derived)
+      max_weight: 1000                # a node weighs min(examples, this) (1 under privacy)
     data:                             # on each node; never read by anything but that node
       path: /var/lib/edgewise/federated/notes.jsonl   # a SuperNode's data-path overrides
       format: chat                    # chat or completion JSONL (the supply chain's parser)
@@ -47,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,6 +88,9 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
 #: Strategies that look at each client's update (not only their sum): they cannot run on
 #: what secure aggregation or distributed noise hides.
 ROBUST = frozenset({"fedtrimmedavg", "fedmedian", "krum", "multikrum"})
+#: Under secure aggregation at most this many nodes a round (the quantiser keeps 2**20
+#: levels for a 32-bit sum).
+SECAGG_MAX_NODES = 4096
 
 
 @with_config(STRICT)
@@ -111,6 +124,15 @@ class PrivacySpec:
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     max_epsilon: Annotated[float, Field(gt=0)] | None = None
     noise: Literal["distributed", "client"] = "distributed"
+
+
+@with_config(STRICT)
+@dataclass
+class SecureAggregationSpec:
+    shares: Annotated[float, Field(gt=0, le=100_000)] = 1.0
+    threshold: Annotated[float, Field(gt=0.5, le=1)] = 0.6
+    clipping_range: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    max_weight: Annotated[float, Field(ge=1, le=1e9)] = 1000.0
 
 
 @with_config(STRICT)
@@ -150,6 +172,7 @@ class _Raw:
     aggregation: Literal["ffa", "product", "naive"] = "ffa"
     local: LocalSpec = field(default_factory=LocalSpec)
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
+    secure_aggregation: SecureAggregationSpec | None = None
     data: DataSpec = field(default_factory=DataSpec)
     simulation: SimulationSpec | None = None
     output: str | None = None
@@ -176,6 +199,7 @@ class FederatedRecipe:
     output: Path
     sha256: str = ""
     pre_tokenizer: str | None = None
+    secure_aggregation: SecureAggregationSpec | None = None
 
     # -- the algorithm layer's configs ---------------------------------------------------------
     def local_config(self) -> LocalConfig:
@@ -197,6 +221,17 @@ class FederatedRecipe:
         """True when the server must look at individual updates (robust strategies, the
         product aggregation): incompatible with distributed noise."""
         return self.strategy in ROBUST or self.aggregation == "product"
+
+    def secure_clip(self, expected: float) -> float:
+        """The secure quantiser's range: ``C + 10σ`` under privacy (``σ`` a node's noise
+        std, ``expected`` the nodes whose shares make the sum's noise), else the recipe's
+        ``clipping_range`` (default 1)."""
+        sa = self.secure_aggregation
+        p = self.privacy
+        if p.noise_multiplier > 0:
+            shares = 1.0 if p.noise == "client" else max(expected, 1.0)
+            return p.clip_norm * (1 + 10 * p.noise_multiplier / math.sqrt(shares))
+        return sa.clipping_range if sa is not None and sa.clipping_range else 1.0
 
     # -- the run folder's copy ---------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -250,6 +285,8 @@ def parse_federated_recipe(data: Any, *, source: str = "recipe", root: Path | No
         raise RecipeError(f"{source}: a federated recipe is a mapping with name, base, "
                           f"rounds, clients, strategy, local, privacy, data; got "
                           f"{type(data).__name__}")
+    if isinstance(data.get("secure_aggregation"), bool):  # `secure_aggregation: true`
+        data = {**data, "secure_aggregation": {} if data["secure_aggregation"] else None}
     try:
         raw = TypeAdapter(_Raw).validate_python(data)
     except pydantic.ValidationError as exc:
@@ -272,6 +309,27 @@ def parse_federated_recipe(data: Any, *, source: str = "recipe", root: Path | No
             "distributed adds only a share of the noise to each (private only as a sum); "
             "use privacy.noise: client (each update carries all the noise) or fedavg/"
             "fedprox/fedadam with aggregation ffa or naive")
+    sa = raw.secure_aggregation
+    if sa is not None:
+        if recipe_sees_each:
+            what = (f"strategy {strategy}" if strategy in ROBUST
+                    else "aggregation: product")
+            raise RecipeError(
+                f"{source}: {what} looks at each client's update, but secure_aggregation "
+                "shows the server only their sum; use fedavg, fedprox, fedavgm or fedadam "
+                "with aggregation ffa or naive")
+        if raw.clients.min < 3:
+            raise RecipeError(f"{source}: secure_aggregation needs clients.min >= 3 (with "
+                              "two, each learns the other's update from the sum)")
+        if raw.clients.per_round > SECAGG_MAX_NODES:
+            raise RecipeError(f"{source}: secure_aggregation takes at most "
+                              f"{SECAGG_MAX_NODES} clients.per_round")
+        if sa.shares > 1 and (sa.shares != int(sa.shares) or sa.shares < 3):
+            raise RecipeError(f"{source}: secure_aggregation.shares: a share of the sampled "
+                              "nodes in (0, 1], or a whole count >= 3")
+        if sa.clipping_range is not None and raw.privacy.noise_multiplier > 0:
+            raise RecipeError(f"{source}: secure_aggregation.clipping_range is derived "
+                              "under privacy (clip_norm + 10 noise stds); remove it")
     if raw.aggregation == "product" and strategy not in ("fedavg", "fedprox"):
         raise RecipeError(f"{source}: aggregation: product replaces the averaging step, so "
                           f"it runs with strategy fedavg or fedprox, not {strategy}")
@@ -299,7 +357,7 @@ def parse_federated_recipe(data: Any, *, source: str = "recipe", root: Path | No
                            clients=raw.clients, strategy=strategy, strategy_options=options,
                            aggregation=raw.aggregation, local=raw.local, privacy=raw.privacy,
                            data=data_spec, simulation=sim, output=output, sha256=sha256,
-                           pre_tokenizer=raw.pre_tokenizer)
+                           pre_tokenizer=raw.pre_tokenizer, secure_aggregation=sa)
 
 
 def load_federated_recipe(path: str | Path) -> FederatedRecipe:
@@ -323,7 +381,9 @@ def from_json(d: dict[str, Any]) -> FederatedRecipe:
             dataset=DatasetRef(**sim["dataset"]), partition=sim["partition"],
             key=sim["key"], alpha=sim["alpha"], client_cpus=sim["client_cpus"]),
         output=Path(d["output"]), sha256=d.get("sha256", ""),
-        pre_tokenizer=d.get("pre_tokenizer"))
+        pre_tokenizer=d.get("pre_tokenizer"),
+        secure_aggregation=SecureAggregationSpec(**d["secure_aggregation"])
+        if d.get("secure_aggregation") else None)
 
 
 def dumps(recipe: FederatedRecipe) -> str:

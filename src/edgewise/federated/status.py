@@ -46,6 +46,9 @@ class RoundRecord:
     bytes_down: int = 0
     bytes_up: int = 0
     seconds: float = 0.0
+    #: Under secure aggregation: how many nodes sent keys, shares and a masked vector,
+    #: answered the unmask stage, the ring's shares and threshold, saturated coordinates.
+    secure: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +76,8 @@ class RunStatus:
     nodes_total: int = 0
     base: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
+    #: Secure aggregation's settings (empty: the server sees each update).
+    secure_aggregation: dict[str, Any] = field(default_factory=dict)
     epsilon: float | None = None
     initial_eval_loss: float | None = None
     initial_eval_exact: float | None = None
