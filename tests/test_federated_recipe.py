@@ -88,6 +88,16 @@ def test_fedavgm_takes_a_server_learning_rate() -> None:
     assert r.strategy_options == {"server_learning_rate": 2.5, "server_momentum": 0.5}
 
 
+def test_robust_strategies_take_a_server_step() -> None:
+    r = parse_federated_recipe(_recipe(strategy={"name": "fedmedian",
+                                                 "server_learning_rate": 2.5,
+                                                 "server_momentum": 0.5}))
+    assert r.strategy_options == {"server_learning_rate": 2.5, "server_momentum": 0.5}
+    with pytest.raises(RecipeError, match="not an option of fedprox"):
+        parse_federated_recipe(_recipe(strategy={"name": "fedprox",
+                                                 "server_learning_rate": 2.5}))
+
+
 def test_robust_strategies_run_with_noise_on_each_update() -> None:
     r = parse_federated_recipe(_recipe(strategy={"name": "multikrum", "num_malicious_nodes": 1,
                                                  "num_nodes_to_select": 3},

@@ -211,3 +211,49 @@ def test_secure_aggregation_with_distributed_noise_survives_30_percent_vanishing
     assert MARK not in (tmp_path / "runs" / "colours" / "status.json").read_text()
     code, out = _cli("federate", "status", str(tmp_path / "runs" / "colours"))
     assert code == 0 and "the server saw only the sum of the updates" in out
+
+
+# One of three virtual nodes hangs in its first round, far longer than clients.timeout_s.
+HANG = '''
+import time
+from flwr.clientapp import ClientApp
+from edgewise.federated import flower as ew
+
+client = ClientApp()
+
+
+@client.train()
+def train(msg, context):
+    if int(context.node_config["partition-id"]) == 0 and msg.content["config"]["server-round"] == 1:
+        time.sleep(40)
+    return ew._train(msg, context)
+
+
+@client.evaluate()
+def evaluate(msg, context):
+    return ew._evaluate(msg, context)
+'''
+
+
+def test_a_node_that_hangs_is_timed_out_and_the_run_goes_on(
+        tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from edgewise.federated.recipe import load_federated_recipe
+    from edgewise.federated.run import run
+
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "hang.py").write_text(HANG)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "apps"))
+    recipe = _write(tmp_path, base, "rounds: 2\nclients: {per_round: 3, min: 2, "
+                                    "timeout_s: 8}\n").read_text()
+    (tmp_path / "federated.yaml").write_text(recipe.replace("holdout: 0.25", "holdout: 0"))
+    t0 = time.monotonic()
+    status = run(load_federated_recipe(tmp_path / "federated.yaml"), simulate=3,
+                 client_app="hang:client", artifact=False)
+    assert status.state == "completed", status.error
+    first = status.rounds[0]
+    assert len(first.replied) == 2 and list(first.failed.values()) == [
+        "no reply within clients.timeout_s 8 s"]
+    assert 8 <= first.seconds < 30 and time.monotonic() - t0 < 150
+    assert status.adapter == "adapter"

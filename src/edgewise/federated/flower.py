@@ -304,6 +304,12 @@ class _Edgewise:
         self.ew_started = 0.0
         self.ew_secure_cfg: secagg.SecureConfig | None = None
         self.ew_secure: tuple[Arrays, secagg.SecureRound] | None = None
+        # a robust strategy's server step (FedAvgM's, on the robust aggregate)
+        step = recipe.strategy_options if recipe.strategy in recipes.ROBUST else {}
+        self.ew_server_lr = float(step.get("server_learning_rate", 1.0))
+        self.ew_server_momentum = float(step.get("server_momentum", 0.0))
+        self.ew_velocity: Arrays | None = None
+        self.ew_current: Arrays | None = None
 
     # -- nodes -------------------------------------------------------------------------------
     def _live(self, grid: Grid) -> list[int]:
@@ -362,6 +368,7 @@ class _Edgewise:
         self._check_budget(server_round, len(chosen))
         self.ew_round = RoundRecord(round=server_round, sampled=chosen)
         config["expected"] = self.ew_expected
+        self.ew_current = _to_numpy(arrays)
         sa = self.ew_recipe.secure_aggregation
         if sa is not None:
             private = self.ew_recipe.privacy.noise_multiplier > 0
@@ -476,7 +483,24 @@ class _Edgewise:
             metrics = MetricRecord({"train-loss": rec.train_loss})
         else:
             arrays, metrics = super().aggregate_train(server_round, valid)  # type: ignore[misc]
+            if arrays is not None and (self.ew_server_lr != 1.0
+                                       or self.ew_server_momentum != 0.0):
+                arrays = self._server_step(arrays)
         return self._finish(rec, len(valid), arrays, metrics)
+
+    def _server_step(self, aggregate: ArrayRecord) -> ArrayRecord:
+        """``global + lr · v``, ``v = momentum · v + (aggregate − global)``: FedAvgM's
+        step (``flwr.serverapp.strategy.FedAvgM``) after a robust strategy's aggregate."""
+        current = self.ew_current
+        assert current is not None
+        new = _to_numpy(aggregate)
+        step = {k: new[k] - current[k] for k in new}
+        if self.ew_server_momentum > 0:
+            if self.ew_velocity is not None:
+                step = {k: self.ew_server_momentum * self.ew_velocity[k] + step[k]
+                        for k in step}
+            self.ew_velocity = step
+        return _to_record({k: current[k] + self.ew_server_lr * step[k] for k in step})
 
     def _finish(self, rec: RoundRecord, summed: int, arrays: ArrayRecord | None,
                 metrics: MetricRecord | None
@@ -557,7 +581,8 @@ def make_strategy(recipe: recipes.FederatedRecipe) -> Any:
     cls = type(f"Edgewise{base.__name__}", (_Edgewise, base), {})
     options: dict[str, Any] = {
         k: int(v) if k.startswith("num_") else float(v)
-        for k, v in recipe.strategy_options.items()}
+        for k, v in recipe.strategy_options.items()
+        if recipe.strategy not in recipes.ROBUST or k not in recipes.SERVER_STEP}
     # Flower samples every node (we choose among them, :meth:`_Edgewise._sample`)
     # no held-out data: no evaluation round at all (not one that only sends 0 examples)
     evaluate = 1.0 if recipe.data.holdout > 0 else 0.0

@@ -17,7 +17,9 @@ Example ``federated.yaml``::
                                       #   fedadam (eta, eta_l, beta_1, beta_2, tau),
                                       #   fedtrimmedavg (beta),
                                       #   fedmedian, krum (num_malicious_nodes), multikrum
-                                      #   (num_malicious_nodes, num_nodes_to_select)
+                                      #   (num_malicious_nodes, num_nodes_to_select); the
+                                      #   robust four also take server_learning_rate and
+                                      #   server_momentum (a FedAvgM step on their aggregate)
     aggregation: ffa                  # ffa (default), product, naive (see federated.lora)
     local: {r: 8, alpha: 16, targets: [q_proj, v_proj], steps: 10, batch_size: 8,
             lr: 5.0e-4, max_length: 128}
@@ -74,16 +76,19 @@ __all__ = ["STRATEGIES", "FederatedRecipe", "load_federated_recipe", "parse_fede
 STRICT = pydantic.ConfigDict(extra="forbid")
 _NAME = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
+#: A robust strategy's server step, as FedAvgM's (edgewise adds it: Flower's robust
+#: strategies replace the global by their aggregate).
+SERVER_STEP = ("server_learning_rate", "server_momentum")
 #: Flower strategy → the constructor options a recipe may set (flwr.serverapp.strategy).
 STRATEGIES: dict[str, tuple[str, ...]] = {
     "fedavg": (),
     "fedprox": ("proximal_mu",),
     "fedavgm": ("server_learning_rate", "server_momentum"),
     "fedadam": ("eta", "eta_l", "beta_1", "beta_2", "tau"),
-    "fedtrimmedavg": ("beta",),
-    "fedmedian": (),
-    "krum": ("num_malicious_nodes",),
-    "multikrum": ("num_malicious_nodes", "num_nodes_to_select"),
+    "fedtrimmedavg": ("beta", *SERVER_STEP),
+    "fedmedian": SERVER_STEP,
+    "krum": ("num_malicious_nodes", *SERVER_STEP),
+    "multikrum": ("num_malicious_nodes", "num_nodes_to_select", *SERVER_STEP),
 }
 #: Strategies that look at each client's update (not only their sum): they cannot run on
 #: what secure aggregation or distributed noise hides.
