@@ -34,7 +34,8 @@ How a request is scanned:
    person); Presidio's ``IP_ADDRESS`` on a private address yields to ``PRIVATE_IP``;
    ``pw@host`` or ``token@host`` in a URL is a credential, not an e-mail address;
    NER guesses that are a bare letter ("D.") or a one-word multiple-choice option
-   ("A. Wrong") are dropped.
+   ("A. Wrong") are dropped; a ``DATE_TIME`` with a day and a month next to a
+   ``PERSON`` (or on a short line with one) becomes ``PERSONAL_DATE``.
 
 4. **Level**: each finding gets its entity's level (``edgewise.privacy.levels``); the
    PHI rule raises identifiers next to health information to ``phi``; the request's
@@ -367,6 +368,7 @@ class Detector:
             if self._allow and self._allowed(text[h.start:h.end]):
                 continue
             kept.append(h)
+        kept = _personal_dates(kept, text)
         kept = _drop_contained(kept, self._level)
         return sorted(kept, key=lambda h: (h.start, h.end, h.entity))
 
@@ -487,6 +489,45 @@ def _merge_same_type(hits: list[_Hit]) -> list[_Hit]:
             elif h.score > kept[outer].score:
                 kept[outer] = kept[outer]._replace(score=h.score)
         out.extend(kept)
+    return out
+
+
+#: A date this close to a person's name (characters between them) is that person's.
+PERSON_DATE_WINDOW = 40
+#: Longest line in which a date and a name on it belong together (a record's row).
+PERSON_DATE_LINE = 200
+
+
+def _personal_dates(hits: list[_Hit], text: str) -> list[_Hit]:
+    """A ``DATE_TIME`` with a day and a month (Safe Harbor keeps years) within
+    PERSON_DATE_WINDOW characters of a ``PERSON``, or on a line of at most
+    PERSON_DATE_LINE characters with one, is that person's date: ``PERSONAL_DATE``.
+    Dates before 1900 stay ``DATE_TIME`` (history: see recognizers/dates.py)."""
+    people = [h for h in hits if h.entity == "PERSON"]
+    if not people:
+        return hits
+    from edgewise.privacy.recognizers.dates import DATE, year_before_1900
+
+    def near(p: _Hit, d: _Hit) -> bool:
+        if max(p.start, d.start) - min(p.end, d.end) <= PERSON_DATE_WINDOW:
+            return True
+        line = text.rfind("\n", 0, d.start) + 1
+        end = text.find("\n", d.end)
+        end = len(text) if end < 0 else end
+        return end - line <= PERSON_DATE_LINE and line <= p.start and p.end <= end
+
+    out = []
+    for h in hits:
+        if h.entity == "DATE_TIME":
+            m = re.search(DATE, text[h.start:h.end])
+            if (m is not None and re.search(r"(?<!\d)\d{1,2}(?!\d)", m.group())
+                    and not year_before_1900(text[h.start:h.end])
+                    and any(near(p, h) for p in people)
+                    # a pattern that says more ("dob": … → DATE_OF_BIRTH) keeps it
+                    and not any(o.entity not in ("DATE_TIME", "PERSON") and not o.ner
+                                and o.start <= h.start and h.end <= o.end for o in hits)):
+                h = h._replace(entity="PERSONAL_DATE")
+        out.append(h)
     return out
 
 

@@ -10,7 +10,13 @@ Why these defaults (bench/results/privacy.md has the numbers behind the noisy on
 * **pii** — anything that identifies a person directly (GDPR Art. 4(1); the HIPAA Safe
   Harbor identifiers, 45 CFR 164.514(b)(2)): names, e-mail, phone, SSN/ITIN, passport,
   driver licence, card and bank numbers, IBAN, public IP addresses (personal data per
-  CJEU C-582/14 *Breyer*), crypto wallets. **Secrets** (API keys, tokens, passwords,
+  CJEU C-582/14 *Breyer*), crypto wallets. Safe Harbor's geographic, date and age
+  identifiers: ``STREET_ADDRESS`` and ``POSTCODE`` (geographic units smaller than a
+  state; a full UK postcode covers ~15 addresses), ``DATE_OF_BIRTH`` and
+  ``PERSONAL_DATE`` (admission, discharge, death, visit dates — a date tied to a
+  person), ``AGE_OVER_89`` (ages over 89 are rare enough to single someone out); and
+  ``RECORD_VALUE``, a value whose record key names it identifying (``user_id``,
+  ``employee_id``…). **Secrets** (API keys, tokens, passwords,
   private keys) are not personal data, but a leaked credential opens every system it
   guards; they get ``pii`` so they stay on tiers cleared for the organisation's own
   data and are redacted before anything lower.
@@ -70,6 +76,14 @@ _DEFAULTS: dict[str, str] = {
     "US_DRIVER_LICENSE": "pii",
     "UK_NHS": "pii",
     "MEDICAL_LICENSE": "pii",
+    # places, dates, ages and key-named record values (recognizers/places.py,
+    # dates.py, records.py)
+    "STREET_ADDRESS": "pii",
+    "POSTCODE": "pii",
+    "DATE_OF_BIRTH": "pii",
+    "PERSONAL_DATE": "pii",
+    "AGE_OVER_89": "pii",
+    "RECORD_VALUE": "pii",
     # money
     "CREDIT_CARD": "pii",
     "US_BANK_NUMBER": "pii",

@@ -10,6 +10,13 @@
   ``OPENAI_API_KEY``, ``SLACK_TOKEN``, ``GOOGLE_API_KEY``, ``STRIPE_KEY``, ``JWT``,
   ``PRIVATE_KEY``, ``PASSWORD``, ``SECRET``;
 * ``network.py`` — ``INTERNAL_HOSTNAME``, ``PRIVATE_IP``;
+* ``places.py`` — ``STREET_ADDRESS`` (US/UK/continental streets, PO boxes, apartment
+  lines), ``POSTCODE`` (city + ZIP, UK postcodes, continental postcode + city);
+* ``dates.py`` — ``DATE_OF_BIRTH``, ``PERSONAL_DATE`` (admission, discharge, death,
+  visit dates), ``AGE_OVER_89``;
+* ``records.py`` — values named by their key in JSON, ``key=value``, ``Key: value`` and
+  CSV/Markdown tables (``"dob": …`` → ``DATE_OF_BIRTH``; other identifying keys →
+  ``RECORD_VALUE``);
 * ``custom.py`` — whatever ``privacy.patterns`` and ``privacy.deny_lists`` name;
 * ``nouns.py`` — ``PROPER_NOUN``, every proper-noun run (only with
   ``privacy.proper_nouns: true``).
@@ -29,11 +36,14 @@ from typing import Any
 
 from edgewise.config import PrivacyConfig
 from edgewise.privacy.recognizers.custom import deny_list_recognizers, pattern_recognizers
+from edgewise.privacy.recognizers.dates import DatesRecognizer
 from edgewise.privacy.recognizers.finance import FinanceRecognizer
 from edgewise.privacy.recognizers.identity import IdentityRecognizer
 from edgewise.privacy.recognizers.medical import MedicalRecognizer
 from edgewise.privacy.recognizers.network import NetworkRecognizer
 from edgewise.privacy.recognizers.nouns import ProperNounRecognizer
+from edgewise.privacy.recognizers.places import PlacesRecognizer
+from edgewise.privacy.recognizers.records import RecordsRecognizer
 from edgewise.privacy.recognizers.secrets import SecretsRecognizer
 
 __all__ = ["REPLACED_PRESIDIO_RECOGNIZERS", "STRUCTURED_ENTITIES", "edgewise_recognizers"]
@@ -50,6 +60,8 @@ STRUCTURED_ENTITIES: frozenset[str] = frozenset({
     "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "OPENAI_API_KEY", "SLACK_TOKEN",
     "GOOGLE_API_KEY", "STRIPE_KEY", "JWT", "PRIVATE_KEY", "PASSWORD", "SECRET",
     "PRIVATE_IP", "INTERNAL_HOSTNAME",
+    "STREET_ADDRESS", "POSTCODE", "DATE_OF_BIRTH", "PERSONAL_DATE", "AGE_OVER_89",
+    "RECORD_VALUE",
 })
 
 
@@ -61,6 +73,9 @@ def edgewise_recognizers(config: PrivacyConfig) -> list[Any]:
         MedicalRecognizer(),
         SecretsRecognizer(),
         NetworkRecognizer(config.internal_domains),
+        PlacesRecognizer(),
+        DatesRecognizer(),
+        RecordsRecognizer(),
         *pattern_recognizers(config.patterns),
         *deny_list_recognizers(config.deny_lists),
         *([ProperNounRecognizer()] if config.proper_nouns else []),
