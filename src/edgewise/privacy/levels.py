@@ -16,12 +16,24 @@ Why these defaults (bench/results/privacy.md has the numbers behind the noisy on
   ``PERSONAL_DATE`` (admission, discharge, death, visit dates — a date tied to a
   person), ``AGE_OVER_89`` (ages over 89 are rare enough to single someone out); and
   ``RECORD_VALUE``, a value whose record key names it identifying (``user_id``,
-  ``employee_id``…). **Secrets** (API keys, tokens, passwords,
+  ``employee_id``…). Identity documents and Safe Harbor's number identifiers 10–18:
+  ``PASSPORT`` (any country), national IDs (``UK_NINO``, ``DE_TAX_ID``, ``FR_NIR``,
+  ``ES_DNI``, ``ES_NIE``, ``IT_FISCAL_CODE``, ``IN_AADHAAR``, ``IN_PAN``, ``BR_CPF``,
+  and ``NATIONAL_ID``, an ID card or national number of no known country) — each
+  issued to one person for life; ``ACCOUNT_NUMBER`` (bank, customer, utility, loyalty accounts),
+  ``LICENSE_NUMBER`` (licences, certificates, DEA, NPI), ``VIN`` and ``LICENSE_PLATE``
+  (a vehicle leads to its keeper), ``DEVICE_ID`` (IMEI, serials, advertising IDs: one
+  handset, one implant, one person), ``PERSONAL_URL`` (a profile page or a URL that
+  carries a person's key), ``BIOMETRIC_ID`` (a template cannot be changed once leaked),
+  ``ID_NUMBER`` (employee, student, customer, case, claim numbers). **Secrets** (API
+  keys, tokens, passwords,
   private keys) are not personal data, but a leaked credential opens every system it
   guards; they get ``pii`` so they stay on tiers cleared for the organisation's own
   data and are redacted before anything lower.
 * **phi** — identifiers that only exist inside a care relationship: medical record
-  numbers (HIPAA identifier 8). A person's identifier *plus* health information is also
+  numbers (HIPAA identifier 8) and health plan beneficiary numbers (``HEALTH_PLAN_ID``:
+  member, subscriber and policy numbers, Medicare MBI, Medicaid IDs; identifier 9). A
+  person's identifier *plus* health information is also
   ``phi`` (the PHI rule).
 * **internal** — the organisation's infrastructure: internal host names, private IP
   addresses, MAC addresses, deny-list terms (project code names and the like).
@@ -61,7 +73,7 @@ SECRET_ENTITIES: frozenset[str] = frozenset({
 
 #: Health markers: they do not identify anyone, but next to an identifier they make PHI.
 HEALTH_ENTITIES: frozenset[str] = frozenset({
-    "ICD10_CODE", "DRUG_NAME", "MEDICAL_CONTEXT", "MRN",
+    "ICD10_CODE", "DRUG_NAME", "MEDICAL_CONTEXT", "MRN", "HEALTH_PLAN_ID",
 })
 
 _DEFAULTS: dict[str, str] = {
@@ -84,6 +96,26 @@ _DEFAULTS: dict[str, str] = {
     "PERSONAL_DATE": "pii",
     "AGE_OVER_89": "pii",
     "RECORD_VALUE": "pii",
+    # identity documents and numbers (recognizers/documents.py, numbers.py)
+    "PASSPORT": "pii",
+    "NATIONAL_ID": "pii",
+    "UK_NINO": "pii",
+    "DE_TAX_ID": "pii",
+    "FR_NIR": "pii",
+    "ES_DNI": "pii",
+    "ES_NIE": "pii",
+    "IT_FISCAL_CODE": "pii",
+    "IN_AADHAAR": "pii",
+    "IN_PAN": "pii",
+    "BR_CPF": "pii",
+    "ACCOUNT_NUMBER": "pii",
+    "LICENSE_NUMBER": "pii",
+    "VIN": "pii",
+    "LICENSE_PLATE": "pii",
+    "DEVICE_ID": "pii",
+    "PERSONAL_URL": "pii",
+    "BIOMETRIC_ID": "pii",
+    "ID_NUMBER": "pii",
     # money
     "CREDIT_CARD": "pii",
     "US_BANK_NUMBER": "pii",
@@ -102,6 +134,7 @@ _DEFAULTS: dict[str, str] = {
     "NRP": "public",
     # health
     "MRN": "phi",
+    "HEALTH_PLAN_ID": "phi",
     "ICD10_CODE": "public",
     "DRUG_NAME": "public",
     "MEDICAL_CONTEXT": "public",

@@ -17,6 +17,15 @@
 * ``records.py`` — values named by their key in JSON, ``key=value``, ``Key: value`` and
   CSV/Markdown tables (``"dob": …`` → ``DATE_OF_BIRTH``; other identifying keys →
   ``RECORD_VALUE``);
+* ``documents.py`` — ``PASSPORT`` (common shapes of many countries, near a passport word
+  in several languages), national IDs with their checksums (python-stdnum):
+  ``UK_NINO``, ``DE_TAX_ID``, ``FR_NIR``, ``ES_DNI``, ``ES_NIE``, ``IT_FISCAL_CODE``,
+  ``IN_AADHAAR``, ``IN_PAN``, ``BR_CPF``;
+* ``numbers.py`` — fax numbers (``PHONE_NUMBER``), ``HEALTH_PLAN_ID`` (MBI, Medicaid,
+  member/policy numbers), ``ACCOUNT_NUMBER``, ``LICENSE_NUMBER`` (licences,
+  certificates, DEA, NPI), ``VIN``, ``LICENSE_PLATE``, ``DEVICE_ID`` (IMEI, MEID, IMSI,
+  serials, advertising IDs), ``PERSONAL_URL``, ``BIOMETRIC_ID``, ``ID_NUMBER``,
+  ``NATIONAL_ID``;
 * ``custom.py`` — whatever ``privacy.patterns`` and ``privacy.deny_lists`` name;
 * ``nouns.py`` — ``PROPER_NOUN``, every proper-noun run (only with
   ``privacy.proper_nouns: true``).
@@ -37,11 +46,13 @@ from typing import Any
 from edgewise.config import PrivacyConfig
 from edgewise.privacy.recognizers.custom import deny_list_recognizers, pattern_recognizers
 from edgewise.privacy.recognizers.dates import DatesRecognizer
+from edgewise.privacy.recognizers.documents import DocumentsRecognizer
 from edgewise.privacy.recognizers.finance import FinanceRecognizer
 from edgewise.privacy.recognizers.identity import IdentityRecognizer
 from edgewise.privacy.recognizers.medical import MedicalRecognizer
 from edgewise.privacy.recognizers.network import NetworkRecognizer
 from edgewise.privacy.recognizers.nouns import ProperNounRecognizer
+from edgewise.privacy.recognizers.numbers import NumbersRecognizer
 from edgewise.privacy.recognizers.places import PlacesRecognizer
 from edgewise.privacy.recognizers.records import RecordsRecognizer
 from edgewise.privacy.recognizers.secrets import SecretsRecognizer
@@ -62,6 +73,10 @@ STRUCTURED_ENTITIES: frozenset[str] = frozenset({
     "PRIVATE_IP", "INTERNAL_HOSTNAME",
     "STREET_ADDRESS", "POSTCODE", "DATE_OF_BIRTH", "PERSONAL_DATE", "AGE_OVER_89",
     "RECORD_VALUE",
+    "PASSPORT", "UK_NINO", "DE_TAX_ID", "FR_NIR", "ES_DNI", "ES_NIE", "IT_FISCAL_CODE",
+    "IN_AADHAAR", "IN_PAN", "BR_CPF", "NATIONAL_ID", "HEALTH_PLAN_ID", "ACCOUNT_NUMBER",
+    "LICENSE_NUMBER", "VIN", "LICENSE_PLATE", "DEVICE_ID", "PERSONAL_URL", "BIOMETRIC_ID",
+    "ID_NUMBER",
 })
 
 
@@ -76,6 +91,8 @@ def edgewise_recognizers(config: PrivacyConfig) -> list[Any]:
         PlacesRecognizer(),
         DatesRecognizer(),
         RecordsRecognizer(),
+        DocumentsRecognizer(),
+        NumbersRecognizer(),
         *pattern_recognizers(config.patterns),
         *deny_list_recognizers(config.deny_lists),
         *([ProperNounRecognizer()] if config.proper_nouns else []),
