@@ -16,8 +16,8 @@ from stdnum.de import idnr
 from stdnum.es import dni, nie
 from stdnum.fr import nir
 from stdnum.in_ import aadhaar, pan
-from stdnum.it import codicefiscale
 from stdnum.iso7064 import mod_11_10
+from stdnum.it import codicefiscale
 
 from edgewise.privacy.levels import DEFAULT_LEVELS
 from privacy_helpers import default_detector, entities, scan

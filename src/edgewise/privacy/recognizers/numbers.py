@@ -73,8 +73,12 @@ __all__ = ["NumbersRecognizer", "dea_ok", "npi_ok", "vin_ok"]
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 #: An identifier value: 4–24 letters/digits (dashes, slashes inside), a digit.
 _ID = r"(?=[A-Za-z0-9\-/]*\d)[A-Za-z0-9](?:[A-Za-z0-9]|[\-/](?=[A-Za-z0-9])){3,23}"
-#: Up to 30 characters without digits or a line break: "member ID on the card is …".
-_GAP = r"[^\d\n]{0,30}?"
+#: Up to 30 characters without digits, a line break or a currency sign: "member ID on
+#: the card is …".
+_GAP = r"[^\d\n$£€¥]{0,30}?"
+#: Not an amount: no currency word or sign after the value.
+_NOT_MONEY = (r"(?!\s*(?:dollars?|euros?|pounds?|usd|eur|gbp|chf|inr|yen|rupees?|bucks|"
+              r"cents?|%|percent|k\b|m\b|million|billion|thousand|shares?|points?))")
 
 
 def _id_ok(value: str) -> bool:
@@ -87,7 +91,8 @@ def _id_ok(value: str) -> bool:
 def _near(key: str, value: str) -> re.Pattern[str]:
     """``key``, a few words without digits, then ``value`` (group ``v``)."""
     return re.compile(r"(?i)(?<![A-Za-z0-9])(?:" + key + r")(?![A-Za-z])" + _GAP
-                      + r"(?<![A-Za-z0-9\-])(?P<v>" + value + r")(?![A-Za-z0-9]|-\d)")
+                      + r"(?<![A-Za-z0-9\-])(?P<v>" + value + r")(?![A-Za-z0-9]|-\d)"
+                      + _NOT_MONEY)
 
 
 def vin_ok(value: str) -> bool:
@@ -185,7 +190,7 @@ _ACCOUNT_KEY = (
     r"|loyalty\s+(?:number|card|card\s+number|id)|rewards?\s+(?:number|card\s+number)"
     r"|kontonummer|konto|num[ée]ro\s+de\s+compte|n[úu]mero\s+de\s+cuenta|conto"
     r"|policy\s*(?:number|num|no\b\.?|#)")
-_ACCOUNT_VALUE = r"(?:[A-Za-z]{1,4}[\- ]?)?\d(?:[\d\- ]?\d){4,19}"
+_ACCOUNT_VALUE = r"(?:(?-i:[A-Z]{1,4})[\- ]?)?\d(?:[\d\- ]?\d){4,19}"
 
 _LICENSE_KEY = (
     r"(?:licen[cs]e|certificate|cert|permit|accreditation|credential)"
@@ -281,9 +286,9 @@ _BIOMETRIC_KEY = (
     r"(?:fingerprint|finger\s?print|thumbprint|thumb\s?print|iris|retina|retinal|face|"
     r"facial|faceprint|face\s?print|voiceprint|voice\s?print|palm\s?print|palm\s+vein|"
     r"vein|gait|biometric|dna\s+profile)s?"
-    r"(?:\s+(?:scan|recognition|print|biometric))?"
-    r"\s*(?:template|hash|id|identifier|record|enrol(?:l)?ment|signature|embedding|vector|"
-    r"minutiae|code|key|fingerprint|sha-?256|md5)(?:\s*(?:id|number|no\b\.?|#|hash))?")
+    r"(?:[\s_\-]+(?:scan|recognition|print|biometric))?"
+    r"[\s_\-]*(?:template|hash|id|identifier|record|enrol(?:l)?ment|signature|embedding|"
+    r"vector|minutiae|code|key|fingerprint|sha-?256|md5)(?:[\s_\-]*(?:id|number|no\b\.?|#|hash))?")
 _BIOMETRIC_VALUE = (_UUID + r"|[0-9a-fA-F]{16,128}|[A-Za-z0-9+/]{20,}={0,2}"
                     r"|(?=[A-Za-z0-9\-_]*\d)(?=[A-Za-z0-9\-_]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9\-_]{5,63}")
 
@@ -337,7 +342,7 @@ def _rules() -> list[Rule]:
              after(_ACCOUNT_KEY, _ACCOUNT_VALUE), 0.85, group="v", validate=_id_ok),
         Rule("ACCOUNT_NUMBER", "account number a few words after its key word",
              _near(_ACCOUNT_KEY, _ACCOUNT_VALUE), 0.75, group="v",
-             validate=lambda v: _id_ok(v) and sum(c.isdigit() for c in v) >= 5),
+             validate=lambda v: _id_ok(v) and sum(c.isdigit() for c in v) >= 7),
         # licences and certificates
         Rule("LICENSE_NUMBER", "licence/certificate number after its key word",
              after(_LICENSE_KEY, _ID), 0.8, group="v", validate=_id_ok),
