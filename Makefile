@@ -65,7 +65,7 @@ run: $(BASE)
 	$(BIN)/edgewise serve $(ARGS)
 
 test: $(SUPPLY) $(MODELS) $(SYSTEM) $(FEDERATED)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(ARGS)
@@ -142,7 +142,7 @@ $(MODELS): $(BASE)
 	@touch $@
 
 lint: $(DEV)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 

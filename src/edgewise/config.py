@@ -363,6 +363,14 @@ class PrivacyConfig:
     #: Also report every proper-noun run (spaCy's tagger) as ``PROPER_NOUN`` (``pii``):
     #: names the NER model misses are then redacted too, and so are places and brands.
     proper_nouns: bool = False
+    #: Run edgewise's name detector (``edgewise.privacy.names``: spaCy's NER fine-tuned
+    #: on names of many cultures) beside the small model's NER; a name either finds is
+    #: a ``PERSON``.
+    names_model: bool = True
+    #: A name on the public-figures list (``privacy/data/public_figures.txt``: "Karl
+    #: Marx", "Marie Curie") is ``public`` in a request where nothing else identifies
+    #: anyone and there is no health information.
+    public_figures: bool = True
 
 
 @with_config(_STRICT)

@@ -12,8 +12,9 @@ How a request is scanned:
 
    a. :func:`~edgewise.privacy.normalize.normalize` the text (escapes, invisible
       characters, look-alikes, NFKC) keeping a map to the original offsets;
-   b. Presidio with spaCy NER and every recognizer (Presidio's predefined ones and
-      edgewise's) on the normalized text, texts over 50,000 characters in overlapping
+   b. Presidio with spaCy NER, edgewise's name detector (``edgewise.privacy.names``)
+      and every recognizer (Presidio's predefined ones and edgewise's) on the
+      normalized text, texts over 50,000 characters in overlapping
       chunks;
    c. :func:`~edgewise.privacy.normalize.collapse_separators` — digits broken up by
       spaces, dots, dashes or newlines joined — and the structured recognizers (no NER)
@@ -37,7 +38,9 @@ How a request is scanned:
    ("A. Wrong") are dropped; a ``DATE_TIME`` with a day and a month next to a
    ``PERSON`` (or on a short line with one) becomes ``PERSONAL_DATE``.
 
-4. **Level**: each finding gets its entity's level (``edgewise.privacy.levels``); the
+4. **Level**: a ``PERSON`` naming a public figure is ``public`` when nothing else in the
+   request identifies anyone and it holds no health information; each finding gets its
+   entity's level (``edgewise.privacy.levels``); the
    PHI rule raises identifiers next to health information to ``phi``; the request's
    level is ``max(declared, findings, PHI rule)`` — a declared label can only raise it.
 """
@@ -88,9 +91,13 @@ class _Hit(NamedTuple):
     ner: bool = False
 
 
+#: Recognizers whose findings are a model's guesses (they yield to pattern matches).
+_NER_RECOGNIZERS = frozenset({"SpacyRecognizer", "EdgewiseNamesRecognizer"})
+
+
 def _is_ner(result: Any) -> bool:
     meta = result.recognition_metadata or {}
-    return bool(meta.get("recognizer_name") == "SpacyRecognizer")
+    return meta.get("recognizer_name") in _NER_RECOGNIZERS
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,12 @@ class Detector:
             registry.remove_recognizer(name)
         for recognizer in edgewise_recognizers(self.config):
             registry.add_recognizer(recognizer)
+        if self.config.names_model:
+            from edgewise.privacy import names
+
+            registry.add_recognizer(names.recognizer(
+                _names_ner(self._engine, verify_model),
+                names.english_words(self._engine.nlp["en"])))
         self._analyzer = AnalyzerEngine(nlp_engine=self._engine, registry=registry,
                                         supported_languages=["en"])
         custom = {p.entity for p in self.config.patterns} | {
@@ -247,6 +260,8 @@ class Detector:
             for i, seg_hits in enumerate(hits) for h in seg_hits]
         if len(segments) > 1:
             found.extend(self._across(segments, norms, hits))
+        if self.config.public_figures:
+            found = _public_figures(found, segments)
         return self._verdict(found, declared, len(segments))
 
     async def adetect(self, segments: Sequence[str], declared: str | None = None,
@@ -470,6 +485,40 @@ class Detector:
         return Detection.build(level=Level.highest([detected, declared]), detected=detected,
                                declared=declared, findings=tuple(findings),
                                phi_rule=phi_rule, segments=n_segments)
+
+
+_NAMES_NER: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _names_ner(engine: Any, verify: bool) -> Any:
+    """The name detector on ``engine``'s vocabulary, loaded once per engine."""
+    from edgewise.privacy import names
+    from edgewise.privacy.nlp import model_dir
+
+    with _ENGINE_LOCKS_GUARD:
+        ner = _NAMES_NER.get(engine)
+        if ner is None:
+            ner = _NAMES_NER[engine] = names.load_names_ner(
+                engine.nlp["en"].vocab, model_dir(), verify=verify)
+        return ner
+
+
+def _public_figures(found: list[Finding], segments: Sequence[str]) -> list[Finding]:
+    """``PERSON`` findings naming a public figure become ``public`` — when nothing else
+    in the request identifies anyone (no other finding at ``pii`` or above) and it holds
+    no health information (``edgewise.privacy.names.public_figure``)."""
+    from edgewise.privacy.names import public_figure
+
+    famous = [f.entity == "PERSON" and public_figure(segments[f.segment][f.start:f.end])
+              for f in found]
+    if not any(famous):
+        return found
+    pii = Level.PII.rank
+    if any(f.entity in HEALTH_ENTITIES or (not fam and Level.parse(f.level).rank >= pii)
+           for f, fam in zip(found, famous, strict=True)):
+        return found
+    return [Finding(f.entity, "public", f.score, f.segment, f.start, f.end, f.via)
+            if fam else f for f, fam in zip(found, famous, strict=True)]
 
 
 def _merge_same_type(hits: list[_Hit]) -> list[_Hit]:

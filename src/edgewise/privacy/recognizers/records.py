@@ -238,7 +238,15 @@ def _shaped_length(entity: str | None, value: str) -> int:
         if m is not None:
             return m.end()
     m = _TOKENS.match(value)
-    return m.end() if m is not None else len(value)
+    n = m.end() if m is not None else len(value)
+    # "(MRN: 00457812)", "MRN: 00457812." — a closing bracket or full stop that is not
+    # the value's own
+    pairs = {")": "(", "]": "[", "}": "{"}
+    while n > 1 and (value[n - 1] in ".:" or (
+            value[n - 1] in pairs
+            and value[:n].count(pairs[value[n - 1]]) < value[:n].count(value[n - 1]))):
+        n -= 1
+    return n
 
 
 def _split_row(line: str, start: int, delimiter: str) -> list[tuple[int, int]]:
