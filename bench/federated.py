@@ -1,7 +1,8 @@
 """Federated LoRA fine-tuning, measured: quality on a non-IID task, ε against quality,
 overhead against plain Flower, poisoning and drop-outs, scale, and a deployment run.
 
-    .venv/bin/python bench/federated.py [--only quality,dp,overhead,poison,dropout,scale,deploy]
+    .venv/bin/python bench/federated.py [--only quality,dp,overhead,poison,dropout,secure,
+                                          scale,deploy]
 
 Needs Flower's environment (`make federated`). SmolLM2-135M-Instruct (the default
 model's GGUF, converted once to a float32 checkpoint and cached), LoRA r=8 on q_proj and
@@ -28,9 +29,13 @@ one that rarely saw a language gets its plurals wrong.
   edgewise; wall time of the server's rounds, bytes per node per round, and the full
   model's bytes for contrast.
 - **poison**: 1 of 5 nodes (20 %) sends ``global − 10·update`` (sign-flipped, scaled):
-  FedAvg and FedMedian, against the clean FedAvg run.
+  FedAvgM, FedMedian, and FedMedian with FedAvgM's server step (lr 2.5, momentum 0.5)
+  attacked, against the clean runs.
 - **dropout**: 10 nodes, 30 % of the sampled nodes disappear each round
   (``clients.min`` 7); distributed DP noise, so ε is charged at the noise that arrived.
+- **secure**: SecAgg+ against the same runs without it (FedAvgM quality; FedAvg overhead),
+  side by side; then SecAgg+ with distributed DP noise on 10 nodes, 3 of which vanish
+  each round after sending their masked update (``clients.min`` 6).
 - **scale**: the tiny test Llama, 100 to 1,000 virtual nodes, 10 per round: time per round.
 - **deploy**: real ``flower-superlink`` + 4 ``flower-supernode`` processes, TLS and
   SuperNode authentication from a fleet made here (control plane, 4 enrolled nodes),
@@ -118,7 +123,8 @@ def simulate(r: Any, nodes: int, **kw: Any) -> dict[str, Any]:
             "bytes_up_per_node": (last.bytes_up / max(1, len(last.replied))) if last else None,
             "per_round": [{"round": x.round, "replied": len(x.replied), "failed": len(x.failed),
                            "exact": x.eval_exact, "loss": x.eval_loss, "epsilon": x.epsilon,
-                           "noise_multiplier": x.noise_multiplier, "seconds": x.seconds}
+                           "noise_multiplier": x.noise_multiplier, "seconds": x.seconds,
+                           "secure": x.secure, "bytes_up": x.bytes_up}
                           for x in status.rounds]}
 
 
@@ -252,16 +258,21 @@ def poison(work: Path, out: dict[str, Any]) -> None:
                        "EW_BENCH_SCALE": "10"})
     sec: dict[str, Any] = {"malicious": [0], "of": NODES, "attack": "global - 10 x update",
                            "runs": {}}
+    if (out.get("poison") or {}).get("attack") == sec["attack"]:
+        sec["runs"] = out["poison"]["runs"]  # keep the runs this bench run does not redo
     out["poison"] = sec
+    # EW_BENCH_POISON: which strategies to (re)run, default all
+    chosen = os.environ.get("EW_BENCH_POISON", ",".join(POISON)).split(",")
     try:
-        for strategy in ("fedavgm", "fedmedian"):
+        for strategy in (s for s in POISON if s in chosen):
             r = recipe(work, f"poison-{strategy}", strategy=STRATEGY[strategy])
             sec["runs"][strategy] = simulate(r, NODES, client_app="federated_attack:client")
             progress(f"poisoned {strategy}: exact {sec['runs'][strategy]['exact']}")
             save(out)
-        r = recipe(work, "clean-fedmedian", strategy={"name": "fedmedian"})
-        sec["runs"]["fedmedian-clean"] = simulate(r, NODES)
-        save(out)
+        for strategy in (s for s in POISON[1:] if s in chosen):
+            r = recipe(work, f"clean-{strategy}", strategy=STRATEGY[strategy])
+            sec["runs"][f"{strategy}-clean"] = simulate(r, NODES)
+            save(out)
     finally:
         for k in ("EW_BENCH_MALICIOUS", "EW_BENCH_ATTACK", "EW_BENCH_SCALE"):
             os.environ.pop(k, None)
@@ -281,6 +292,37 @@ def dropout(work: Path, out: dict[str, Any]) -> None:
         out["dropout"] = simulate(r, 10, client_app="federated_attack:client")
     finally:
         os.environ.pop("EW_BENCH_DROP", None)
+    save(out)
+
+
+def secure(work: Path, out: dict[str, Any]) -> None:
+    """SecAgg+ against the same run without it, side by side; then SecAgg+ with DP and
+    30 % of the nodes vanishing after their masked update, on the real model."""
+    sec: dict[str, Any] = {"runs": {}}
+    out["secure"] = sec
+    fedavgm = STRATEGY["fedavgm"]
+    for name, extra in (("quality-plain", {}), ("quality-secure", {"secure_aggregation": {}})):
+        r = recipe(work, f"secure-{name}", strategy=fedavgm, **extra)
+        sec["runs"][name] = simulate(r, NODES)
+        progress(f"{name}: exact {sec['runs'][name]['exact']}")
+        save(out)
+    for name, extra in (("overhead-plain", {}), ("overhead-secure",
+                                                 {"secure_aggregation": {}})):
+        r = recipe(work, f"secure-{name}", rounds=3, data={"holdout": 0.0},
+                   strategy={"name": "fedavg"}, **extra)
+        sec["runs"][name] = simulate(r, NODES)
+        save(out)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    os.environ.update({"EW_BENCH_DROP": "0.3", "EW_BENCH_DROP_STAGE": "unmask"})
+    try:
+        r = recipe(work, "secure-dp-vanish", nodes=10, rounds=3,
+                   clients={"per_round": 10, "min": 6}, secure_aggregation={},
+                   privacy={"noise_multiplier": 1.0, "clip_norm": 0.5, "delta": 1e-5})
+        sec["runs"]["dp-vanish"] = simulate(r, 10, client_app="federated_attack:client")
+    finally:
+        for k in ("EW_BENCH_DROP", "EW_BENCH_DROP_STAGE"):
+            os.environ.pop(k, None)
+    progress(f"secure dp vanish: {sec['runs']['dp-vanish']['state']}")
     save(out)
 
 
@@ -389,9 +431,14 @@ def deploy(work: Path, out: dict[str, Any]) -> None:
 REUSE = False
 STRATEGY: dict[str, dict[str, Any]] = {
     "fedavgm": {"name": "fedavgm", "server_learning_rate": 2.5, "server_momentum": 0.5},
-    "fedmedian": {"name": "fedmedian"}}
+    "fedmedian": {"name": "fedmedian"},
+    "fedmedian-m": {"name": "fedmedian", "server_learning_rate": 2.5, "server_momentum": 0.5},
+    "multikrum-m": {"name": "multikrum", "num_malicious_nodes": 1, "num_nodes_to_select": 3,
+                    "server_learning_rate": 2.5, "server_momentum": 0.5}}
+#: The poisoning runs: FedAvgM, then the robust strategies (each attacked and clean).
+POISON = ("fedavgm", "fedmedian", "fedmedian-m", "multikrum-m")
 SECTIONS = {"quality": quality, "dp": dp, "overhead": overhead, "poison": poison,
-            "dropout": dropout, "scale": scale, "deploy": deploy}
+            "dropout": dropout, "secure": secure, "scale": scale, "deploy": deploy}
 
 
 def save(out: dict[str, Any]) -> None:
@@ -470,7 +517,11 @@ def table(out: dict[str, Any]) -> str:
                   "| run | exact match |", "|---|---:|",
                   f"| FedAvgM, clean | {_pct(clean)} |"]
         names = {"fedavgm": "FedAvgM, attacked", "fedmedian": "FedMedian, attacked",
-                 "fedmedian-clean": "FedMedian, clean"}
+                 "fedmedian-clean": "FedMedian, clean",
+                 "fedmedian-m": "FedMedian + server step (lr 2.5, momentum 0.5), attacked",
+                 "fedmedian-m-clean": "FedMedian + server step (lr 2.5, momentum 0.5), clean",
+                 "multikrum-m": "MultiKrum (f 1, keep 3) + server step, attacked",
+                 "multikrum-m-clean": "MultiKrum (f 1, keep 3) + server step, clean"}
         lines += [f"| {names.get(k, k)} | {_pct(v['exact'])} |" for k, v in p["runs"].items()]
         lines += [""]
     dr = out.get("dropout")
@@ -479,6 +530,39 @@ def table(out: dict[str, Any]) -> str:
         lines += [f"| {x['round']} | {x['replied']} | {x['epsilon']:.2f} |"
                   for x in dr["per_round"]]
         lines += ["", f"Run state: {dr['state']}.", ""]
+    se = (out.get("secure") or {}).get("runs", {})
+    if se:
+        lines += ["## Secure aggregation (SecAgg+)", "",
+                  f"FedAvgM runs: {NODES} nodes, {FED_ROUNDS} rounds × {FED_STEPS} steps; "
+                  "overhead runs: FedAvg, 3 rounds, no evaluation; each pair side by side in "
+                  "one bench run.", "",
+                  "| run | exact match | server rounds | bytes up per node per round |",
+                  "|---|---:|---:|---:|"]
+        names = {"quality-plain": "FedAvgM", "quality-secure": "FedAvgM + SecAgg+",
+                 "overhead-plain": "FedAvg (overhead)",
+                 "overhead-secure": "FedAvg + SecAgg+ (overhead)"}
+        for k, label in names.items():
+            if k in se:
+                x = se[k]
+                lines.append(f"| {label} | {_pct(x['exact'])} | {x['server_s']:.1f} s | "
+                             f"{x['bytes_up_per_node']:,.0f} |")
+        if "overhead-plain" in se and "overhead-secure" in se:
+            ratio = se["overhead-secure"]["server_s"] / se["overhead-plain"]["server_s"]
+            lines += ["", f"SecAgg+ costs **{ratio:.2f}×** the server time of the same run "
+                          "without it.", ""]
+        v = se.get("dp-vanish")
+        if v:
+            lines += ["", "SecAgg+ with DP (z 1, clip 0.5, distributed noise, δ 1e-5), 10 "
+                          "nodes, 3 of them vanishing each round after their masked update:",
+                      "", "| round | keys | masked vectors in the sum | answered unmask | ε | "
+                          "saturated |", "|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| {x['round']} | {x['secure'].get('keyed')} | "
+                      f"{x['secure'].get('masked')} | {x['secure'].get('unmasked')} | "
+                      f"{x['epsilon']:.2f} | {x['secure'].get('saturated')} |"
+                      for x in v["per_round"]]
+            lines += ["", f"Run state: {v['state']}{': ' + v['error'] if v['error'] else ''}"
+                          f"; exact match {_pct(v['exact'])} (base {_pct(v['initial_exact'])}).",
+                      ""]
     sc = out.get("scale")
     if sc:
         lines += ["## Scale (tiny Llama, 10 nodes per round)", "",
