@@ -20,10 +20,18 @@ and merges their JSON and Markdown):
 * ``latency`` — guard time added per request for 50-, 500- and 4,000-token prompts
   (cold cache), and per turn of a 12-turn conversation re-sent every turn (warm cache vs
   cold), p50/p95.
+* ``coverage`` — every HIPAA Safe Harbor identifier that can appear in text and the
+  GDPR-style national numbers (``bench/privacy_coverage.py``: its own prompts, valid
+  check digits, plain / lower case / odd separators / JSON-escaped / digits as words;
+  numbers in words in five languages; key-named JSON, CSV and key-value records): recall
+  at level ≥ pii per category for the guard at ``--old-commit`` (before issue 14: a git
+  worktree, run in a subprocess), the working tree and vanilla Presidio; and the
+  false-positive rate on near misses per category.
 * ``leak``, ``roundtrip``, ``overhead`` — end to end through a node whose cloud tier is a
   recording upstream: leak rate per entity type next to no guard and to Presidio
   masking (LiteLLM's guardrail), the redaction round trip, and the wall time the guard
-  adds to a routed request (``bench/privacy_e2e.py``).
+  adds to a routed request (``bench/privacy_e2e.py``); ``coverage_leak``, the coverage
+  cases end to end.
 
 Matching rule: a gold span is **found** when a prediction of a compatible type overlaps
 it by at least one character (``TYPE_MATCH``); a prediction is **correct** when it
@@ -53,6 +61,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -76,6 +85,7 @@ from privacy_data import (
 )
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 #: Gold entity type → predicted types that count as finding it.
 TYPE_MATCH: dict[str, set[str]] = {
@@ -571,6 +581,162 @@ def latency(ctx: Context) -> SectionResult:
              "loadavg": {"before": load_before, "after": load_after}}, "\n".join(md))
 
 
+# ---------------------------------------------------------------------------------------
+# coverage: every Safe Harbor / GDPR identifier category, old guard vs new vs Presidio
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True,
+                          text=True)
+
+
+def start_old_guard(cases: list[Case], commit: str, tmp: Path
+                    ) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Check ``commit`` out in a git worktree under ``tmp`` and start its guard on
+    ``cases`` in a subprocess (``PYTHONPATH=<worktree>/src``): it runs while this
+    process scores the others. :func:`finish_old_guard` collects it."""
+    worktree = tmp / "ew-old"
+    _git("worktree", "add", "--detach", str(worktree), commit)
+    src, dst = tmp / "segments.json", tmp / "predictions.json"
+    src.write_text(json.dumps([c.segments for c in cases]))
+    env = {**os.environ, "PYTHONPATH": str(worktree / "src")}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "privacy_coverage.py"),
+                             "--predict", str(src), str(dst)], env=env, cwd=str(worktree))
+    return proc, worktree, dst
+
+
+def finish_old_guard(proc: subprocess.Popen[bytes], worktree: Path, dst: Path
+                     ) -> list[tuple[list[Pred], str]]:
+    """Wait for the old guard, remove its worktree; (predictions, request level) per case."""
+    try:
+        if proc.wait() != 0:
+            raise SystemExit(f"the old guard's subprocess failed (exit {proc.returncode})")
+        out = json.loads(dst.read_text())
+        if not Path(out["edgewise"]).resolve().is_relative_to(worktree.resolve()):
+            raise SystemExit(f"the old guard ran {out['edgewise']}, not the worktree's")
+        return [([Pred(*f) for f in c["findings"]], c["level"]) for c in out["cases"]]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                        str(worktree)], capture_output=True)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+
+
+def _caught(preds: list[Pred], g: Any) -> bool:
+    return any(Level.parse(p.level).rank >= Level.parse("pii").rank
+               and _overlap(p, g.segment, g.start, g.end) for p in preds)
+
+
+@section("coverage")
+def coverage(ctx: Context) -> SectionResult:
+    import tempfile
+
+    from privacy_coverage import CATEGORIES, VARIANTS, bench_cases
+
+    cases, near = bench_cases(ctx.args.coverage, ctx.args.seed)
+    everything = [*cases, *near]
+    pii = Level.parse("pii").rank
+    with tempfile.TemporaryDirectory(prefix="ew-cov-") as tmp:
+        proc, worktree, dst = start_old_guard(everything, ctx.args.old_commit, Path(tmp))
+        try:
+            new: list[tuple[list[Pred], str]] = []
+            for c in everything:
+                d = ctx.edgewise.detector.detect(c.segments)
+                new.append(([Pred(f.segment, f.start, f.end, f.entity, f.level)
+                             for f in d.findings], d.level))
+            vanilla: list[tuple[list[Pred], str]] = []
+            for c in everything:
+                found = ctx.vanilla.predict(c.segments)
+                top = max((Level.parse(p.level) for p in found), default=Level.parse("public"))
+                vanilla.append((found, str(top)))
+        finally:
+            old = finish_old_guard(proc, worktree, dst)
+    guards = {"old": old, "new": new, "presidio": vanilla}
+    # recall per gold category, and per spelling of the case's own category
+    n: Counter[str] = Counter()
+    hits: dict[str, Counter[str]] = {g: Counter() for g in guards}
+    by_variant: dict[str, Counter[str]] = {g: Counter() for g in guards}
+    variant_n: Counter[str] = Counter()
+    caught_as: dict[str, Counter[str]] = defaultdict(Counter)
+    for i, case in enumerate(cases):
+        own = case.source.removeprefix("cov:")
+        for gold in case.gold:
+            n[gold.entity] += 1
+            if gold.entity == own:
+                variant_n[case.meta["variant"]] += 1
+            for name, preds in guards.items():
+                hit = _caught(preds[i][0], gold)
+                hits[name][gold.entity] += hit
+                if gold.entity == own:
+                    by_variant[name][case.meta["variant"]] += hit
+            for p in new[i][0]:
+                if Level.parse(p.level).rank >= pii and _overlap(p, gold.segment, gold.start,
+                                                                   gold.end):
+                    caught_as[gold.entity][p.entity] += 1
+    # near misses: the request escalated to >= pii
+    near_n: Counter[str] = Counter()
+    fp: dict[str, Counter[str]] = {g: Counter() for g in guards}
+    for j, case in enumerate(near, start=len(cases)):
+        cat = case.source.removeprefix("near:")
+        near_n[cat] += 1
+        for name, preds in guards.items():
+            fp[name][cat] += Level.parse(preds[j][1]).rank >= pii
+
+    def rate(c: Counter[str], k: str, d: Counter[str]) -> float | None:
+        return c[k] / d[k] if d[k] else None
+
+    rows: list[dict[str, Any]] = []
+    for cat in CATEGORIES:
+        rows.append({"category": cat, "rule": CATEGORIES[cat], "n": n[cat],
+                     **{f"recall_{g}": rate(hits[g], cat, n) for g in guards},
+                     "benign": near_n[cat],
+                     **{f"fp_{g}": rate(fp[g], cat, near_n) for g in guards},
+                     "caught_as": dict(caught_as[cat].most_common(3))})
+    tot_n, tot_near = sum(n.values()), sum(near_n.values())
+    total = {f"recall_{g}": sum(hits[g].values()) / tot_n for g in guards}
+    total.update({f"fp_{g}": sum(fp[g].values()) / max(1, tot_near) for g in guards})
+    md = [f"### Identifier coverage: {len(cases)} prompts, {tot_n} gold spans; "
+          f"{tot_near} near misses\n",
+          "Recall: gold spans some finding at level ≥ pii overlaps (whatever its entity "
+          f"type). **old** = the guard at commit `{ctx.args.old_commit}` (before issue 14, "
+          "run from a git worktree), **new** = the working tree, **Presidio** = vanilla "
+          "Presidio. False positives: near-miss prompts about no one (a historical date, "
+          "a year, a model number, the example IBAN) whose request level reached pii.\n",
+          "| category | rule | n | recall old | recall new | recall Presidio | near misses | "
+          "FP old | FP new | FP Presidio | new catches it as |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        as_ = ", ".join(f"{e} {c}" for e, c in r["caught_as"].items()) or "—"
+        md.append(f"| {r['category']} | {r['rule']} | {r['n']} | {_fmt(r['recall_old'])} | "
+                  f"**{_fmt(r['recall_new'])}** | {_fmt(r['recall_presidio'])} | "
+                  f"{r['benign']} | {_fmt(r['fp_old'])} | **{_fmt(r['fp_new'])}** | "
+                  f"{_fmt(r['fp_presidio'])} | {as_} |")
+    md.append(f"| **all** | | {tot_n} | {total['recall_old']:.3f} | "
+              f"**{total['recall_new']:.3f}** | {total['recall_presidio']:.3f} | {tot_near} | "
+              f"{total['fp_old']:.3f} | **{total['fp_new']:.3f}** | "
+              f"{total['fp_presidio']:.3f} | |")
+    md.append("")
+    md.append("### Coverage by spelling (each prompt's own category only)\n")
+    md.append("| spelling | n | old | new | Presidio |")
+    md.append("|---|---:|---:|---:|---:|")
+    variants = []
+    def order(v: str) -> tuple[int, str]:
+        if v in VARIANTS:
+            return VARIANTS.index(v), ""
+        return len(VARIANTS) + (not v.startswith("words")), v  # words, then records
+
+    for var in sorted(variant_n, key=order):
+        r = {"variant": var, "n": variant_n[var],
+             **{g: by_variant[g][var] / variant_n[var] for g in guards}}
+        variants.append(r)
+        md.append(f"| {var} | {r['n']} | {r['old']:.3f} | **{r['new']:.3f}** | "
+                  f"{r['presidio']:.3f} |")
+    md.append("")
+    return ({"cases": len(cases), "near_misses": len(near), "old_commit": ctx.args.old_commit,
+             "rows": rows, "total": total, "variants": variants}, "\n".join(md))
+
+
 # End-to-end sections (leak, roundtrip, overhead) live in their own file.
 import privacy_e2e  # noqa: E402  (bench/ is on sys.path when this script runs)
 
@@ -601,6 +767,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adversarial", type=int, default=20, help="values per entity type")
     ap.add_argument("--benign", type=int, default=500, help="MMLU questions")
     ap.add_argument("--reps", type=int, default=30, help="prompts per latency size")
+    ap.add_argument("--coverage", type=int, default=40, help="coverage cases per category "
+                    "(and half as many near misses)")
+    ap.add_argument("--old-commit", default="b06416b", help="the guard before issue 14, "
+                    "for the coverage section's 'old' column")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]

@@ -23,6 +23,10 @@ Sections:
 * ``leak`` — per gold entity type (the types the guard claims, level ≥ internal): values
   that reached the upstream ÷ values sent, per configuration; and how many requests each
   configuration let through; plus over-redaction on benign MMLU prompts.
+* ``coverage_leak`` — the ``coverage`` cases (``bench/privacy_coverage.py``: every Safe
+  Harbor / GDPR identifier category) through the node: leak rate per category under no
+  guard, Presidio masking, edgewise redact and edgewise forbid; and the share of near
+  misses (prompts about no one) each edgewise tier lets through untouched.
 * ``roundtrip`` — redacted escalations whose upstream echoes the placeholders: share of
   answers that come back to the client exactly restored, streaming and non-streaming,
   and inside tool-call arguments.
@@ -300,6 +304,128 @@ def leak_section(ctx: Any, gold_level: Callable[[str], str | None]
              "benign": len(benign)}, "\n".join(md))
 
 
+# -- coverage leak -------------------------------------------------------------------------
+
+COVERAGE_CONFIGS = ("no guard", "Presidio masking", "edgewise redact", "edgewise forbid")
+
+
+def coverage_messages(case: Any) -> tuple[list[dict[str, Any]], bool]:
+    """A coverage case as a chat request: JSON ones as a tool call's arguments."""
+    if case.meta.get("shape") == "tool_args":
+        return [{"role": "user", "content": case.segments[0]},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "update_customer",
+                                  "arguments": case.segments[1]}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+                {"role": "user", "content": "Thanks, confirm it."}], True
+    return [{"role": "user", "content": s} for s in case.segments], False
+
+
+async def _coverage_leak(ctx: Any, cases: list[Any], near: list[Any], tmp: str
+                         ) -> dict[str, Any]:
+    from privacy_coverage import raw_values
+
+    masker = Masker(ctx.vanilla)
+    detector = ctx.edgewise.detector
+    sent: Counter[str] = Counter()
+    leaks: dict[str, Counter[str]] = defaultdict(Counter)
+    through: dict[str, Counter[str]] = defaultdict(Counter)
+    with serve_upstream() as (up, url):
+        plain = httpx.AsyncClient(base_url=url, timeout=60)
+        async with NodeClient(url, "redact", tmp=tmp, detector=detector) as red, \
+                NodeClient(url, "forbid", tmp=tmp, detector=detector) as forb:
+            nodes = {"edgewise redact": red, "edgewise forbid": forb}
+
+            async def send(name: str, body: dict[str, Any]) -> tuple[list[Any], httpx.Response]:
+                before = len(up.received)
+                if name == "no guard":
+                    r = await plain.post("/chat/completions", json=body)
+                elif name == "Presidio masking":
+                    r = await plain.post("/chat/completions", json=masker.apply(body))
+                else:
+                    r = await nodes[name].post(body)
+                return up.received[before:], r
+
+            for case in cases:
+                messages, tools = coverage_messages(case)
+                body: dict[str, Any] = {"model": "cloud", "messages": messages,
+                                        "max_tokens": 16}
+                if tools:
+                    body["tools"] = TOOLS
+                values = raw_values(case)
+                for category, _ in values:
+                    sent[category] += 1
+                for name in COVERAGE_CONFIGS:
+                    got, _r = await send(name, body)
+                    text = normalize_received(strings_of(got))
+                    for category, value in values:
+                        if got and leaked(value, "", normalized=text):
+                            leaks[name][category] += 1
+            # near misses: were they let through untouched?
+            for case in near:
+                cat = case.source.removeprefix("near:")
+                body = {"model": "cloud", "max_tokens": 8,
+                        "messages": coverage_messages(case)[0]}
+                through["n"][cat] += 1
+                for name in ("edgewise redact", "edgewise forbid"):
+                    got, r = await send(name, body)
+                    untouched = bool(got) and r.status_code == 200 and \
+                        int(r.headers.get("x-edgewise-redacted", "0")) == 0
+                    through[name][cat] += untouched
+        await plain.aclose()
+    return {"sent": sent, "leaks": leaks, "through": through}
+
+
+def coverage_leak_section(ctx: Any) -> tuple[dict[str, Any], str]:
+    import tempfile
+
+    from privacy_coverage import CATEGORIES, bench_cases
+
+    cases, near = bench_cases(ctx.args.coverage, ctx.args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = asyncio.run(_coverage_leak(ctx, cases, near, tmp))
+        secs = time.perf_counter() - t0
+    sent, leaks, through = res["sent"], res["leaks"], res["through"]
+    md = [f"### Coverage end to end: {len(cases)} requests through a node to a recording "
+          "upstream\n",
+          "Values of each category that reached the upstream ÷ values sent (all spellings "
+          "checked; JSON cases are tool-call arguments). edgewise = the working tree; the "
+          "guard before issue 14 is measured by recall only (`coverage` section). Near "
+          "misses: prompts about no one that reached the upstream untouched (not "
+          "redacted, not refused).\n",
+          "| category | values | " + " | ".join(COVERAGE_CONFIGS)
+          + " | near misses | untouched: redact | untouched: forbid |",
+          "|---|---:|" + "---:|" * len(COVERAGE_CONFIGS) + "---:|---:|---:|"]
+    rows = []
+    for cat in CATEGORIES:
+        n = sent[cat]
+        if not n:
+            continue
+        rates = {c: leaks[c][cat] / n for c in COVERAGE_CONFIGS}
+        nn = through["n"][cat]
+        ok = {c: through[c][cat] / nn if nn else None
+              for c in ("edgewise redact", "edgewise forbid")}
+        rows.append({"category": cat, "values": n, **rates, "near_misses": nn,
+                     "untouched": ok})
+        md.append(f"| {cat} | {n} | " + " | ".join(f"{rates[c]:.3f}" for c in COVERAGE_CONFIGS)
+                  + f" | {nn} | " + " | ".join("—" if ok[c] is None else f"{ok[c]:.3f}"
+                                               for c in ok) + " |")
+    tot = sum(sent.values())
+    total = {c: sum(leaks[c].values()) / max(1, tot) for c in COVERAGE_CONFIGS}
+    nn = sum(through["n"].values())
+    untouched = {c: sum(through[c].values()) / max(1, nn)
+                 for c in ("edgewise redact", "edgewise forbid")}
+    md.append(f"| **all** | {tot} | " + " | ".join(f"**{total[c]:.3f}**"
+                                                   for c in COVERAGE_CONFIGS)
+              + f" | {nn} | " + " | ".join(f"{v:.3f}" for v in untouched.values()) + " |")
+    md.append(f"\n({secs:.0f} s; load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} CPUs.)\n")
+    return ({"requests": len(cases), "rows": rows, "total": total,
+             "near_misses": nn, "untouched": untouched}, "\n".join(md))
+
+
 # -- round trip ---------------------------------------------------------------------------
 
 async def _roundtrip(ctx: Any, cases: list[Any], tmp: str) -> dict[str, Any]:
@@ -431,5 +557,6 @@ def register(section: Callable[[str], Callable[[Any], Any]], *,
     """Add these sections to ``bench/privacy.py``'s registry (its helpers passed in, so
     this module never imports the script it extends)."""
     section("leak")(lambda ctx: leak_section(ctx, gold_level))
+    section("coverage_leak")(coverage_leak_section)
     section("roundtrip")(roundtrip_section)
     section("overhead")(lambda ctx: overhead_section(ctx, pct, token_counter()))
