@@ -19,14 +19,20 @@ How a request is scanned:
    c. :func:`~edgewise.privacy.normalize.collapse_separators` — digits broken up by
       spaces, dots, dashes or newlines joined — and the structured recognizers (no NER)
       on that view; only matches that span a removed separator are kept;
-   d. every span mapped back to the original text.
+   d. :func:`~edgewise.privacy.spelled.spell_digits` — numbers written in words or
+      mixed (``five three six, two two…``, ``4 oh two``, ``neunzehn``, ``quatre-vingt``)
+      read as digits — and the structured recognizers on that view; only matches that
+      cover a converted word are kept. Text without a run of number words has no such
+      view and pays one regular-expression pass;
+   e. every span mapped back to the original text.
 
 2. **Across segments**: for each boundary between consecutive segments, the last and
    first 128 normalized characters around it (reaching into further segments when one
-   is short) are joined and scanned by the structured recognizers, both as they are and
-   with digits collapsed. A match that crosses a boundary becomes one finding per
-   segment it touches (``via="across"``); so does one that the other segment's words
-   made recognisable (``MRN?`` in one message, the number in the next).
+   is short) are joined and scanned by the structured recognizers, as they are, with
+   digits collapsed and with numbers in words read as digits. A match that crosses a
+   boundary becomes one finding per segment it touches (``via="across"``); so does one
+   that the other segment's words made recognisable (``MRN?`` in one message, the
+   number in the next).
 
 3. **Clean-up**: findings below ``privacy.min_score`` or equal to an ``allow_list``
    entry are dropped; a finding inside another one at least as sensitive and as sure is
@@ -68,6 +74,7 @@ from edgewise.privacy.levels import (
     UNKNOWN_ENTITY_LEVEL,
 )
 from edgewise.privacy.normalize import NormalizedText, collapse_separators, normalize
+from edgewise.privacy.spelled import spell_digits
 
 __all__ = ["CacheInfo", "Detector", "resolve_levels"]
 
@@ -305,6 +312,12 @@ class Detector:
                     continue
                 a, b = norm.to_source(na, nb)
                 hits.append(_Hit(r.entity_type, float(r.score), a, b, "digits"))
+        spelled = spell_digits(norm.text)
+        if spelled is not None:
+            for r in self._analyze_chunked(spelled.text, full=False):
+                if spelled.covers_word(r.start, r.end):
+                    a, b = norm.to_source(*spelled.to_source(r.start, r.end))
+                    hits.append(_Hit(r.entity_type, float(r.score), a, b, "words"))
         result = tuple(self._clean(hits, text))
         self._cache.put(key, result)
         return result
@@ -457,6 +470,12 @@ class Detector:
             for r in self._analyze(collapsed.text, full=False):
                 a, b = collapsed.to_source(r.start, r.end)
                 if b - a != r.end - r.start and keep(a, b):
+                    found.append(_Hit(r.entity_type, float(r.score), a, b, "across"))
+        spelled = spell_digits(joined)
+        if spelled is not None:
+            for r in self._analyze(spelled.text, full=False):
+                a, b = spelled.to_source(r.start, r.end)
+                if spelled.covers_word(r.start, r.end) and keep(a, b):
                     found.append(_Hit(r.entity_type, float(r.score), a, b, "across"))
         # Keep what crosses a boundary or sits next to one (context from the other side).
         result = tuple(h for h in set(found) if any(h.start <= c <= h.end for c in inner)

@@ -33,8 +33,9 @@ class Finding:
     start: int
     end: int
     #: How it was found: ``text`` (the segment), ``digits`` (digits joined across
-    #: separators) or ``across`` (a value split over consecutive segments; each
-    #: segment's piece is its own finding).
+    #: separators), ``words`` (numbers written in words read as digits) or ``across``
+    #: (a value split over consecutive segments; each segment's piece is its own
+    #: finding).
     via: str = "text"
 
     def to_dict(self) -> dict[str, Any]:
