@@ -58,6 +58,7 @@ import hashlib
 import re
 import threading
 import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -471,10 +472,11 @@ class Detector:
                 a, b = collapsed.to_source(r.start, r.end)
                 if b - a != r.end - r.start and keep(a, b):
                     found.append(_Hit(r.entity_type, float(r.score), a, b, "across"))
-        spelled = spell_digits(joined)
+        spaced = _spaced(joined, inner)  # "…one" + "one…" must not read "oneone"
+        spelled = spell_digits(spaced.text)
         if spelled is not None:
             for r in self._analyze(spelled.text, full=False):
-                a, b = spelled.to_source(r.start, r.end)
+                a, b = spaced.to_source(*spelled.to_source(r.start, r.end))
                 if spelled.covers_word(r.start, r.end) and keep(a, b):
                     found.append(_Hit(r.entity_type, float(r.score), a, b, "across"))
         # Keep what crosses a boundary or sits next to one (context from the other side).
@@ -672,6 +674,19 @@ def _window(texts: Sequence[str], boundary: int) -> list[tuple[int, int, int]]:
     if not left or not right:
         return []
     return [*reversed(left), *right]
+
+
+def _spaced(text: str, cuts: list[int]) -> NormalizedText:
+    """``text`` with a space at each cut between two letters (segments joined end to
+    end); the space maps to the letter before it."""
+    at = [c for c in cuts if 0 < c < len(text) and text[c - 1].isalpha()
+          and text[c].isalpha()]
+    starts, ends = array("l", range(len(text))), array("l", range(1, len(text) + 1))
+    for c in reversed(at):
+        starts.insert(c, c - 1)
+        ends.insert(c, c)
+        text = text[:c] + " " + text[c:]
+    return NormalizedText(text, starts, ends, len(ends) - len(at))
 
 
 def _cumulative(lengths: list[int]) -> list[int]:

@@ -16,9 +16,10 @@ What a run is made of (case-insensitive, on normalized text, so accents are gone
   ``veintiuno``, ``ventotto``, ``vinte e um``, ``eenentwintig``); hundreds (``one
   hundred and five``, ``one hundred twenty-three``; ``eight hundred five five five``
   is 800555…); ``double``/``triple`` before a digit (``double five`` → 55); ``plus``
-  first (→ ``+``);
+  (``más``, ``più``) first (→ ``+``);
 * digit groups between them (``5 three 6``, ``MRN 45 sixty-seven 89 oh one``);
-* separated by spaces, hyphens or dashes, and commas between words (``five five five,
+* separated by spaces, hyphens or dashes, a dash read aloud (``dash``, ``Strich``,
+  ``tiret``, ``guion``, ``trattino``…), and commas between words (``five five five,
   twelve thirty-four`` → ``5551234``). Newlines and full stops end a run.
 
 Each word group becomes its digits (``nineteen eighty-five`` → ``1985``, ``ninety-three``
@@ -126,6 +127,10 @@ _WEAK: dict[str, dict[str, int]] = {
 _ALL = frozenset(_WORDS)
 _MULTIPLIERS = {"double": 2, "triple": 3, "treble": 3}  # English: "double five" → 55
 _CONNECTORS = frozenset({"and", "und", "et", "y", "e"})
+#: Words read aloud for a dash between digit groups: a separator.
+_PAUSES = ("dash", "hyphen", "strich", "bindestrich", "tiret", "guion", "trattino",
+           "traco", "streepje")
+_PLUS = ("plus", "mas", "piu")  # "más", "più" with their accents stripped
 
 
 class _Entry(NamedTuple):
@@ -155,7 +160,8 @@ def _lexicon() -> dict[str, _Entry]:
         out[w] = _Entry(_kind(value), value, frozenset(ls), weak)
     for w, n in _MULTIPLIERS.items():
         out[w] = _Entry("mult", n, frozenset({"en"}), False)
-    out["plus"] = _Entry("plus", 0, _ALL, True)
+    for w in _PLUS:
+        out[w] = _Entry("plus", 0, _ALL, True)
     return out
 
 
@@ -219,7 +225,8 @@ _WORD = (r"(?:" + _trie(sorted(_LEXICON)) + "|"
          + "|".join(re.sub(r"\(\?P<\w>", "(?:", p.pattern) for _, p in _COMPOUNDS)
          + r")(?![\w'’])")
 _DIGITS = r"\d+(?![\w'’])"
-_SEP = r"(?:[ \t]{1,3}|[ \t]?[,\-–—][ \t]?)(?:(?:and|und|et|y|e)[ \t\-]{1,2})?"
+_SEP = (r"(?:[ \t]{1,3}|[ \t]?[,\-–—][ \t]?)"
+        rf"(?:(?:and|und|et|y|e)[ \t\-]{{1,2}}|(?:{'|'.join(_PAUSES)})[ \t,]{{1,2}})?")
 _AGE = r"[ \t]?-?[ \t]?(?:years?|yrs?|y/?o|jahre?|ans|anos|anni|jaar)(?![a-z])"
 # A candidate run: digits then a word, or a word followed by another token (or an age),
 # then any tokens. The Python pass below decides what it reads as.
@@ -261,6 +268,8 @@ def _tokens(text: str, start: int, end: int) -> list[_Tok]:
     prev = start
     for m in _PART.finditer(text, start, end):
         word = m.group().lower()
+        if word in _PAUSES:
+            continue
         entry = None if word.isdigit() or word in _CONNECTORS else (
             _LEXICON.get(word) or _compound(word))
         out.append(_Tok(word, entry, m.start(), m.end(), "," in text[prev:m.start()]))
