@@ -32,7 +32,8 @@ What :func:`normalize` undoes, in order, per source group:
 :func:`collapse_separators` builds a second view in which digits broken up by spaces,
 dots, dashes, slashes or newlines (``4 1 1 1 . 1 1 1 1 …``, an IBAN wrapped over two
 lines) are joined into one number; only structured recognizers run on it (see
-``edgewise.privacy.detector``).
+``edgewise.privacy.detector``). :func:`edgewise.privacy.spelled.spell_digits` builds a
+third, in which numbers written in words read as digits.
 """
 
 from __future__ import annotations
