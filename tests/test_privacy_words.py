@@ -90,6 +90,22 @@ def test_each_digit_maps_to_its_word_group() -> None:
     assert "five" not in repr(v) and "536" not in repr(v)
 
 
+def test_windows_hold_every_word_with_its_context() -> None:
+    filler = " ".join(["lorem"] * 200)
+    source = f"{filler} SSN five three six two two four one nine eight {filler} 5 three 6"
+    v = spell_digits(source)
+    assert v is not None
+    wins = v.windows(margin=40)
+    assert len(wins) == 2 and all(hi - lo < 120 for lo, hi in wins)
+    for s, e in v.words:
+        assert any(lo <= s and e <= hi for lo, hi in wins)
+    for lo, hi in wins:  # cut at whitespace: no word is split
+        assert lo == 0 or v.text[lo - 1] in " \n"
+        assert hi == len(v.text) or v.text[hi] in " \n"
+    assert "SSN 536224198" in v.text[wins[0][0]:wins[0][1]]
+    assert v.windows(margin=10_000) == [(0, len(v.text))]
+
+
 def test_a_comma_next_to_digits_ends_a_run() -> None:
     v = spell_digits("SSN five three six, twenty-two, 4 one nine eight")
     assert v is not None and v.text == "SSN 53622, 4198"

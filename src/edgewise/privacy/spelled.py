@@ -65,6 +65,24 @@ class SpelledText(NormalizedText):
     def __repr__(self) -> str:  # never the text: it may be sensitive
         return f"SpelledText(len={len(self.text)}, words={len(self.words)})"
 
+    def windows(self, margin: int = 256) -> list[tuple[int, int]]:
+        """``[start, end)`` ranges of :attr:`text` holding every converted word with
+        ``margin`` characters either side (for context words), widened to whitespace
+        and merged: the only places where a match covering a word can be."""
+        out: list[tuple[int, int]] = []
+        n = len(self.text)
+        for s, e in self.words:
+            lo, hi = max(0, s - margin), min(n, e + margin)
+            if out and lo <= out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        text = self.text
+        return [(0 if lo == 0 else max(text.rfind(" ", 0, lo), text.rfind("\n", 0, lo)) + 1,
+                 n if hi == n else min((k for k in (text.find(" ", hi), text.find("\n", hi))
+                                        if k >= 0), default=n))
+                for lo, hi in out]
+
     def covers_word(self, start: int, end: int) -> bool:
         """Whether ``text[start:end]`` overlaps a converted word."""
         k = bisect_right(self.words, (start, 1 << 62))  # first range starting after start
