@@ -21,8 +21,8 @@ How a request is scanned:
       on that view; only matches that span a removed separator are kept;
    d. :func:`~edgewise.privacy.spelled.spell_digits` — numbers written in words or
       mixed (``five three six, two two…``, ``4 oh two``, ``neunzehn``, ``quatre-vingt``)
-      read as digits — and the structured recognizers on that view; only matches that
-      cover a converted word are kept. Text without a run of number words has no such
+      read as digits — and the structured recognizers on that view, around the
+      converted words only; only matches that cover a converted word are kept. Text without a run of number words has no such
       view and pays one regular-expression pass;
    e. every span mapped back to the original text.
 
