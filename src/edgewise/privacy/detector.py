@@ -22,8 +22,9 @@ How a request is scanned:
    d. :func:`~edgewise.privacy.spelled.spell_digits` — numbers written in words or
       mixed (``five three six, two two…``, ``4 oh two``, ``neunzehn``, ``quatre-vingt``)
       read as digits — and the structured recognizers on that view, around the
-      converted words only; only matches that cover a converted word are kept. Text without a run of number words has no such
-      view and pays one regular-expression pass;
+      converted words only; only matches that cover a converted word are kept. Text
+      without a run of number words has no such view and pays one regular-expression
+      pass;
    e. every span mapped back to the original text.
 
 2. **Across segments**: for each boundary between consecutive segments, the last and
