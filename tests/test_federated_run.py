@@ -225,7 +225,7 @@ client = ClientApp()
 @client.train()
 def train(msg, context):
     if int(context.node_config["partition-id"]) == 0 and msg.content["config"]["server-round"] == 1:
-        time.sleep(40)
+        time.sleep(75)
     return ew._train(msg, context)
 
 
@@ -246,7 +246,7 @@ def test_a_node_that_hangs_is_timed_out_and_the_run_goes_on(
     (tmp_path / "apps" / "hang.py").write_text(HANG)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "apps"))
     recipe = _write(tmp_path, base, "rounds: 2\nclients: {per_round: 3, min: 2, "
-                                    "timeout_s: 8}\n").read_text()
+                                    "timeout_s: 30}\n").read_text()
     (tmp_path / "federated.yaml").write_text(recipe.replace("holdout: 0.25", "holdout: 0"))
     t0 = time.monotonic()
     status = run(load_federated_recipe(tmp_path / "federated.yaml"), simulate=3,
@@ -254,6 +254,8 @@ def test_a_node_that_hangs_is_timed_out_and_the_run_goes_on(
     assert status.state == "completed", status.error
     first = status.rounds[0]
     assert len(first.replied) == 2 and list(first.failed.values()) == [
-        "no reply within clients.timeout_s 8 s"]
-    assert 8 <= first.seconds < 30 and time.monotonic() - t0 < 150
+        "no reply within clients.timeout_s 30 s"]
+    # cut at the timeout, not after the hanging node's 75 s (a loaded machine needs the
+    # 30 s for the others' first round: model load and training)
+    assert 30 <= first.seconds < 75 and time.monotonic() - t0 < 300
     assert status.adapter == "adapter"
