@@ -33,9 +33,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgewise.errors import ModelIntegrityError, ModelNotFoundError
-from edgewise.models import file_sha256
-
 __all__ = [
     "NAMES_FILES",
     "english_words",
@@ -70,20 +67,10 @@ def verify_names(root: Path | None = None) -> Path:
         ModelNotFoundError: a file is missing (a broken install).
         ModelIntegrityError: a file whose digest differs from :data:`NAMES_FILES`.
     """
-    root = root if root is not None else names_dir()
-    for rel, want in NAMES_FILES.items():
-        path = root / rel
-        try:
-            got = file_sha256(path)
-        except FileNotFoundError:
-            raise ModelNotFoundError(
-                f"the privacy guard's name detector is incomplete ({path} is missing); "
-                "reinstall edgewise: pip install -e .") from None
-        if got != want:
-            raise ModelIntegrityError(
-                f"the privacy guard's name detector file {path} has sha256 {got[:16]}…, "
-                f"expected {want[:16]}…; reinstall edgewise: pip install -e .")
-    return root
+    from edgewise.privacy.nlp import verify_files
+
+    return verify_files(root if root is not None else names_dir(), NAMES_FILES,
+                        "name detector", "pip install --force-reinstall -e .")
 
 
 def load_names_ner(vocab: Any, spacy_model: Path, *, verify: bool = True,

