@@ -28,7 +28,7 @@ def test_a_tampered_or_missing_file_stops_the_load(tmp_path: Path) -> None:
         names.verify_names(copy)
     shutil.copy(names.names_dir() / "model", copy / "model")
     (copy / "moves").unlink()
-    with pytest.raises(ModelNotFoundError, match="name detector is incomplete .moves is missing"):
+    with pytest.raises(ModelNotFoundError, match=r"name detector is incomplete \(moves is missing"):
         names.verify_names(copy)
 
 
