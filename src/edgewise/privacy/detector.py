@@ -230,9 +230,7 @@ class Detector:
         if self.config.names_model:
             from edgewise.privacy import names
 
-            registry.add_recognizer(names.recognizer(
-                _names_ner(self._engine, verify_model),
-                names.english_words(self._engine.nlp["en"])))
+            registry.add_recognizer(names.recognizer(*_names_ner(self._engine, verify_model)))
         self._analyzer = AnalyzerEngine(nlp_engine=self._engine, registry=registry,
                                         supported_languages=["en"])
         custom = {p.entity for p in self.config.patterns} | {
@@ -317,12 +315,13 @@ class Detector:
         spelled = spell_digits(norm.text)
         # only around the converted words: a 4000-token text with one spoken number
         # pays for ~600 characters, not a third full scan
-        for lo, hi in spelled.windows() if spelled is not None else ():
-            assert spelled is not None
-            for r in self._analyze_chunked(spelled.text[lo:hi], full=False):
-                if spelled.covers_word(lo + r.start, lo + r.end):
-                    a, b = norm.to_source(*spelled.to_source(lo + r.start, lo + r.end))
-                    hits.append(_Hit(r.entity_type, float(r.score), a, b, "words"))
+        if spelled is not None:
+            for lo, hi in spelled.windows():
+                for r in self._analyze_chunked(spelled.text[lo:hi], full=False):
+                    if spelled.covers_word(lo + r.start, lo + r.end):
+                        a, b = norm.to_source(*spelled.to_source(lo + r.start,
+                                                                 lo + r.end))
+                        hits.append(_Hit(r.entity_type, float(r.score), a, b, "words"))
         result = tuple(self._clean(hits, text))
         self._cache.put(key, result)
         return result
@@ -515,17 +514,20 @@ class Detector:
 _NAMES_NER: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def _names_ner(engine: Any, verify: bool) -> Any:
-    """The name detector on ``engine``'s vocabulary, loaded once per engine."""
+def _names_ner(engine: Any, verify: bool) -> tuple[Any, frozenset[str]]:
+    """The name detector on ``engine``'s vocabulary and the English words of its
+    lemmatizer, loaded once per engine (every Detector sharing it reuses both)."""
     from edgewise.privacy import names
     from edgewise.privacy.nlp import model_dir
 
     with _ENGINE_LOCKS_GUARD:
-        ner = _NAMES_NER.get(engine)
-        if ner is None:
-            ner = _NAMES_NER[engine] = names.load_names_ner(
-                engine.nlp["en"].vocab, model_dir(), verify=verify)
-        return ner
+        loaded = _NAMES_NER.get(engine)
+        if loaded is None:
+            nlp = engine.nlp["en"]
+            loaded = _NAMES_NER[engine] = (
+                names.load_names_ner(nlp.vocab, model_dir(), verify=verify),
+                names.english_words(nlp))
+        return loaded
 
 
 def _public_figures(found: list[Finding], segments: Sequence[str]) -> list[Finding]:
