@@ -62,6 +62,19 @@ from edgewise.testing.upstream import RecordingUpstream
 
 __all__ = ["register"]
 
+
+async def _send(up: Any, plain: httpx.AsyncClient, masker: Any, nodes: dict[str, Any],
+                name: str, body: dict[str, Any]) -> tuple[list[Any], httpx.Response]:
+    """One request through configuration ``name``; what the upstream received for it."""
+    before = len(up.received)
+    if name == "no guard":
+        r = await plain.post("/chat/completions", json=body)
+    elif name == "Presidio masking":
+        r = await plain.post("/chat/completions", json=masker.apply(body))
+    else:
+        r = await nodes[name].post(body)
+    return up.received[before:], r
+
 TOOLS = [{"type": "function", "function": {
     "name": "update_customer", "description": "Update a customer record.",
     "parameters": {"type": "object", "properties": {"note": {"type": "string"}}}}}]
@@ -229,14 +242,7 @@ async def _leak(ctx: Any, cases: list[Any], benign: list[str], gold_level: Any,
                     body["tools"] = TOOLS
                 values = gold_values(case, gold_level)
                 for name in CONFIGS:
-                    before = len(up.received)
-                    if name == "no guard":
-                        r = await plain.post("/chat/completions", json=body)
-                    elif name == "Presidio masking":
-                        r = await plain.post("/chat/completions", json=masker.apply(body))
-                    else:
-                        r = await nodes[name].post(body)
-                    got = up.received[before:]
+                    got, r = await _send(up, plain, masker, nodes, name, body)
                     if got and r.status_code == 200:
                         through[name] += 1
                     text = normalize_received(strings_of(got))
@@ -338,14 +344,7 @@ async def _coverage_leak(ctx: Any, cases: list[Any], near: list[Any], tmp: str
             nodes = {"edgewise redact": red, "edgewise forbid": forb}
 
             async def send(name: str, body: dict[str, Any]) -> tuple[list[Any], httpx.Response]:
-                before = len(up.received)
-                if name == "no guard":
-                    r = await plain.post("/chat/completions", json=body)
-                elif name == "Presidio masking":
-                    r = await plain.post("/chat/completions", json=masker.apply(body))
-                else:
-                    r = await nodes[name].post(body)
-                return up.received[before:], r
+                return await _send(up, plain, masker, nodes, name, body)
 
             for case in cases:
                 messages, tools = coverage_messages(case)
