@@ -56,6 +56,7 @@ Run (about 10 minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,9 +64,10 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -511,33 +513,44 @@ def latency(ctx: Context) -> SectionResult:
 
     det = ctx.edgewise.detector
     load_before = os.getloadavg()
-    for _ in range(3):  # warm-up (first spaCy calls allocate)
-        det.detect([prompt(50)])
-        ctx.vanilla.predict([prompt(50)])
-    rows = []
-    md = ["### Guard latency per request (cold cache), ms\n",
-          "| prompt | n | edgewise p50 | edgewise p95 | Presidio p50 | Presidio p95 |",
-          "|---|---:|---:|---:|---:|---:|"]
-    sizes = ((50, ctx.args.reps), (500, ctx.args.reps), (4000, max(5, ctx.args.reps // 2)))
-    for tokens, n in sizes:
-        texts = [prompt(tokens) for _ in range(n)]
-        ours, theirs = [], []
-        for text in texts:  # interleaved, so machine load affects both alike
-            det.clear_cache()
-            t = time.perf_counter()
-            det.detect([text])
-            ours.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            ctx.vanilla.predict([text])
-            theirs.append((time.perf_counter() - t) * 1000)
-        row = {"tokens": tokens, "n": n,
-               "measured_tokens_mean": statistics.mean(count(t) for t in texts),
-               "edgewise_p50": _pct(ours, 0.5), "edgewise_p95": _pct(ours, 0.95),
-               "presidio_p50": _pct(theirs, 0.5), "presidio_p95": _pct(theirs, 0.95)}
-        rows.append(row)
-        md.append(f"| {tokens} tokens | {n} | {row['edgewise_p50']:.1f} | "
-                  f"{row['edgewise_p95']:.1f} | {row['presidio_p50']:.1f} | "
-                  f"{row['presidio_p95']:.1f} |")
+    with tempfile.TemporaryDirectory() as tmp, old_timer(ctx.args.old_commit, Path(tmp)) as old:
+        for _ in range(3):  # warm-up (first spaCy calls allocate)
+            det.detect([prompt(50)])
+            ctx.vanilla.predict([prompt(50)])
+            old([prompt(50)])
+        rows = []
+        md = ["### Guard latency per request (cold cache), ms\n",
+              f"**old** = the guard of `{ctx.args.old_commit}` (before issue 14, in a "
+              "subprocess from a git worktree), **new** = the working tree; the three "
+              "alternate request by request.\n",
+              "| prompt | n | old p50 | old p95 | new p50 | new p95 | new / old p50 | "
+              "Presidio p50 | Presidio p95 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        sizes = ((50, ctx.args.reps), (500, ctx.args.reps),
+                 (4000, max(5, ctx.args.reps // 2)))
+        for tokens, n in sizes:
+            texts = [prompt(tokens) for _ in range(n)]
+            ours, theirs, before = [], [], []
+            for text in texts:  # interleaved, so machine load affects all alike
+                before.append(old([text]))
+                det.clear_cache()
+                t = time.perf_counter()
+                det.detect([text])
+                ours.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                ctx.vanilla.predict([text])
+                theirs.append((time.perf_counter() - t) * 1000)
+            row = {"tokens": tokens, "n": n,
+                   "measured_tokens_mean": statistics.mean(count(t) for t in texts),
+                   "old_p50": _pct(before, 0.5), "old_p95": _pct(before, 0.95),
+                   "edgewise_p50": _pct(ours, 0.5), "edgewise_p95": _pct(ours, 0.95),
+                   "presidio_p50": _pct(theirs, 0.5), "presidio_p95": _pct(theirs, 0.95)}
+            rows.append(row)
+            md.append(f"| {tokens} tokens | {n} | {row['old_p50']:.1f} | "
+                      f"{row['old_p95']:.1f} | {row['edgewise_p50']:.1f} | "
+                      f"{row['edgewise_p95']:.1f} | "
+                      f"{row['edgewise_p50'] / row['old_p50']:.2f}× | "
+                      f"{row['presidio_p50']:.1f} | {row['presidio_p95']:.1f} |")
     # multi-turn: 12 turns of ~100-token user + assistant messages, re-sent each turn
     turns = 12
     conv_rows = []
@@ -623,6 +636,44 @@ def finish_old_guard(proc: subprocess.Popen[bytes], worktree: Path, dst: Path
         subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
 
 
+@contextlib.contextmanager
+def old_timer(commit: str, tmp: Path) -> Iterator[Callable[[list[str]], float]]:
+    """The guard of ``commit`` (a git worktree under ``tmp``) as a timing server in a
+    subprocess: the function yielded sends it one request and returns its ``detect`` ms."""
+    worktree = tmp / "ew-old-timer"
+    _git("worktree", "add", "--detach", str(worktree), commit)
+    env = {**os.environ, "PYTHONPATH": str(worktree / "src")}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "privacy_coverage.py"),
+                             "--time"], env=env, cwd=str(worktree), text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def ask(segments: list[str]) -> float:
+        stdin.write(json.dumps(segments) + "\n")
+        stdin.flush()
+        line = stdout.readline()
+        if not line:
+            raise SystemExit(f"the old guard's timing subprocess died (exit {proc.wait()})")
+        return float(line)
+
+    try:
+        first = stdout.readline()
+        if not first or not Path(json.loads(first)["edgewise"]).resolve().is_relative_to(
+                worktree.resolve()):
+            raise SystemExit(f"the old guard's timer did not start from the worktree: {first!r}")
+        yield ask
+    finally:
+        stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                        str(worktree)], capture_output=True)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+
+
 def _caught(preds: list[Pred], g: Any) -> bool:
     return any(Level.parse(p.level).rank >= Level.parse("pii").rank
                and _overlap(p, g.segment, g.start, g.end) for p in preds)
@@ -630,7 +681,6 @@ def _caught(preds: list[Pred], g: Any) -> bool:
 
 @section("coverage")
 def coverage(ctx: Context) -> SectionResult:
-    import tempfile
 
     from privacy_coverage import CATEGORIES, VARIANTS, bench_cases
 
@@ -770,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coverage", type=int, default=40, help="coverage cases per category "
                     "(and half as many near misses)")
     ap.add_argument("--old-commit", default="b06416b", help="the guard before issue 14, "
-                    "for the coverage section's 'old' column")
+                    "for the coverage and latency sections' 'old' columns")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]

@@ -22,6 +22,10 @@ NPI, DEA and KVNR get their check digits computed here).
   ``edgewise`` (``PYTHONPATH`` picks which: bench/privacy.py runs the guard of an older
   commit this way, from a git worktree) reads a JSON list of segment lists and writes its
   findings per case. This module imports nothing from edgewise at module level.
+* ``python bench/privacy_coverage.py --time`` — the same guard as a timing server for
+  bench/privacy.py's latency section: reads one JSON segment list per stdin line, clears
+  the guard's cache, times ``detect`` and writes the milliseconds as one line (so the old
+  and the new guard can alternate request by request).
 """
 
 from __future__ import annotations
@@ -1359,9 +1363,30 @@ def predict_main(argv: list[str]) -> int:
     return 0
 
 
+def time_main() -> int:
+    """``--time``: one JSON segment list per stdin line in, ``detect``'s ms per line out
+    (the first line out names the package timed)."""
+    import time
+
+    import edgewise
+    from edgewise.privacy import Detector
+
+    detector = Detector()
+    print(json.dumps({"edgewise": str(Path(edgewise.__file__).parent)}), flush=True)
+    for line in sys.stdin:
+        segments = json.loads(line)
+        detector.clear_cache()
+        t = time.perf_counter()
+        detector.detect(segments)
+        print((time.perf_counter() - t) * 1000, flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--predict"]:
         raise SystemExit(predict_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["--time"]:
+        raise SystemExit(time_main())
     # a look at the data
     for c in coverage_cases(2)[::3][:30]:
         print(c.source, c.meta["variant"], c.segments, [
