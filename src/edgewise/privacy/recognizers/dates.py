@@ -10,17 +10,21 @@ it to a person. A date next to a person's name is raised by the detector
 * A **date** is any common spelling: ``03/14/1985``, ``14.03.1985``, ``1985-03-14``,
   ``March 14, 1985``, ``14 Mar 1985``, ``14th of March 1985``, ``the 3rd of May``, a
   month and day only (``May 3``), a month and year (``March 1985``); month names in
-  English, German, French, Spanish and Italian. A year alone is not a date here (Safe
-  Harbor keeps years).
+  English, German, French, Spanish, Italian, Portuguese and Dutch. A year alone is not
+  a date here (Safe Harbor keeps years).
 * ``DATE_OF_BIRTH``: a date after a birth word — directly after ``DOB``, ``D.O.B.``,
   ``b.``, ``geb.``; within a few words (no digits, no sentence end in between) after
   ``born``, ``date of birth``, ``birth date``, ``birthday``, ``geboren``, ``né(e) le``,
-  ``fecha de nacimiento``, ``data di nascita``, ``nato/nata il``.
+  ``fecha de nacimiento``, ``data di nascita``, ``nato/nata il``, ``data de
+  nascimento``, ``nascido em``, ``geboortedatum``, ``geboren op``; ``DDN``, ``F. Nac.``.
 * ``PERSONAL_DATE``: a date after an event of care or of a life — ``admitted``,
   ``admission``, ``discharged``, ``died``, ``deceased``, ``date of death``, ``seen on``,
   ``visit date``, ``date of service``, ``operated on``, ``date of surgery``,
   ``appointment``…; directly after the abbreviations ``adm.``, ``d/c``, ``DOD``,
-  ``DOS``.
+  ``DOS``; the same words in German, French, Spanish, Italian, Portuguese and Dutch
+  (``aufgenommen``, ``entlassen``, ``admis le``, ``décédé``, ``ingresó``, ``fecha de
+  alta``, ``ricoverato``, ``dimesso``, ``internado``, ``faleceu``, ``opgenomen``,
+  ``overleden``…).
 * Dates with a year before 1900 are neither: nobody born then is alive, and HIPAA
   protects a decedent's information for 50 years only (45 CFR 160.103, "protected
   health information" (2)(iv)) — "Einstein was born on March 14, 1879" is history.
@@ -45,13 +49,16 @@ _MONTHS = [
     "january", "jan", "february", "feb", "march", "mar", "april", "apr", "may", "june",
     "jun", "july", "jul", "august", "aug", "september", "sept", "sep", "october", "oct",
     "november", "nov", "december", "dec",
-    # German (normalized: März → Marz), French, Spanish, Italian
+    # German (accent-folded: März → Marz), French, Spanish, Italian
     "januar", "janner", "februar", "marz", "mai", "juni", "juli", "oktober", "dezember",
     "janvier", "fevrier", "mars", "avril", "juin", "juillet", "aout", "septembre",
     "octobre", "novembre", "decembre", "enero", "febrero", "marzo", "abril", "mayo",
     "junio", "julio", "agosto", "septiembre", "setiembre", "octubre", "noviembre",
     "diciembre", "gennaio", "febbraio", "aprile", "maggio", "giugno", "luglio",
     "settembre", "ottobre", "dicembre",
+    # Portuguese (março → marco), Dutch
+    "janeiro", "fevereiro", "marco", "maio", "junho", "julho", "setembro", "outubro",
+    "dezembro", "januari", "februari", "maart", "mei", "augustus",
 ]
 _MONTH = r"(?:" + "|".join(sorted(set(_MONTHS), key=len, reverse=True)) + r")\.?"
 _ORD = r"(?:st|nd|rd|th|er|o|º)?"
@@ -85,15 +92,29 @@ _SEP = r"\s*(?:[:=#\-]\s*|is\s+|was\s+|on\s+|am\s+|le\s+|el\s+|il\s+)?[\"']?"
 
 _BIRTH_WORDS = (r"(?:born|date\s+of\s+birth|birth\s?date|birthday|geboren|"
                 r"n[eé]e?\s+le|fecha\s+de\s+nacimiento|data\s+di\s+nascita|"
-                r"nat[oa]\s+il|nacid[oa]\s+el|date\s+de\s+naissance|geburtsdatum)")
-_BIRTH_ABBREVIATIONS = r"(?:DOB|D\.O\.B\.?|[Dd]ob|(?<![\w.])b\.|geb\.)"
+                r"nat[oa]\s+il|nacid[oa]\s+el|date\s+de\s+naissance|geburtsdatum|"
+                r"geburtstag|geboortedatum|geboren\s+op|data\s+de\s+nascimento|"
+                r"nascid[oa]\s+(?:em|a)|data\s+(?:di|de)\s+nascita|nascimento|"
+                r"fecha\s+de\s+nac\.?|naissance|nacimiento|nascita)")
+_BIRTH_ABBREVIATIONS = (r"(?:DOB|D\.O\.B\.?|[Dd]ob|(?<![\w.])b\.|geb\.|DDN|F\.?\s?[Nn]ac\.|"
+                        r"[Nn]ac\.|[Gg]eb\.?-?[Dd]at(?:um)?\.?)")
 _EVENT_WORDS = (
     r"(?:admitted|admission(?:\s+date)?|date\s+of\s+admission|discharged|discharge\s+date|"
     r"date\s+of\s+discharge|died|deceased|passed\s+away|date\s+of\s+death|death\s+date|"
     r"seen\s+(?:in\s+clinic\s+)?on|visit\s+date|date\s+of\s+visit|visited\s+on|"
     r"date\s+of\s+service|service\s+date|operated\s+on|surgery\s+on|date\s+of\s+surgery|"
     r"surgery\s+date|procedure\s+date|date\s+of\s+procedure|appointment|hospitali[sz]ed|"
-    r"date\s+of\s+injury|injured\s+on|presented\s+on|delivered\s+on|vaccinated\s+on)"
+    r"date\s+of\s+injury|injured\s+on|presented\s+on|delivered\s+on|vaccinated\s+on|"
+    # German, French, Spanish, Italian, Portuguese, Dutch (accent-folded text)
+    r"aufgenommen|aufnahme(?:datum)?|entlassen|entlassung(?:sdatum)?|gestorben|verstorben|"
+    r"todestag|sterbedatum|operiert|stationar|admise?s?|hospitalis[ée]e?|sortie?|"
+    r"date\s+d'admission|date\s+d'entr[ée]e|date\s+de\s+sortie|d[ée]c[ée]d[ée]e?|"
+    r"date\s+(?:de\s+|du\s+)?d[ée]c[eè]s|ingres[oó]|ingresad[oa]|fecha\s+de\s+ingreso|"
+    r"fecha\s+de\s+alta|dad[oa]\s+de\s+alta|falleci[oó]|fallecid[oa]|"
+    r"fecha\s+de\s+(?:defunci[oó]n|fallecimiento)|ricoverat[oa]|ricovero|dimess[oa]|"
+    r"dimissione|decedut[oa]|morto|morta|data\s+(?:di|do|de)\s+(?:ricovero|dimissione|"
+    r"morte|decesso|internamento|internacao|alta|obito)|internad[oa]|faleceu|falecid[oa]|"
+    r"teve\s+alta|opgenomen|ontslagen|overleden|opnamedatum|ontslagdatum|sterfdatum)"
 )
 _EVENT_ABBREVIATIONS = r"(?:(?<![\w.])(?:adm\.|Adm\.|d/c|D/C)|DOD|DOS|DOA|DOI)"
 
@@ -138,6 +159,20 @@ def _rules() -> list[Rule]:
         Rule("AGE_OVER_89", "n years of age",
              re.compile(r"(?i)(?<![\w.\-$£€])" + _AGE + r"\s+(?:years?|yrs?)\s+of\s+age(?![\w])"),
              0.85, group="v"),
+        # "93 Jahre alt", "93-jährige", "93 ans", "93 años", "93 anni", "93 anos", "93 jaar";
+        # not "vor 93 Jahren", "il y a 93 ans", "hace 93 años", "93 anni fa", "há 93 anos",
+        # "93 jaar geleden" (years ago).
+        Rule("AGE_OVER_89", "n years old in the EU languages",
+             re.compile(r"(?i)(?<![\w.\-$£€])(?<!il y a )(?<!hace )(?<!depuis )"
+                        # Portuguese "há 93 anos" is "93 years ago"; Italian "ha 93 anni"
+                        # is "is 93"
+                        r"(?:(?<!ha )(?<!há )|(?=\d+\s+anni))"
+                        r"(?<!desde )(?<!durante )(?<!pendant )(?<!per )(?<!por )" + _AGE
+                        + r"(?:\s*[- ]?\s*j[aä]hrige?[rnms]?|\s+jahre?\s+alt"
+                        r"|\s+(?:ans|años|anos|anni|jaar)(?:\s+oud)?)(?![\w])"
+                        r"(?!\s+(?:fa|geleden|atras|atrás|plus\s+t[oô]t|depuis|de\s+"
+                        r"(?:historia|histoire|storia|hist[oó]ria|garantie|garantia|mariage)"
+                        r"))"), 0.8, group="v"),
         Rule("AGE_OVER_89", "age word and n",
              re.compile(r"(?i)(?<![\w])(?:aged|age|at\s+the\s+age\s+of|age\s+of|alter|"
                         r"âge|edad|eta|età|idade|leeftijd)\s*[:=]?\s*(?:is\s+|was\s+)?"

@@ -7,7 +7,9 @@
   six groups of digits separated by a space, dot or dash, 7–15 digits in all (6 if
   grouped), an optional extension — counts when it starts with ``+`` or ``(area)``
   (0.6), or has a phone word (``phone``, ``tel``, ``call``, ``mobile``, ``fax``,
-  ``office``…) within 40 characters before or 12 after (0.7–0.8). Dates are not phones.
+  ``office``…; ``Telefon``, ``Handy``, ``portable``, ``móvil``, ``cellulare``,
+  ``telemóvel``, ``mobiel``… in the EU languages) within 40 characters before or 12
+  after (0.7–0.8). Dates are not phones.
 * ``UK_NHS``: Presidio's ``NhsRecognizer`` scores any 3-3-4 number with a valid mod-11
   check digit 1.0 — one US phone number in eleven. It is replaced by the same check
   that only counts with an NHS word nearby.
@@ -38,6 +40,13 @@ _PHONE_WORDS = words([
     "reach", "text", "sms", "whatsapp", "signal", "ring", "dial", "hotline",
     "ph", "mob", "phone number", "extension", "ext", "message", "messages",
     "voicemail", "answering",
+    # German, French, Spanish, Italian, Portuguese, Dutch (text is accent-folded first)
+    "telefon", "telefonnummer", "tel.-nr.", "tel.nr.", "handy", "handynummer", "mobil",
+    "mobilnummer", "anrufen", "rufnummer", "festnetz", "numero de telephone", "portable",
+    "appeler", "appelez", "appelle", "joindre", "telefono", "numero de telefono", "movil",
+    "celular", "llamar", "llame", "llama", "cellulare", "numero di telefono", "chiamare",
+    "chiama", "chiamami", "telefone", "numero de telefone", "telemovel", "ligar", "ligue",
+    "telefoon", "telefoonnummer", "mobiel", "mobiele nummer", "bellen", "bel",
 ])
 _NHS_WORDS = words(["nhs", "national health service", "nhs no", "nhs number",
                     "health service", "health authority", "chi number"])

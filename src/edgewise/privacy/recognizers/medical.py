@@ -69,13 +69,24 @@ _ICD_CONTEXT = words([
     "diagnoses", "diagnosed", "diagnostic", "comorbidity", "comorbidities",
     "problem list", "assessment", "billing code", "billed", "claim", "differential",
 ])
+# The record-number words of the EU languages (text is accent-folded first): German
+# Patienten-/Fallnummer, French dossier médical / IPP, Spanish historia clínica / NHC,
+# Italian cartella clinica, Portuguese prontuário / processo clínico, Dutch patiëntnummer.
+_MRN_FOREIGN = (r"patienten-?(?:nummer|nr\.?|id)|fallnummer|fall-nr\.?|krankenakte"
+                r"|dossier\s+m[eé]dical|num[eé]ro\s+(?:de\s+|d')?(?:dossier|patient)"
+                r"|(?<![\w])ipp|n[uú]mero\s+de\s+(?:historia(?:\s+cl[ií]nica)?|paciente)"
+                r"|historia\s+cl[ií]nica|(?<![\w])nhc|cartella\s+clinica"
+                r"|numero\s+(?:di\s+)?cartella|numero\s+(?:del\s+)?paziente"
+                r"|prontu[aá]rio|processo\s+cl[ií]nico|n[uú]mero\s+(?:do|de)\s+(?:utente|paciente)"
+                r"|pati[eë]ntnummer|pati[eë]nt-?id|dossiernummer")
 _MRN_WORDS = (r"(?:mrn|mr#|medical\s+records?|record\s+(?:number|no)|chart|patient\s+id"
-              r"|patient\s+number|hospital\s+number|med\s+rec|unit\s+number)")
+              r"|patient\s+number|hospital\s+number|med\s+rec|unit\s+number|"
+              + _MRN_FOREIGN + r")")
 _MRN_KEY = (
     r"(?:MRN|MR\s?#|MR\s?(?:no|num|number)\.?|medical\s+record\s+(?:number|no\.?|num\.?|#)"
     r"|med\.?\s*rec(?:ord)?\.?\s*(?:no\.?|num\.?|number|#)?|hospital\s+(?:number|no\.?|#)"
     r"|chart\s+(?:number|no\.?|#)|patient\s+(?:id|identifier|number|no\.?|#)"
-    r"|unit\s+(?:number|no\.?))"
+    r"|unit\s+(?:number|no\.?)|" + _MRN_FOREIGN + r")"
 )
 _MRN_VALUE = r"(?:[A-Z]{1,3}-?)?\d(?:[\d\-]{4,12})\d"
 

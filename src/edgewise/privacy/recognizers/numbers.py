@@ -302,7 +302,13 @@ _ID_KEY = (
     r"|booking\s+(?:reference|ref\b\.?|number|code)|pnr|e-?ticket\s*(?:number|no\b\.?|#)?"
     r"|my\s+id|personalnummer|matrikelnummer|sozialversicherungsnummer"
     r"|num[ée]ro\s+(?:d'|de\s+)?(?:employ[ée]|[ée]tudiant|client|adh[ée]rent|dossier)"
-    r"|n[úu]mero\s+de\s+(?:empleado|cliente|estudiante|socio|expediente)")
+    r"|n[úu]mero\s+de\s+(?:empleado|cliente|estudiante|socio|expediente)"
+    # social security numbers of the EU languages (the US SSN is identity.py's)
+    r"|n[úu]mero\s+de\s+(?:la\s+)?seguridad\s+social|(?<![\w])nuss|(?<![\w])naf"
+    r"|num[ée]ro\s+de\s+s[ée]curit[ée]\s+sociale|num[ée]ro\s+de\s+s[ée]cu"
+    r"|rentenversicherungsnummer|versichertennummer|burgerservicenummer|sofinummer"
+    r"|n[úu]mero\s+de\s+seguran[çc]a\s+social|(?<![\w])niss"
+    r"|numero\s+(?:di\s+)?previdenza(?:\s+sociale)?|tessera\s+sanitaria")
 _USER_UUID_KEY = (r"(?:user|customer|member|person|patient|account|profile|client)"
                   r"[\s_\-]?(?:id|uuid|guid)")
 _NATIONAL_ID_KEY = (

@@ -61,34 +61,55 @@ KEY_ENTITIES: dict[str, str] = {
         mothername mothersname fathername fathersname spousename nextofkin
         emergencycontact emergencycontactname insuredname subscribername sendername
         recipientname beneficiaryname ptname nombre apellido apellidos nom prenom
-        vorname nachname cognome nomecompleto"""),
+        vorname nachname cognome nomecompleto familienname geburtsname nomdefamille
+        nomdenaissance nombrecompleto primerapellido segundoapellido nome sobrenome
+        apelido nomedefamilia voornaam achternaam naam familienaam"""),
     **_keys("DATE_OF_BIRTH", """dob dateofbirth birthdate birthday birthdt bdate
         dobdate geburtsdatum fechadenacimiento datadinascita datedenaissance
-        fechanacimiento"""),
+        fechanacimiento geburtstag gebdatum geboortedatum datadenascimento
+        datanascimento datanascita ddn fnac fechanac"""),
     **_keys("STREET_ADDRESS", """address addr streetaddress street street1 street2
         homeaddress mailingaddress postaladdress billingaddress shippingaddress
         deliveryaddress residentialaddress residenceaddress residence address1 address2
         address3 addressline addressline1 addressline2 adresse anschrift direccion
-        indirizzo strasse straße domicile"""),
+        indirizzo strasse straße domicile wohnort wohnadresse hausnummer
+        adressepostale domicilio calle endereco morada rua residencia adres
+        woonadres straat huisnummer"""),
     **_keys("POSTCODE", """zip zipcode zip4 postcode postalcode postleitzahl plz
-        codepostal codigopostal cap"""),
+        codepostal codigopostal cap cep codicepostale postcodenummer"""),
     **_keys("PASSPORT", """passport passportno passportnumber passportnum passportid
-        reisepass"""),
+        reisepass reisepassnummer passnummer passeport numerodepasseport pasaporte
+        numerodepasaporte passaporto numerodipassaporto passaporte paspoort
+        paspoortnummer"""),
     **_keys("US_SSN", """ssn socialsecurity socialsecuritynumber socialsecurityno
         ssnnumber socsec"""),
     **_keys("NATIONAL_ID", """nino nationalinsurance nationalinsurancenumber nationalid
         nationalidnumber nationalidentifier taxid taxidnumber tin taxnumber taxpayerid
         idnumber idcard idcardnumber personalnumber personnummer bsn dni nie nif
-        codicefiscale steuerid insee nir citizenid aadhaar sin personalid"""),
+        codicefiscale steuerid insee nir citizenid aadhaar sin personalid
+        steueridentifikationsnummer sozialversicherungsnummer svnr personalausweis
+        ausweisnummer numerodesecuritesociale numerosecu nss nuss numeroseguridadsocial
+        numerofiscale cartaidentita nifnumber niss burgerservicenummer
+        sofinummer"""),
     **_keys("MRN", """mrn medicalrecordnumber medicalrecordno medicalrecord patientid
-        patientnumber patientno chartnumber chartno hospitalnumber mrnumber"""),
+        patientnumber patientno chartnumber chartno hospitalnumber mrnumber
+        patientennummer patientenid fallnummer numerodossier numerodedossier ipp
+        numerohistoria historiaclinica nhc numerocartella cartellaclinica prontuario
+        numeroprontuario processoclinico patientnummer patientid dossiernummer"""),
     **_keys("HEALTH_PLAN_ID", """memberid membernumber memberno policynumber policyno
         policyid insuranceid insurancenumber healthplanid healthplan subscriberid
+        versichertennummer krankenversicherungsnummer krankenkassennummer
+        numerodemutuelle mutuelle numerodeafiliacion tarjetasanitaria
+        numeroutente numerodeutente polisnummer verzekeringsnummer
         groupnumber medicaidid medicareid medicarenumber beneficiaryid planid"""),
     **_keys("PHONE_NUMBER", """phone phonenumber phoneno tel telephone mobile
         mobilephone mobilenumber cell cellphone fax faxnumber homephone workphone
-        contactnumber telefono telefon handy"""),
-    **_keys("EMAIL_ADDRESS", """email emailaddress mail mailaddress contactemail"""),
+        contactnumber telefono telefon handy telefonnummer handynummer mobil
+        mobilnummer rufnummer telephonefixe portable numerodetelephone movil celular
+        numerodetelefono cellulare numeroditelefono telefone telemovel telefoon
+        telefoonnummer mobiel mobielnummer"""),
+    **_keys("EMAIL_ADDRESS", """email emailaddress mail mailaddress contactemail courriel
+        correo correoelectronico posta postaelettronica"""),
     **_keys("ACCOUNT_NUMBER", """account accountno accountnumber accountnum acct acctno
         acctnumber bankaccount bankaccountnumber iban routingnumber sortcode card
         cardnumber cardno creditcard creditcardnumber ccnumber ccnum pan bic"""),
