@@ -120,9 +120,9 @@ $(DEV): $(BASE)
 
 # `make run` stays lean: the node never imports torch. Tests cover the supply chain.
 $(SUPPLY): $(DEV)
-	@echo "==> installing the supply chain: $(TORCH_PKG) (CPU) first, then the 'supply' extra"
+	@echo "==> installing the supply chain and the learned router: $(TORCH_PKG) (CPU) first, then the 'supply' and 'router' extras"
 	$(BIN)/pip install $(TORCH_PKG)
-	$(BIN)/pip install -e '.[dev,supply,federated]'
+	$(BIN)/pip install -e '.[dev,supply,federated,router]'
 	@echo "==> fetching llama.cpp's conversion scripts (llama-cpp-python sdist, once)"
 	$(BIN)/python -c "from edgewise.supply.tools import main; main()"
 	@touch $@

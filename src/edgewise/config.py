@@ -42,6 +42,7 @@ __all__ = [
     "NodeConfig",
     "PatternConfig",
     "PrivacyConfig",
+    "RouterConfig",
     "RoutingConfig",
     "SamplingDefaults",
     "ServingConfig",
@@ -287,8 +288,30 @@ class HealthConfig:
 
 @with_config(_STRICT)
 @dataclass
+class RouterConfig:
+    """A learned router that scores each prompt before any tier answers
+    (``edgewise.routing.learned``; train it with ``edgewise router train``).
+
+    A prompt scored ≥ ``threshold`` goes straight to the top eligible tier (the lower
+    ones stay as failover, without the cascade); the rest take the cheapest-first plan
+    and the cascade as without a router. Requests that pin a tier, and plans of one
+    tier, are not scored."""
+
+    #: Router directory (``edgewise router train --out DIR``); relative paths are taken
+    #: from the working directory. Verified (manifest, sha256 of its weights) at start.
+    path: Annotated[str, Field(min_length=1)]
+    kind: Literal["learned"] = "learned"
+    #: Score in [0, 1] at or above which a prompt goes to the top tier
+    #: (``edgewise router threshold DIR CALIBRATION.jsonl --share S``).
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+@with_config(_STRICT)
+@dataclass
 class RoutingConfig:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    #: A learned router (``None``: none).
+    router: RouterConfig | None = None
     health: HealthConfig = field(default_factory=HealthConfig)
     #: Sensitivity assumed for a request that declares none (the privacy guard raises it).
     default_sensitivity: Level = Level.PUBLIC

@@ -20,6 +20,8 @@ content (prompts may be sensitive).
     │                                written with
     ├── PrivacyError             the privacy guard cannot classify a request (bad input to
     │                            the detector, or Presidio/spaCy failed); never quotes text
+    ├── RouterError              a learned router's directory, its training data or its
+    │                            embedding model is missing, malformed or tampered with
     ├── RequestError             the client's fault -> 4xx
     │   ├── InvalidRequestError      400, malformed or unsupported parameters
     │   ├── ContextLengthError       400, prompt (+ max_tokens) does not fit the context
@@ -92,6 +94,7 @@ __all__ = [
     "RateLimitedError",
     "RecipeError",
     "RequestError",
+    "RouterError",
     "ShuttingDownError",
     "StageError",
     "SupplyError",
@@ -122,6 +125,11 @@ class ModelIntegrityError(ModelError):
 
 class EngineError(EdgewiseError):
     """The inference engine failed (load, tokenize or generate)."""
+
+
+class RouterError(EdgewiseError):
+    """A learned router cannot be trained, loaded or run: a bad data line (file and line
+    named), a router directory that is incomplete or altered, a missing embedding model."""
 
 
 class JobStoreError(EdgewiseError):

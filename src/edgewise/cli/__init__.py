@@ -17,6 +17,7 @@ from edgewise.cli import (
     federate,
     models,
     rollout,
+    router,
     scan,
     serve,
 )
@@ -24,7 +25,7 @@ from edgewise.cli._app import app, console
 from edgewise.errors import EdgewiseError
 
 __all__ = ["app", "audit", "build", "calibrate", "chat", "control", "doctor", "federate", "main",
-           "models", "rollout", "scan", "serve"]
+           "models", "rollout", "router", "scan", "serve"]
 
 
 def main() -> None:

@@ -32,10 +32,15 @@ says why (the API turns it into the HTTP error). Steps:
 7. **Latency SLO (soft).** With ``x-edgewise-max-latency-ms``, tiers whose live estimate
    (EWMA TTFT + max_tokens / tokens-per-second) exceeds it go to the back of the plan;
    if none meets it the fastest estimate leads and the reason says the SLO is at risk.
+
+After ``route``, a configured learned router (``routing.router``) may send the request
+straight to the top of the plan (:func:`apply_router_score`; the service scores the
+prompt, off the event loop, and passes the number in — this module stays pure).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -50,7 +55,8 @@ from edgewise.errors import (
 from edgewise.levels import Level
 from edgewise.tiers.base import TierView
 
-__all__ = ["EXPECTED_COMPLETION", "MODES", "Decision", "RouteRequest", "route"]
+__all__ = ["EXPECTED_COMPLETION", "MODES", "Decision", "RouteRequest", "apply_router_score",
+           "route"]
 
 #: How a tier may receive a request, most preferred first (see step 2).
 MODES: tuple[str, ...] = ("clear", "redact", "allow")
@@ -87,6 +93,9 @@ class Decision:
     skipped: tuple[str, ...] = field(default=())
     #: How each tier of ``plan`` receives the request (``clear``, ``redact``, ``allow``).
     modes: tuple[str, ...] = field(default=())
+    #: Whether the cascade may score the tiers below the last one (False: the plan is
+    #: a failover order only — the learned router sent the request to the top tier).
+    cascade: bool = True
 
     @property
     def tier(self) -> str | None:
@@ -222,3 +231,32 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
         reason += "; skipped " + ", ".join(down)
     return Decision(tuple(t.name for t in ordered), reason, skipped=down,
                     modes=tuple(modes[t.name] for t in ordered))
+
+
+def apply_router_score(decision: Decision, score: float | None, threshold: float, *,
+                       unavailable: str | None = None) -> Decision:
+    """``decision`` after the learned router scored the prompt (``score``; ``None``: not
+    scored, ``unavailable`` says why).
+
+    At or above ``threshold`` the last tier of the plan — the most capable eligible one
+    — answers first, without the cascade, and the others follow in descending order as
+    failover (an answer from a lower tier beats none when the top one is down). Below
+    it, the plan is unchanged. The reason says what the router scored."""
+    if len(decision.plan) < 2:
+        return decision
+    if score is None:
+        if unavailable is None:
+            return decision
+        return dataclasses.replace(decision,
+                                   reason=f"{decision.reason}; learned router {unavailable}")
+    if score < threshold:
+        return dataclasses.replace(
+            decision, reason=f"learned router scored {score:.3f} < {threshold:.3f}; "
+                             + decision.reason)
+    order = (decision.plan[-1], *reversed(decision.plan[:-1]))
+    modes = tuple(decision.mode(t) for t in order) if decision.modes else ()
+    reason = (f"learned router scored {score:.3f} ≥ {threshold:.3f}: straight to the top "
+              f"eligible tier")
+    if decision.skipped:
+        reason += "; skipped " + ", ".join(decision.skipped)
+    return Decision(order, reason, skipped=decision.skipped, modes=modes, cascade=False)

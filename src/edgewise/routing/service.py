@@ -50,6 +50,14 @@ Behaviour, as documented in the README:
   logprobs dropped (they describe the redacted text). If the redacted text still does
   not fit the clearance, that tier is skipped. A tier in ``allow`` mode gets the request
   as is, and ``Routed.allowed`` records it for the audit log.
+- **Learned router.** With ``routing.router``, a request left to the router
+  (``model: auto``) whose plan has more than one tier is scored from its last user
+  message (``edgewise.routing.learned``, in a worker thread) before any tier answers; at
+  or above the threshold it goes straight to the top eligible tier
+  (:func:`~edgewise.routing.policy.apply_router_score`). The router's directory is
+  verified when the router is built; its embedding model loads in the background at
+  start, and until it is ready — or if it failed — requests take the cheapest-first plan
+  and the route reason says the router did not score them.
 - **A/B split.** Handling a request sets :data:`edgewise.node.request_split_key` from
   who asks (``RequestContext.requester``, else its OpenAI ``user``, else its messages:
   :func:`edgewise.node.split_key`), for the rest of the task that handles it, so the
@@ -61,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +88,14 @@ from edgewise.levels import Level
 from edgewise.node import request_split_key, split_key
 from edgewise.privacy.enforce import DetectorLike, RequestGuard, segments_of
 from edgewise.routing.confidence import ScorerOptions, build_scorer
-from edgewise.routing.policy import EXPECTED_COMPLETION, Decision, RouteRequest, route
+from edgewise.routing.learned import LearnedRouter
+from edgewise.routing.policy import (
+    EXPECTED_COMPLETION,
+    Decision,
+    RouteRequest,
+    apply_router_score,
+    route,
+)
 from edgewise.routing.walk import Routed, replay, walk
 from edgewise.security import AuditLog, AuditRecord, load_key
 from edgewise.security import Redaction as AuditRedaction
@@ -148,6 +164,11 @@ class Router:
         self.audit_error: str | None = None
         if config.audit.enabled:
             load_key(config.audit)  # a missing key variable fails now, in one line
+        #: The learned router (``routing.router``), its directory verified now; its
+        #: embedding model loads in the background at :meth:`start`.
+        self.learned: LearnedRouter | None = _load_learned(config)
+        self.learned_error: str | None = None
+        self._learned_load: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +188,54 @@ class Router:
         if recovered:
             log.info("recovered %d async job(s) interrupted by a restart", recovered)
         self._delivery = asyncio.create_task(self._deliver_loop())
+        self._start_learned()
+
+    def _start_learned(self) -> None:
+        if self.learned is not None and (self._learned_load is None
+                                         or self._learned_load.done()):
+            self._learned_load = asyncio.create_task(self._load_embedder(self.learned))
+
+    async def _load_embedder(self, learned: LearnedRouter) -> None:
+        try:
+            await asyncio.to_thread(lambda: learned.embedder)
+            self.learned_error = None
+        except EdgewiseError as exc:
+            self.learned_error = str(exc)
+            log.error("learned router unavailable (requests take the cheapest-first plan): "
+                      "%s", exc)
+
+    @property
+    def learned_ready(self) -> bool:
+        return self.learned is not None and self.learned.embedder_loaded
+
+    async def wait_learned(self) -> None:
+        """Wait for the learned router's embedding model (tests, calibrate)."""
+        if self._learned_load is not None:
+            await self._learned_load
+
+    async def router_score(self, req: ChatRequest) -> tuple[float | None, str | None]:
+        """The learned router's score of ``req`` (``None`` and why not, or ``None, None``
+        when it does not apply: no router, a pinned tier)."""
+        if self.learned is None or req.model not in ("auto", "default"):
+            return None, None
+        if not self.learned_ready:
+            self.metrics.router_decisions.labels("unavailable").inc()
+            why = ("failed to load" if self.learned_error is not None
+                   else "still loading")
+            return None, f"{why}, not scored"
+        from edgewise.routing.learned import router_text
+
+        text = router_text([(m.role, m.content) for m in req.messages])
+        started = time.perf_counter()
+        try:
+            score = await asyncio.to_thread(self.learned.score_one, text)
+        except EdgewiseError as exc:
+            log.error("learned router failed on a request (cheapest-first plan): %s", exc)
+            self.metrics.router_decisions.labels("unavailable").inc()
+            return None, "failed on this request, not scored"
+        self.metrics.router_seconds.observe(time.perf_counter() - started)
+        self.metrics.router_score.observe(score)
+        return score, None
 
     def reconfigure(self, config: EdgewiseConfig, fleet: Fleet) -> Fleet:
         """Route the next requests with ``config`` (a new central ``tiers`` / ``routing``
@@ -176,12 +245,17 @@ class Router:
         section loads a new detector in the background; until it is ready the previous
         one keeps screening (and with none yet, requests wait for it as at start-up)."""
         old_fleet, old_privacy = self.fleet, self.config.privacy
+        old_router = self.config.routing.router
         self.config = config
         self.fleet = fleet
         self.cascade = config.routing.cascade
         self.scorer = build_scorer(self.cascade.scorer, ScorerOptions.from_cascade(self.cascade))
         self.needs_guard = config.privacy.enabled and any(
             t.clearance < Level.PHI for t in fleet.tiers)
+        if config.routing.router != old_router:
+            self.learned = _load_learned(config)
+            self.learned_error = None
+            self._start_learned()
         reload = self.detector is None or config.privacy != old_privacy
         idle = self._detector_load is None or self._detector_load.done()
         if self.needs_guard and reload and idle:
@@ -222,6 +296,9 @@ class Router:
         if self._detector_load is not None:
             with contextlib.suppress(BaseException):
                 await self._detector_load
+        if self._learned_load is not None:
+            with contextlib.suppress(BaseException):
+                await self._learned_load
         if self._delivery is not None:
             self._delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -238,15 +315,27 @@ class Router:
     # -- deciding -----------------------------------------------------------------------
     def decide(self, req: ChatRequest, *, sensitivity: Level, prompt_tokens: int,
                max_latency_ms: float | None = None, max_cost: float | None = None,
-               min_tier: str | None = None, declared: Level = Level.PUBLIC) -> Decision:
+               min_tier: str | None = None, declared: Level = Level.PUBLIC,
+               router_score: tuple[float | None, str | None] = (None, None)) -> Decision:
         """The plan for ``req`` (raises what :func:`~edgewise.routing.policy.route`
-        raises when nothing may or can serve it)."""
+        raises when nothing may or can serve it), after the learned router's
+        ``router_score`` (:meth:`router_score`) when one is configured."""
         rr = RouteRequest(sensitivity=sensitivity, declared=declared, model=req.model,
                           uses_tools=req.uses_tools, prompt_tokens=prompt_tokens,
                           max_tokens=req.max_tokens, max_latency_ms=max_latency_ms,
                           max_cost=max_cost, min_tier=min_tier)
-        return route(rr, self.fleet.views(req.max_tokens or EXPECTED_COMPLETION),
-                     energy_weight=self.config.routing.energy_weight)
+        decision = route(rr, self.fleet.views(req.max_tokens or EXPECTED_COMPLETION),
+                         energy_weight=self.config.routing.energy_weight)
+        router = self.config.routing.router
+        score, unavailable = router_score
+        if router is None or (score is None and unavailable is None):
+            return decision
+        routed = apply_router_score(decision, score, router.threshold,
+                                    unavailable=unavailable)
+        if score is not None and len(decision.plan) > 1:
+            self.metrics.router_decisions.labels(
+                "top" if not routed.cascade else "cheapest").inc()
+        return routed
 
     async def _screen(self, req: ChatRequest, declared: Level) -> RequestGuard:
         if not self.guard_ready:
@@ -278,7 +367,8 @@ class Router:
             decision = self.decide(req, sensitivity=guard.level,
                                    prompt_tokens=await self.prompt_tokens(req),
                                    max_latency_ms=ctx.max_latency_ms, max_cost=ctx.max_cost,
-                                   min_tier=ctx.min_tier, declared=ctx.declared)
+                                   min_tier=ctx.min_tier, declared=ctx.declared,
+                                   router_score=await self.router_score(req))
         except UnavailableError as exc:
             if ctx.is_async and guard is not None and not isinstance(
                     exc, GuardUnavailableError):
@@ -492,6 +582,7 @@ class Router:
                 guard = await self._screen(req, declared)
                 decision = self.decide(req, sensitivity=guard.level, declared=declared,
                                        prompt_tokens=int(steering.pop("prompt_tokens", 0)),
+                                       router_score=await self.router_score(req),
                                        **steering)
                 result, routed = await self._walk(req, decision, guard, live=False)
                 assert isinstance(result, ChatAnswer)
@@ -530,3 +621,12 @@ def _requester(job: Job) -> str:
     return str(job.payload.get("requester") or "anonymous")
 
 
+def _load_learned(config: EdgewiseConfig) -> LearnedRouter | None:
+    """The configured learned router, verified (a bad directory fails the start, in one
+    line); its embedding model is not loaded here."""
+    router = config.routing.router
+    if router is None:
+        return None
+    from edgewise.routing.learned import LearnedRouter
+
+    return LearnedRouter.load(Path(router.path))

@@ -94,7 +94,7 @@ async def walk(fleet: Fleet, cascade: CascadeConfig, scorer: Scorer, metrics: No
         endpoint = w.pick(tier)
         if endpoint is None:
             continue
-        scored = cascade.enabled and i < len(decision.plan) - 1
+        scored = cascade.enabled and decision.cascade and i < len(decision.plan) - 1
         try:
             if not live or scored or req.uses_tools:
                 answer = await endpoint.chat(w.scored_request(sent) if scored else sent)

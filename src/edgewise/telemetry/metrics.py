@@ -112,6 +112,20 @@ class NodeMetrics:
             "edgewise_answer_confidence", "Confidence of cascaded answers", ["tier"],
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0), registry=r,
         )
+        self.router_score = Histogram(
+            "edgewise_router_score", "Learned router scores of routed prompts",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=r,
+        )
+        self.router_seconds = Histogram(
+            "edgewise_router_seconds", "Time to score a prompt with the learned router "
+            "(embedding included)",
+            buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r,
+        )
+        self.router_decisions = Counter(
+            "edgewise_router_decisions_total", "Learned router decisions: 'top' (straight to "
+            "the top tier), 'cheapest' (the usual plan), 'unavailable' (not scored)",
+            ["decision"], registry=r,
+        )
         self.jobs = Counter(
             "edgewise_async_jobs_total", "Async jobs queued / delivered / failed", ["event"],
             registry=r,
