@@ -144,7 +144,8 @@ def test_graders(grader: str, reply: str, gold: str, ok: bool) -> None:
     ('{"prompt": "a", "messages": [], "answer": "1", "grader": "exact"}', "exactly one of"),
     ('{"messages": [{"role": "user"}], "answer": "1", "grader": "exact"}', "messages[0]"),
     ('{"prompt": "a", "answer": "", "grader": "exact"}', "answer must be"),
-    ('{"prompt": "a", "answer": "1", "grader": "exact", "id": 3}', "unknown key(s) id"),
+    ('{"prompt": "a", "answer": "1", "grader": "exact", "ID": 3}', "unknown key(s) ID"),
+    ('{"prompt": "a", "answer": "1", "grader": "exact", "id": [3]}', "id must be a string"),
 ])
 def test_labelled_file_errors_name_file_and_line(tmp_path: Path, line: str,
                                                  message: str) -> None:
@@ -326,3 +327,31 @@ async def test_collect_draws_samples_for_the_small_tier_only(
     r = calibrate_threshold(small.confidence(agreement), small.correct, [True] * 3,
                             [0] * 3, large.tokens, target=1.0)
     assert r.chosen.threshold == 0.5 and r.chosen.escalation_rate == pytest.approx(1 / 3)
+
+
+def test_calibrate_writes_the_learned_routers_training_file(
+        tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgewise.cli.calibrate
+    from edgewise.routing.learned import load_router_data
+
+    monkeypatch.setattr(edgewise.cli.calibrate, "_calibrate_transports",
+                        lambda: {CLOUD_URL: cloud_transport})
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
+                     .replace("AUDIT", str(tmp_path / "audit.sqlite")))
+    data = _labelled(tmp_path / "labelled.jsonl", [
+        {"id": "greet", "prompt": "Say hello", "answer": "hello", "grader": "exact"},
+        {"messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "How many?"}], "answer": "3",
+         "grader": "number"}])
+    out = tmp_path / "router" / "train.jsonl"
+    result = CliRunner().invoke(app, ["calibrate", "--config", str(fleet), "--data",
+                                      str(data), "--router-data", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["greet", "2"]  # the id, else the line number
+    assert [r["prompt"] for r in rows] == ["Say hello", "How many?"]  # the last user turn
+    assert all(isinstance(r["small_correct"], bool) and r["large_tokens"] > 0 for r in rows)
+    assert [e.id for e in load_router_data(out)] == ["greet", "2"]  # what `router train` reads
+    assert "edgewise router train" in " ".join(result.stderr.split())

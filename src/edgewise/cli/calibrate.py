@@ -41,6 +41,10 @@ def calibrate(
         "--write", help="Store threshold and curve in the config (a .bak copy is kept).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    router_data: Annotated[Path | None, typer.Option(
+        "--router-data", help="Also write the learned router's training file here: one "
+        "line per example, {id, prompt, small_correct, large_correct} (then: edgewise "
+        "router train FILE --out DIR).")] = None,
 ) -> None:
     """Calibrate routing.cascade.threshold on labelled data.
 
@@ -57,6 +61,9 @@ def calibrate(
     Graders: exact (same text, ignoring case, spacing, a final period); number
     (the number after the reply's last '####', else its last number); choice
     (the first standalone letter A-H).
+
+    --router-data FILE also writes, for every example, whether the small and the
+    large tier answered it correctly: the training file of `edgewise router train`.
 
     --write stores routing.cascade.threshold, .scorer and .calibration (target,
     scorer and its settings, n, chosen point, curve, data sha256, date) in the
@@ -106,6 +113,13 @@ def calibrate(
                 transports=_calibrate_transports(),
                 on_answer=lambda tier, _i: bar.advance(tasks[tier])))
         s, lg = got[small], got[large]
+        if router_data is not None:
+            from edgewise.routing.calibrate import write_router_data
+
+            count = write_router_data(router_data, examples, s, lg)
+            console.print(f"wrote {count} labelled prompts for the learned router to "
+                          f"{router_data} (next: edgewise router train {router_data} "
+                          "--out DIR)", highlight=False)
         small_cost = [a + b for a, b in zip(s.tokens, s.sample_tokens, strict=True)]
         result = calibrate_threshold(s.confidence(judge), s.correct, lg.correct,
                                      small_cost, lg.tokens, target=target)

@@ -51,7 +51,8 @@ Labelled JSONL, one object per line::
     {"messages": [{"role": "user", "content": "..."}], "answer": "B", "grader": "choice"}
 
 ``messages`` (OpenAI chat messages) or ``prompt`` (one user message); ``answer`` the gold
-answer; ``grader`` one of:
+answer; ``id`` optional (default: the line number; :func:`write_router_data` keeps it);
+``grader`` one of:
 
 - ``exact``: the reply equals the answer, ignoring case, surrounding whitespace, runs of
   spaces and trailing ``.``;
@@ -260,6 +261,8 @@ class LabelledExample:
     messages: tuple[tuple[str, str], ...]  # (role, content)
     answer: str
     grader: str
+    #: The line's ``id`` (default: its line number).
+    id: str = ""
 
 
 def load_labelled(path: Path) -> list[LabelledExample]:
@@ -284,17 +287,21 @@ def load_labelled(path: Path) -> list[LabelledExample]:
                               "object {messages|prompt, answer, grader}") from exc
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: must be a JSON object, got {type(row).__name__}")
-        out.append(_example(row, where))
+        out.append(dataclasses.replace(_example(row, where),
+                                       id=str(row.get("id", lineno))))
     if not out:
         raise ConfigError(f"--data {path}: no examples (one JSON object per line expected)")
     return out
 
 
 def _example(row: dict[str, Any], where: str) -> LabelledExample:
-    unknown = sorted(set(row) - {"messages", "prompt", "answer", "grader"})
+    unknown = sorted(set(row) - {"id", "messages", "prompt", "answer", "grader"})
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          "allowed: messages or prompt, answer, grader")
+                          "allowed: id, messages or prompt, answer, grader")
+    if "id" in row and (isinstance(row["id"], bool)
+                        or not isinstance(row["id"], (str, int))):
+        raise ConfigError(f"{where}: id must be a string or an integer")
     grader = row.get("grader")
     if not isinstance(grader, str) or grader not in GRADERS:
         raise ConfigError(f"{where}: {GRADERS.unknown(str(grader))}")
@@ -436,6 +443,28 @@ async def collect(
 
 
 # -- recording the result ----------------------------------------------------------------
+
+def write_router_data(path: Path, examples: Sequence[LabelledExample], small: Collected,
+                      large: Collected) -> int:
+    """The learned router's training file (``edgewise router train``): one line per
+    example, ``{"id", "prompt", "small_correct", "large_correct", "small_tokens",
+    "large_tokens"}``; ``prompt`` is what the router reads of the chat (its last user
+    message). Returns the number of lines written."""
+    from edgewise.routing.learned import router_text
+
+    lines = []
+    for i, ex in enumerate(examples):
+        lines.append(json.dumps({
+            "id": ex.id or str(i + 1), "prompt": router_text(ex.messages),
+            "small_correct": small.correct[i], "large_correct": large.correct[i],
+            "small_tokens": small.tokens[i], "large_tokens": large.tokens[i]},
+            ensure_ascii=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return len(lines)
+
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -96,6 +96,9 @@ class Decision:
     #: Whether the cascade may score the tiers below the last one (False: the plan is
     #: a failover order only — the learned router sent the request to the top tier).
     cascade: bool = True
+    #: What the learned router scored ("learned router scored 0.31 < 0.60"), kept in the
+    #: reason when another tier than the plan's first one answers.
+    router_note: str = ""
 
     @property
     def tier(self) -> str | None:
@@ -241,7 +244,8 @@ def apply_router_score(decision: Decision, score: float | None, threshold: float
     At or above ``threshold`` the last tier of the plan — the most capable eligible one
     — answers first, without the cascade, and the others follow in descending order as
     failover (an answer from a lower tier beats none when the top one is down). Below
-    it, the plan is unchanged. The reason says what the router scored."""
+    it, the plan is unchanged. The reason says what the router scored (ASCII only: it
+    becomes the ``x-edgewise-route-reason`` header)."""
     if len(decision.plan) < 2:
         return decision
     if score is None:
@@ -250,13 +254,14 @@ def apply_router_score(decision: Decision, score: float | None, threshold: float
         return dataclasses.replace(decision,
                                    reason=f"{decision.reason}; learned router {unavailable}")
     if score < threshold:
-        return dataclasses.replace(
-            decision, reason=f"learned router scored {score:.3f} < {threshold:.3f}; "
-                             + decision.reason)
+        note = f"learned router scored {score:.3f} < {threshold:.3f}"
+        return dataclasses.replace(decision, reason=f"{note}; {decision.reason}",
+                                   router_note=note)
     order = (decision.plan[-1], *reversed(decision.plan[:-1]))
     modes = tuple(decision.mode(t) for t in order) if decision.modes else ()
-    reason = (f"learned router scored {score:.3f} ≥ {threshold:.3f}: straight to the top "
-              f"eligible tier")
+    note = f"learned router scored {score:.3f} >= {threshold:.3f}"
+    reason = f"{note}: straight to the top eligible tier"
     if decision.skipped:
         reason += "; skipped " + ", ".join(decision.skipped)
-    return Decision(order, reason, skipped=decision.skipped, modes=modes, cascade=False)
+    return Decision(order, reason, skipped=decision.skipped, modes=modes, cascade=False,
+                    router_note=note)

@@ -177,6 +177,8 @@ class _Walk:
     def reason(self, decision: Decision, routed: Routed) -> str:
         reason = decision.reason if routed.tier == decision.tier else (
             f"{routed.tier} after " + "; ".join(routed.notes))
+        if routed.tier != decision.tier and decision.router_note:
+            reason += f"; {decision.router_note}"
         if routed.confidence is not None:
             reason += f" (confidence {routed.confidence:.2f})"
         return reason
