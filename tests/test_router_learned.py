@@ -5,6 +5,7 @@ tier, the rest take the cheapest-first plan and the cascade."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import make_config
@@ -417,14 +419,18 @@ async def _node(tmp_path: Path, router: dict[str, Any] | None, cascade_threshold
         await cloud.stop()
         raise
     r = api.state.router
+    threads = torch.get_num_threads()  # the router sets it for the process: restored
     r.start()
     await r.wait_learned()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
-                                 base_url="http://device") as client:
-        yield client, counting
-    await r.stop()
-    await node.stop()
-    await cloud.stop()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
+                                     base_url="http://device") as client:
+            yield client, counting
+    finally:
+        torch.set_num_threads(threads)
+        await r.stop()
+        await node.stop()
+        await cloud.stop()
 
 
 def _ask(text: str, **extra: Any) -> dict[str, Any]:
@@ -458,6 +464,9 @@ async def test_the_node_sends_a_hard_prompt_straight_to_the_top_tier(
         r = await client.post(CHAT, json={**_ask("Compute the derivative of x."),
                                           "model": "device"})
         assert "learned router" not in r.headers["x-edgewise-route-reason"]
+
+        # routing.router.threads (1 by default) holds in the threads that score prompts
+        assert await asyncio.to_thread(torch.get_num_threads) == 1
 
         metrics_text = (await client.get("/metrics")).text
         assert 'edgewise_router_decisions_total{decision="top"} 1.0' in metrics_text

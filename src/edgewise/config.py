@@ -304,6 +304,10 @@ class RouterConfig:
     #: Score in [0, 1] at or above which a prompt goes to the top tier
     #: (``edgewise router threshold DIR CALIBRATION.jsonl --share S``).
     threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    #: CPU threads of the embedding model (torch's, for the whole node process: the node
+    #: runs no other torch). One keeps routing latency steady while the engine decodes
+    #: on the other cores; ``null`` leaves torch's default (every core).
+    threads: Annotated[int, Field(ge=1, le=256)] | None = 1
 
 
 @with_config(_STRICT)

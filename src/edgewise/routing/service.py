@@ -196,8 +196,17 @@ class Router:
             self._learned_load = asyncio.create_task(self._load_embedder(self.learned))
 
     async def _load_embedder(self, learned: LearnedRouter) -> None:
+        threads = self.config.routing.router.threads if self.config.routing.router else None
+
+        def load() -> None:
+            _ = learned.embedder
+            if threads is not None:
+                from edgewise.routing.embed import set_threads
+
+                set_threads(threads)
+
         try:
-            await asyncio.to_thread(lambda: learned.embedder)
+            await asyncio.to_thread(load)
             self.learned_error = None
         except EdgewiseError as exc:
             self.learned_error = str(exc)
