@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import threadpoolctl
 import torch
 from typer.testing import CliRunner
 
@@ -419,7 +420,9 @@ async def _node(tmp_path: Path, router: dict[str, Any] | None, cascade_threshold
         await cloud.stop()
         raise
     r = api.state.router
-    threads = torch.get_num_threads()  # the router sets it for the process: restored
+    # the router sets torch's and the BLAS threads for the process: restored after
+    threads = torch.get_num_threads()
+    blas = threadpoolctl.threadpool_limits(limits=None)  # records them, restores on exit
     r.start()
     await r.wait_learned()
     try:
@@ -428,6 +431,7 @@ async def _node(tmp_path: Path, router: dict[str, Any] | None, cascade_threshold
             yield client, counting
     finally:
         torch.set_num_threads(threads)
+        blas.restore_original_limits()
         await r.stop()
         await node.stop()
         await cloud.stop()

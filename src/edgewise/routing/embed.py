@@ -99,11 +99,14 @@ class Embedder:
 
 
 def set_threads(threads: int) -> None:
-    """torch's intra-op threads for this process (the embedding model's)."""
+    """torch's intra-op threads and the BLAS libraries' threads (numpy's, for the
+    router's heads) for this process."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
 
 _load_lock = threading.Lock()

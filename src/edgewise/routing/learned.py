@@ -433,6 +433,19 @@ def train(data: Path, out: Path, *, seed: int = 0, folds: int = 5,
     emb = embedder.encode(prompts)
     embed_s = time.perf_counter() - t0
     extra = length_features(prompts)
+    # One BLAS thread: these matrices are small, and two BLAS threads fighting for the
+    # cores with anything else made logistic regression 25x slower here.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _fit(data, out, examples, emb, extra, small, large, embedder, seed=seed,
+                    folds=folds, started=started, embed_s=embed_s, say=say)
+
+
+def _fit(data: Path, out: Path, examples: list[LabelledPrompt], emb: np.ndarray,
+         extra: np.ndarray, small: np.ndarray, large: np.ndarray, embedder: Any, *,
+         seed: int, folds: int, started: float, embed_s: float,
+         say: Callable[[str], None]) -> TrainReport:
     parts = _folds(len(examples), folds, seed)
     cv: dict[str, dict[str, float]] = {}
     best_knn: tuple[float, Candidate] | None = None
