@@ -201,7 +201,7 @@ def test_train_keeps_the_best_head_and_it_generalizes(tmp_path: Path) -> None:
     assert scores.shape == (200,) and np.all((scores >= 0) & (scores <= 1))
     got = metrics(scores, [r["small_correct"] for r in held],
                   [r["large_correct"] for r in held])
-    assert got.apgr > 0.75, got  # random: 0.5
+    assert got.apgr > 0.7, got  # random: 0.5; sorting by the true gain: 0.75 here
     assert router.score_one("question 123 about the eigenvalue") > router.score_one(
         "question 123 about the capital")
 
@@ -525,3 +525,22 @@ def test_hostile_prompts_are_scored_in_bounds_and_fast(real_router: Path) -> Non
     assert scores.shape == (len(hostile),) and np.all((scores >= 0) & (scores <= 1))
     # a 550,000-character prompt is read to MAX_TOKENS word pieces, not in full
     assert time.perf_counter() - started < 10
+
+
+def test_cross_validation_is_not_biased_on_labels_without_signal() -> None:
+    """Pooled out-of-fold scores rank a fold whose training part held more "large
+    needed" examples lower: on pure noise that read ~0.42 for kNN k=100, not 0.5."""
+    from edgewise.routing.learned import KnnHead, _cv, _folds
+
+    rng = np.random.default_rng(7)
+    got = []
+    for rep in range(20):
+        emb = rng.normal(size=(200, 16)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        small = (rng.random(200) < 0.3).astype(float)
+        large = (rng.random(200) < 0.5).astype(float)
+        folds = _folds(large - small, 5, rep)
+        assert sorted(np.concatenate(folds).tolist()) == list(range(200))
+        got.append(_cv(lambda: KnnHead(100), emb, np.zeros((200, 5)), small, large,
+                       folds)["apgr"])
+    assert abs(float(np.mean(got)) - 0.5) < 0.04, np.mean(got)

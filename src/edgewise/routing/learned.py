@@ -18,7 +18,8 @@ sending large *hurts* (``g = −1``: on a near-chance small model, 1 in 7 MMLU q
 log characters, log words, digits share, log count of numbers, log lines.
 
 **Heads** (candidates; ``train`` keeps the one with the best cross-validated APGR on
-the training data, and records every candidate's score in the manifest):
+the training data — folds stratified by gain, the metric computed within each fold and
+averaged — and records every candidate's score in the manifest):
 
 - ``knn``: mean gain of the ``k`` nearest labelled prompts by cosine similarity
   (RouteLLM's similarity-weighted ranking, without the pairwise Elo fit: with two models
@@ -372,24 +373,40 @@ class TrainReport:
     manifest: dict[str, Any]
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    return [order[i::k] for i in range(k)]
+def _folds(gain: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` folds stratified by gain class (each holds the same mix of −1 / 0 / 1)."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(k)]
+    start = 0
+    for cls in (-1.0, 0.0, 1.0):
+        members = rng.permutation(np.flatnonzero(gain == cls))
+        for j, i in enumerate(members):
+            parts[(start + j) % k].append(int(i))
+        start += len(members)
+    return [np.array(sorted(p), dtype=int) for p in parts]
 
 
 def _cv(make: Callable[[], Head], emb: np.ndarray, extra: np.ndarray, ex_small: np.ndarray,
-        ex_large: np.ndarray, folds: list[np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+        ex_large: np.ndarray, folds: list[np.ndarray]) -> dict[str, float]:
+    """Cross-validated metrics: each fold's held-out scores are ranked among themselves
+    and the metrics averaged over folds (folds with no gap are skipped). Pooling every
+    fold's scores into one ranking would be biased low: a fold whose training part holds
+    fewer "large needed" examples scores its own held-out part lower."""
     gain = ex_large - ex_small
-    oof = np.zeros(len(gain))
+    rows = []
     for held in folds:
         mask = np.ones(len(gain), dtype=bool)
         mask[held] = False
         head = make()
         head.fit(emb[mask], extra[mask], gain[mask])
-        oof[held] = head.gain(emb[held], extra[held])
-    m = metrics(oof, ex_small, ex_large)
-    return {"apgr": m.apgr, "cpt50": m.cpt50, "cpt80": m.cpt80,
-            "acc_ratio_at_50": m.acc_ratio_at_50}, oof
+        if ex_small[held].mean() == ex_large[held].mean():
+            continue
+        m = metrics(head.gain(emb[held], extra[held]), ex_small[held], ex_large[held])
+        rows.append((m.apgr, m.cpt50, m.cpt80, m.acc_ratio_at_50))
+    if not rows:
+        return {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8, "acc_ratio_at_50": math.nan}
+    apgr, cpt50, cpt80, ratio = (float(np.mean(c)) for c in zip(*rows, strict=True))
+    return {"apgr": apgr, "cpt50": cpt50, "cpt80": cpt80, "acc_ratio_at_50": ratio}
 
 
 def _versions() -> dict[str, str]:
@@ -446,13 +463,13 @@ def _fit(data: Path, out: Path, examples: list[LabelledPrompt], emb: np.ndarray,
          extra: np.ndarray, small: np.ndarray, large: np.ndarray, embedder: Any, *,
          seed: int, folds: int, started: float, embed_s: float,
          say: Callable[[str], None]) -> TrainReport:
-    parts = _folds(len(examples), folds, seed)
+    parts = _folds(large - small, folds, seed)
     cv: dict[str, dict[str, float]] = {}
     best_knn: tuple[float, Candidate] | None = None
     best_lin: tuple[float, Candidate] | None = None
     pool = candidates(seed)
     for cand in pool:
-        cv[cand.name], _ = _cv(cand.make, emb, extra, small, large, parts)
+        cv[cand.name] = _cv(cand.make, emb, extra, small, large, parts)
         apgr = cv[cand.name]["apgr"]
         say(f"  {cand.name}: cross-validated APGR {apgr:.3f}")
         if cand.name.startswith("knn") and (best_knn is None or apgr > best_knn[0]):
@@ -469,7 +486,7 @@ def _fit(data: Path, out: Path, examples: list[LabelledPrompt], emb: np.ndarray,
 
         cand = Candidate(f"blend ({best_knn[1].name}, {best_lin[1].name})", blend)
         pool.append(cand)
-        cv[cand.name], _ = _cv(blend, emb, extra, small, large, parts)
+        cv[cand.name] = _cv(blend, emb, extra, small, large, parts)
         say(f"  {cand.name}: cross-validated APGR {cv[cand.name]['apgr']:.3f}")
     chosen = max(pool, key=lambda c: cv[c.name]["apgr"])
     say(f"chosen: {chosen.name}; fitting it on all {len(examples)} examples")

@@ -206,7 +206,7 @@ def threshold_for_share(scores: Sequence[float] | np.ndarray, share: float) -> f
     n = s.size
     if n == 0:
         raise ValueError("no scores")
-    k = round(share * n)
+    k = math.floor(share * n + 0.5)  # half up (round() goes to even)
     if k == 0:
         return float(np.nextafter(s[0], math.inf))
     t = s[k - 1]
@@ -229,8 +229,9 @@ def threshold_for_quality(scores: Sequence[float] | np.ndarray,
                           small: Sequence[bool] | np.ndarray,
                           large: Sequence[bool] | np.ndarray, target: float) -> float:
     """The threshold with the fewest large-model calls whose accuracy on this data is at
-    least ``target`` × always-large's (1.0 never routes to the large model, when even the
-    always-small point meets it; the always-large threshold when nothing cheaper does)."""
+    least ``target`` × always-large's: just above the highest score (no prompt goes
+    large) when always-small already meets it, the lowest score (every prompt goes
+    large) when nothing cheaper does."""
     c = curve(scores, small, large)
     need = target * c.acc_large
     hit = np.flatnonzero(c.acc >= need - 1e-12)
