@@ -211,9 +211,9 @@ def cloud_transport() -> Iterator[httpx.AsyncBaseTransport]:
         cloud.executor.shutdown(wait=True)
 
 
-def test_calibrate_command_writes_a_threshold_that_loads(
-        tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           cloud_transport: httpx.AsyncBaseTransport) -> Path:
+    """FLEET_YAML in ``tmp_path``, its cloud tier reached through ``cloud_transport``."""
     import edgewise.cli.calibrate
 
     monkeypatch.setattr(edgewise.cli.calibrate, "_calibrate_transports",
@@ -221,6 +221,13 @@ def test_calibrate_command_writes_a_threshold_that_loads(
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
                      .replace("AUDIT", str(tmp_path / "audit.sqlite")))
+    return fleet
+
+
+def test_calibrate_command_writes_a_threshold_that_loads(
+        tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = _fleet(tmp_path, monkeypatch, cloud_transport)
     data = _labelled(tmp_path / "labelled.jsonl", [
         {"prompt": "Say hello", "answer": "hello", "grader": "exact"},
         {"messages": [{"role": "user", "content": "How many?"}], "answer": "3",
@@ -332,14 +339,9 @@ async def test_collect_draws_samples_for_the_small_tier_only(
 def test_calibrate_writes_the_learned_routers_training_file(
         tmp_path: Path, cloud_transport: httpx.AsyncBaseTransport,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgewise.cli.calibrate
     from edgewise.routing.learned import load_router_data
 
-    monkeypatch.setattr(edgewise.cli.calibrate, "_calibrate_transports",
-                        lambda: {CLOUD_URL: cloud_transport})
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(FLEET_YAML.replace("JOBS", str(tmp_path / "jobs.sqlite"))
-                     .replace("AUDIT", str(tmp_path / "audit.sqlite")))
+    fleet = _fleet(tmp_path, monkeypatch, cloud_transport)
     data = _labelled(tmp_path / "labelled.jsonl", [
         {"id": "greet", "prompt": "Say hello", "answer": "hello", "grader": "exact"},
         {"messages": [{"role": "system", "content": "Be brief."},

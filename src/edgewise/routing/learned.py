@@ -62,7 +62,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgewise.errors import RouterError
+from edgewise.errors import DatasetError, RouterError
 from edgewise.routing.router_eval import metrics
 
 __all__ = [
@@ -99,25 +99,17 @@ class LabelledPrompt:
 
 
 def _read_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    from edgewise.supply.data import jsonl_lines
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RouterError(f"{path}: cannot be read: {exc}") from exc
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RouterError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        lines = jsonl_lines(path)
+    except DatasetError as exc:
+        raise RouterError(str(exc)) from exc
+    for lineno, row in lines:
         if not isinstance(row, dict):
             raise RouterError(f"{path}:{lineno}: must be a JSON object, got "
                               f"{type(row).__name__}")
-        rows.append((lineno, row))
-    if not rows:
-        raise RouterError(f"{path}: no examples (one JSON object per line expected)")
-    return rows
+    return lines
 
 
 def _id(row: dict[str, Any], where: str, lineno: int) -> str:

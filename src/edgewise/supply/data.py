@@ -26,6 +26,7 @@ from edgewise.models import file_sha256
 __all__ = [
     "Example",
     "file_digest",
+    "jsonl_lines",
     "load_examples",
     "load_texts",
     "render_chat_prompt",
@@ -50,7 +51,9 @@ def file_digest(path: str | Path) -> str:
     return file_sha256(Path(path))
 
 
-def _lines(path: Path) -> list[tuple[int, Any]]:
+def jsonl_lines(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` of every non-blank line of a JSONL file; raises
+    :class:`DatasetError` naming the file (and line) when it cannot be read or parsed."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -119,7 +122,7 @@ def load_examples(path: str | Path, fmt: str, *, limit: int | None = None) -> li
         raise DatasetError(f"dataset {p} has format {fmt!r}; this stage needs chat or "
                            "completion examples")
     parse = _chat if fmt == "chat" else _completion
-    out = [parse(p, n, obj) for n, obj in _lines(p)]
+    out = [parse(p, n, obj) for n, obj in jsonl_lines(p)]
     return out[:limit] if limit else out
 
 
@@ -143,7 +146,7 @@ def load_texts(path: str | Path, fmt: str) -> list[str]:
             raise DatasetError(f"dataset {p} is empty")
         return [text]
     out = []
-    for n, obj in _lines(p):
+    for n, obj in jsonl_lines(p):
         if not (isinstance(obj, dict) and isinstance(obj.get("text"), str)):
             raise DatasetError(f'{p}:{n}: expected {{"text": str}} (format: text)')
         out.append(obj["text"])
