@@ -124,7 +124,7 @@ def eval_cmd(
     """The standard router metrics on labelled data: APGR (area under the performance-gap-
     recovered curve), CPT(50%) and CPT(80%) (share of large-model calls that recovers half /
     80% of the gap), accuracy with half the calls large, with bootstrap 95% intervals."""
-    from edgewise.routing.router_eval import bootstrap, metrics, share_at
+    from edgewise.routing.router_eval import accuracy_at, bootstrap, metrics, share_at
 
     started = time.perf_counter()
     try:
@@ -138,8 +138,7 @@ def eval_cmd(
                               "ci95": {k: [v.low, v.high] for k, v in ci.items()},
                               "bootstrap": {"resamples": resamples, "dropped": dropped}}
     if threshold is not None:
-        sent = scores >= threshold
-        acc = float(((large * sent) + (small * ~sent)).mean())
+        acc = accuracy_at(scores, small, large, threshold)
         result["threshold"] = {"threshold": threshold, "share_large": share_at(scores,
                                                                                 threshold),
                                "accuracy": acc,
@@ -187,7 +186,12 @@ def threshold_cmd(
     """Choose routing.router.threshold on a calibration split, for a target share of
     large-model calls (--share) or a target quality (--quality); check it on held-out data
     with: edgewise router eval DIR HELD_OUT.jsonl --threshold T."""
-    from edgewise.routing.router_eval import share_at, threshold_for_quality, threshold_for_share
+    from edgewise.routing.router_eval import (
+        accuracy_at,
+        share_at,
+        threshold_for_quality,
+        threshold_for_share,
+    )
 
     if (share is None) == (quality is None):
         fail(typer.BadParameter("give exactly one of --share or --quality"))
@@ -204,8 +208,7 @@ def threshold_cmd(
             t = threshold_for_quality(scores, small, large, quality)
     except (EdgewiseError, ValueError) as exc:
         fail(exc)
-    sent = scores >= t
-    acc = float(((large * sent) + (small * ~sent)).mean())
+    acc = accuracy_at(scores, small, large, t)
     console.print(f"threshold {t:.6f}: here {share_at(scores, t):.1%} of prompts go to the "
                   f"large model, accuracy {acc:.1%} (always-large {large.mean():.1%}, "
                   f"always-small {small.mean():.1%})", highlight=False)

@@ -44,6 +44,7 @@ __all__ = [
     "Curve",
     "Interval",
     "RouterMetrics",
+    "accuracy_at",
     "bootstrap",
     "curve",
     "metrics",
@@ -217,6 +218,14 @@ def threshold_for_share(scores: Sequence[float] | np.ndarray, share: float) -> f
     if abs(above - share * n) < abs(share * n - below):
         return float(t)
     return float(s[below - 1]) if below else float(np.nextafter(t, math.inf))
+
+
+def accuracy_at(scores: Sequence[float] | np.ndarray, small: Sequence[bool] | np.ndarray,
+                large: Sequence[bool] | np.ndarray, threshold: float) -> float:
+    """Accuracy when prompts scored ``≥ threshold`` get the large model's answer and the
+    rest the small model's."""
+    s, a, b = _arrays(scores, small, large)
+    return float(np.where(s >= threshold, b, a).mean())
 
 
 def share_at(scores: Sequence[float] | np.ndarray, threshold: float) -> float:

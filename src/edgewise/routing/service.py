@@ -88,7 +88,7 @@ from edgewise.levels import Level
 from edgewise.node import request_split_key, split_key
 from edgewise.privacy.enforce import DetectorLike, RequestGuard, segments_of
 from edgewise.routing.confidence import ScorerOptions, build_scorer
-from edgewise.routing.learned import LearnedRouter
+from edgewise.routing.learned import LearnedRouter, router_text
 from edgewise.routing.policy import (
     EXPECTED_COMPLETION,
     Decision,
@@ -222,18 +222,18 @@ class Router:
         if self._learned_load is not None:
             await self._learned_load
 
-    async def router_score(self, req: ChatRequest) -> tuple[float | None, str | None]:
-        """The learned router's score of ``req`` (``None`` and why not, or ``None, None``
-        when it does not apply: no router, a pinned tier)."""
-        if self.learned is None or req.model not in ("auto", "default"):
-            return None, None
+    async def steer(self, req: ChatRequest, decision: Decision) -> Decision:
+        """``decision`` after the learned router (``routing.router``) scored ``req``.
+        Only a plan with a choice is scored: a pinned tier, or one eligible tier, costs
+        no embedding."""
+        router = self.config.routing.router
+        if self.learned is None or router is None or len(decision.plan) < 2:
+            return decision
         if not self.learned_ready:
             self.metrics.router_decisions.labels("unavailable").inc()
-            why = ("failed to load" if self.learned_error is not None
-                   else "still loading")
-            return None, f"{why}, not scored"
-        from edgewise.routing.learned import router_text
-
+            why = "failed to load" if self.learned_error is not None else "still loading"
+            return apply_router_score(decision, None, router.threshold,
+                                      unavailable=f"{why}, not scored")
         text = router_text([(m.role, m.content) for m in req.messages])
         started = time.perf_counter()
         try:
@@ -241,10 +241,13 @@ class Router:
         except EdgewiseError as exc:
             log.error("learned router failed on a request (cheapest-first plan): %s", exc)
             self.metrics.router_decisions.labels("unavailable").inc()
-            return None, "failed on this request, not scored"
+            return apply_router_score(decision, None, router.threshold,
+                                      unavailable="failed on this request, not scored")
         self.metrics.router_seconds.observe(time.perf_counter() - started)
         self.metrics.router_score.observe(score)
-        return score, None
+        routed = apply_router_score(decision, score, router.threshold)
+        self.metrics.router_decisions.labels("cheapest" if routed.cascade else "top").inc()
+        return routed
 
     def reconfigure(self, config: EdgewiseConfig, fleet: Fleet) -> Fleet:
         """Route the next requests with ``config`` (a new central ``tiers`` / ``routing``
@@ -324,27 +327,16 @@ class Router:
     # -- deciding -----------------------------------------------------------------------
     def decide(self, req: ChatRequest, *, sensitivity: Level, prompt_tokens: int,
                max_latency_ms: float | None = None, max_cost: float | None = None,
-               min_tier: str | None = None, declared: Level = Level.PUBLIC,
-               router_score: tuple[float | None, str | None] = (None, None)) -> Decision:
+               min_tier: str | None = None, declared: Level = Level.PUBLIC) -> Decision:
         """The plan for ``req`` (raises what :func:`~edgewise.routing.policy.route`
-        raises when nothing may or can serve it), after the learned router's
-        ``router_score`` (:meth:`router_score`) when one is configured."""
+        raises when nothing may or can serve it); :meth:`steer` then applies the learned
+        router."""
         rr = RouteRequest(sensitivity=sensitivity, declared=declared, model=req.model,
                           uses_tools=req.uses_tools, prompt_tokens=prompt_tokens,
                           max_tokens=req.max_tokens, max_latency_ms=max_latency_ms,
                           max_cost=max_cost, min_tier=min_tier)
-        decision = route(rr, self.fleet.views(req.max_tokens or EXPECTED_COMPLETION),
-                         energy_weight=self.config.routing.energy_weight)
-        router = self.config.routing.router
-        score, unavailable = router_score
-        if router is None or (score is None and unavailable is None):
-            return decision
-        routed = apply_router_score(decision, score, router.threshold,
-                                    unavailable=unavailable)
-        if score is not None and len(decision.plan) > 1:
-            self.metrics.router_decisions.labels(
-                "top" if not routed.cascade else "cheapest").inc()
-        return routed
+        return route(rr, self.fleet.views(req.max_tokens or EXPECTED_COMPLETION),
+                     energy_weight=self.config.routing.energy_weight)
 
     async def _screen(self, req: ChatRequest, declared: Level) -> RequestGuard:
         if not self.guard_ready:
@@ -376,8 +368,8 @@ class Router:
             decision = self.decide(req, sensitivity=guard.level,
                                    prompt_tokens=await self.prompt_tokens(req),
                                    max_latency_ms=ctx.max_latency_ms, max_cost=ctx.max_cost,
-                                   min_tier=ctx.min_tier, declared=ctx.declared,
-                                   router_score=await self.router_score(req))
+                                   min_tier=ctx.min_tier, declared=ctx.declared)
+            decision = await self.steer(req, decision)
         except UnavailableError as exc:
             if ctx.is_async and guard is not None and not isinstance(
                     exc, GuardUnavailableError):
@@ -591,8 +583,8 @@ class Router:
                 guard = await self._screen(req, declared)
                 decision = self.decide(req, sensitivity=guard.level, declared=declared,
                                        prompt_tokens=int(steering.pop("prompt_tokens", 0)),
-                                       router_score=await self.router_score(req),
                                        **steering)
+                decision = await self.steer(req, decision)
                 result, routed = await self._walk(req, decision, guard, live=False)
                 assert isinstance(result, ChatAnswer)
             except UnavailableError as exc:
@@ -636,6 +628,4 @@ def _load_learned(config: EdgewiseConfig) -> LearnedRouter | None:
     router = config.routing.router
     if router is None:
         return None
-    from edgewise.routing.learned import LearnedRouter
-
     return LearnedRouter.load(Path(router.path))
