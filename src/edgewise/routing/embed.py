@@ -19,7 +19,6 @@ quadratic in length; ``bench/router.py`` measures it).
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.errors import RouterError
+from edgewise.models import file_sha256
 
 __all__ = ["DIM", "MAX_TOKENS", "MINILM_PACKAGE", "MINILM_SHA256", "Embedder", "minilm",
            "set_threads"]
@@ -55,14 +55,6 @@ def model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Embedder:
     """all-MiniLM-L6-v2 on the CPU. :meth:`encode` is thread-safe (one at a time)."""
 
@@ -72,7 +64,7 @@ class Embedder:
         weights = directory / "model.safetensors"
         if not weights.is_file():
             raise RouterError(f"embedding model weights missing: {weights}; {_INSTALL}")
-        digest = _sha256(weights)
+        digest = file_sha256(weights)
         if digest != expected_sha256:
             raise RouterError(f"embedding model {weights} has sha256 {digest[:16]}…, "
                                  f"expected {expected_sha256[:16]}… (tampered or a different "

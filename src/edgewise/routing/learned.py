@@ -63,6 +63,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgewise.errors import DatasetError, RouterError
+from edgewise.models import file_sha256
 from edgewise.routing.router_eval import metrics
 
 __all__ = [
@@ -159,10 +160,6 @@ def router_text(messages: Sequence[tuple[str, str]]) -> str:
         if role == "user" and content.strip():
             return content
     return "\n".join(c for _, c in messages)
-
-
-def data_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- features ----------------------------------------------------------------------------
@@ -447,70 +444,62 @@ def train(data: Path, out: Path, *, seed: int = 0, folds: int = 5,
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _fit(data, out, examples, emb, extra, small, large, embedder, seed=seed,
-                    folds=folds, started=started, embed_s=embed_s, say=say)
+        parts = _folds(large - small, folds, seed)
+        cv: dict[str, dict[str, float]] = {}
+        best_knn: tuple[float, Candidate] | None = None
+        best_lin: tuple[float, Candidate] | None = None
+        pool = candidates(seed)
+        for cand in pool:
+            cv[cand.name] = _cv(cand.make, emb, extra, small, large, parts)
+            apgr = cv[cand.name]["apgr"]
+            say(f"  {cand.name}: cross-validated APGR {apgr:.3f}")
+            if cand.name.startswith("knn") and (best_knn is None or apgr > best_knn[0]):
+                best_knn = (apgr, cand)
+            if cand.name.startswith("linear") and (best_lin is None or apgr > best_lin[0]):
+                best_lin = (apgr, cand)
+        if best_knn is not None and best_lin is not None:
+            k_make, l_make = best_knn[1].make, best_lin[1].make
 
+            def blend() -> Head:
+                k, lin = k_make(), l_make()
+                assert isinstance(k, KnnHead) and isinstance(lin, LinearHead)
+                return BlendHead(k, lin)
 
-def _fit(data: Path, out: Path, examples: list[LabelledPrompt], emb: np.ndarray,
-         extra: np.ndarray, small: np.ndarray, large: np.ndarray, embedder: Any, *,
-         seed: int, folds: int, started: float, embed_s: float,
-         say: Callable[[str], None]) -> TrainReport:
-    parts = _folds(large - small, folds, seed)
-    cv: dict[str, dict[str, float]] = {}
-    best_knn: tuple[float, Candidate] | None = None
-    best_lin: tuple[float, Candidate] | None = None
-    pool = candidates(seed)
-    for cand in pool:
-        cv[cand.name] = _cv(cand.make, emb, extra, small, large, parts)
-        apgr = cv[cand.name]["apgr"]
-        say(f"  {cand.name}: cross-validated APGR {apgr:.3f}")
-        if cand.name.startswith("knn") and (best_knn is None or apgr > best_knn[0]):
-            best_knn = (apgr, cand)
-        if cand.name.startswith("linear") and (best_lin is None or apgr > best_lin[0]):
-            best_lin = (apgr, cand)
-    if best_knn is not None and best_lin is not None:
-        k_make, l_make = best_knn[1].make, best_lin[1].make
+            cand = Candidate(f"blend ({best_knn[1].name}, {best_lin[1].name})", blend)
+            pool.append(cand)
+            cv[cand.name] = _cv(blend, emb, extra, small, large, parts)
+            say(f"  {cand.name}: cross-validated APGR {cv[cand.name]['apgr']:.3f}")
+        chosen = max(pool, key=lambda c: cv[c.name]["apgr"])
+        say(f"chosen: {chosen.name}; fitting it on all {len(examples)} examples")
+        head = chosen.make()
+        head.fit(emb, extra, large - small)
+        seconds = time.perf_counter() - started
+        from edgewise.routing.embed import MAX_TOKENS, MINILM_PACKAGE, MINILM_SHA256
 
-        def blend() -> Head:
-            k, lin = k_make(), l_make()
-            assert isinstance(k, KnnHead) and isinstance(lin, LinearHead)
-            return BlendHead(k, lin)
-
-        cand = Candidate(f"blend ({best_knn[1].name}, {best_lin[1].name})", blend)
-        pool.append(cand)
-        cv[cand.name] = _cv(blend, emb, extra, small, large, parts)
-        say(f"  {cand.name}: cross-validated APGR {cv[cand.name]['apgr']:.3f}")
-    chosen = max(pool, key=lambda c: cv[c.name]["apgr"])
-    say(f"chosen: {chosen.name}; fitting it on all {len(examples)} examples")
-    head = chosen.make()
-    head.fit(emb, extra, large - small)
-    seconds = time.perf_counter() - started
-    from edgewise.routing.embed import DIM, MAX_TOKENS, MINILM_PACKAGE, MINILM_SHA256
-
-    manifest = {
-        "format": FORMAT,
-        "head": {"kind": head.kind, "name": chosen.name, "params": head.params()},
-        "score": "(1 + E[large_correct - small_correct | prompt]) / 2",
-        "features": {"embedding": {"model": "all-MiniLM-L6-v2", "package": MINILM_PACKAGE,
-                                   "sha256": getattr(embedder, "sha256", MINILM_SHA256),
-                                   "dim": int(emb.shape[1]) if emb.ndim == 2 else DIM,
-                                   "max_tokens": getattr(embedder, "max_tokens",
-                                                         MAX_TOKENS)},
-                     "length": list(LENGTH_FEATURES),
-                     "text": "the last user message"},
-        "data": {"file": data.name, "sha256": data_digest(data), "n": len(examples),
-                 "small_accuracy": float(small.mean()),
-                 "large_accuracy": float(large.mean())},
-        "cv": {"folds": folds, "seed": seed, "candidates": cv},
-        "seed": seed,
-        "train_seconds": round(seconds, 2),
-        "embed_seconds": round(embed_s, 2),
-        "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    _write(out, manifest, head.arrays())
-    say(f"wrote {out} ({seconds:.1f} s)")
-    return TrainReport(chosen.name, cv, len(examples), seconds, embed_s, manifest)
+        manifest = {
+            "format": FORMAT,
+            "head": {"kind": head.kind, "name": chosen.name, "params": head.params()},
+            "score": "(1 + E[large_correct - small_correct | prompt]) / 2",
+            "features": {"embedding": {"model": "all-MiniLM-L6-v2", "package": MINILM_PACKAGE,
+                                       "sha256": getattr(embedder, "sha256", MINILM_SHA256),
+                                       "dim": int(emb.shape[1]),
+                                       "max_tokens": getattr(embedder, "max_tokens",
+                                                             MAX_TOKENS)},
+                         "length": list(LENGTH_FEATURES),
+                         "text": "the last user message"},
+            "data": {"file": data.name, "sha256": file_sha256(data), "n": len(examples),
+                     "small_accuracy": float(small.mean()),
+                     "large_accuracy": float(large.mean())},
+            "cv": {"folds": folds, "seed": seed, "candidates": cv},
+            "seed": seed,
+            "train_seconds": round(seconds, 2),
+            "embed_seconds": round(embed_s, 2),
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write(out, manifest, head.arrays())
+        say(f"wrote {out} ({seconds:.1f} s)")
+        return TrainReport(chosen.name, cv, len(examples), seconds, embed_s, manifest)
 
 
 def _write(out: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
