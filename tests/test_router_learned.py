@@ -484,6 +484,8 @@ async def test_a_low_score_with_a_confident_device_never_calls_the_cloud(
             tmp_path, {"kind": "learned", "path": str(real_router), "threshold": 0.75}, 0.0):
         r = await client.post(CHAT, json=_ask("Which river flows through Paris?"))
         assert r.headers["x-edgewise-tier"] == "device" and cloud.calls == 0
+        assert r.headers["x-edgewise-route-reason"].startswith("learned router scored ")
+        assert "< 0.750" in r.headers["x-edgewise-route-reason"]  # scored, and scored low
 
 
 async def test_a_missing_router_directory_fails_the_start_in_one_line(tmp_path: Path
