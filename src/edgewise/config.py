@@ -89,7 +89,18 @@ class EngineConfig:
     #: (a busy core beside llama.cpp's spinning threads slows them ~5×) and every core
     #: for prompt batches (``bench/threads.py`` has the measurement).
     n_threads: Annotated[int, Field(ge=1, le=512)] | None = None
+    #: Most tokens one llama.cpp decode step takes (prompt chunks plus one token per
+    #: running sequence).
     n_batch: Annotated[int, Field(ge=1, le=8192)] = 512
+    #: Requests the engine generates at once, batched into every decode step, each in
+    #: its own KV-cache slot of ``n_ctx`` tokens (memory: parallel × n_ctx cells).
+    #: ``None``: as many as fit 512 MiB of KV cache at ``n_ctx``, at most 8 (8 for the
+    #: default model at 2048 tokens). 1 serves one request at a time.
+    parallel: Annotated[int, Field(ge=1, le=64)] | None = None
+    #: Prompt tokens of newly arrived requests decoded per step, across all of them
+    #: (chunked prefill): smaller keeps running streams smoother while a long prompt
+    #: is read, larger reads prompts faster.
+    prefill_chunk: Annotated[int, Field(ge=16, le=8192)] = 256
     #: Check the model file's sha256 against the catalogue before loading.
     verify_digest: bool = True
     #: A GGUF LoRA adapter applied on top of ``model`` (``edgewise build`` makes them).

@@ -5,8 +5,11 @@ produce sampled tokens with their log-probabilities (:meth:`Engine.steps`). Ever
 that is the same for every backend (max_tokens, stop strings, UTF-8 assembly, logprob
 formatting, cancellation) lives once in :mod:`edgewise.engines.generation`.
 
-Engines are blocking and not thread-safe: the serving layer runs one generation per
-engine slot on a worker thread (``EngineInfo.slots``).
+Engines are blocking. The serving layer runs one generation per engine slot on a worker
+thread (``EngineInfo.slots``): an engine with one slot is called from one thread at a
+time; one with ``slots`` > 1 (a batching engine: llama.cpp with ``engine.parallel``)
+must accept ``steps`` and ``score`` from that many threads at once. A batching engine
+may also offer ``batch_stats() -> BatchStats`` for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from edgewise.chat import Message
 
 __all__ = [
+    "BatchStats",
     "Engine",
     "EngineInfo",
     "SamplingParams",
@@ -52,6 +56,35 @@ class Step:
     top: tuple[tuple[int, float], ...] = ()
     #: True when the token ends the sequence (EOS / end-of-turn); it is not emitted.
     end_of_generation: bool = False
+
+
+@dataclass
+class BatchStats:
+    """What a batching engine is doing (``engine.batch_stats()``, read by ``/metrics``).
+
+    Cumulative counters (``steps``, ``batch_sizes``, ``prefix_*``, ``prompt_tokens_*``)
+    only grow; the rest is the state after the last step."""
+
+    #: Sequences the engine runs at once (``engine.parallel``).
+    parallel: int
+    #: Sequences running now, and requests waiting inside the engine for a slot.
+    active: int = 0
+    waiting: int = 0
+    #: KV-cache cells: in all, held by running sequences, and kept by finished ones
+    #: for prefix reuse; ``n_ctx_seq`` is one sequence's share.
+    kv_cells_total: int = 0
+    kv_cells_active: int = 0
+    kv_cells_cached: int = 0
+    n_ctx_seq: int = 0
+    #: Decode steps run, and how many sequences each held: {sequences: steps}.
+    steps: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+    #: Requests that reused at least one cached prompt token / that reused none, and
+    #: the prompt tokens reused vs computed.
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+    prefix_tokens_reused: int = 0
+    prompt_tokens_computed: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,17 @@ straight out of the llama.cpp context (``llama_get_logits_ith(ctx, -1)``, zero-c
 it stays valid until the next decode) and take ``log_softmax`` of it: one max, one exp
 and one sum over the vocabulary, ~0.05 ms for 49k entries against ~10 ms per token.
 
+Many clients at once: the engine runs up to ``parallel`` sequences in one llama.cpp
+context, each in its own KV-cache slot, every decode step one batch over all of them
+(continuous batching, chunked prefill, prompt-prefix reuse: :mod:`edgewise.engines.batching`).
+``n_ctx`` is each sequence's context; the llama.cpp context has ``parallel × n_ctx``
+cells. By default ``parallel`` is as many sequences as fit
+:data:`KV_BUDGET_BYTES` of f16 KV cache at that ``n_ctx``, at most
+:data:`MAX_DEFAULT_PARALLEL` (:func:`default_parallel`).
+
 Prompt scoring (:meth:`LlamaCppEngine.score`, for ``echo`` + ``logprobs``) decodes the
-prompt once with logits requested for every position of the batch.
+prompt once with logits requested for every position of the batch, between two decode
+steps of the running generations, on a free slot.
 
 **Message content never becomes control tokens** (:meth:`LlamaCppEngine.chat_prompt`).
 The chat template's markup (``<|im_start|>``, ``<start_of_turn>``…) must be tokenized
@@ -36,9 +45,7 @@ tokenization alone (``steps`` and ``score`` then refuse).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import random
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,12 +56,28 @@ from typing import Any
 import numpy as np
 
 from edgewise.chat import Message
-from edgewise.engines.base import EngineInfo, SamplingParams, Step
+from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
+from edgewise.engines.batching import BatchScheduler, kv_bytes_per_token
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
 from edgewise.errors import EngineError
 from edgewise.models import ResolvedModel
 
-__all__ = ["LlamaCppEngine"]
+__all__ = ["KV_BUDGET_BYTES", "MAX_DEFAULT_PARALLEL", "LlamaCppEngine", "default_parallel"]
+
+#: KV cache the default ``parallel`` may take (f16 K and V of every layer).
+KV_BUDGET_BYTES = 512 * 1024 * 1024
+#: The most sequences a default ``parallel`` runs at once: on a few CPU cores batching
+#: more than 8 sequences adds little throughput (bench/batching.py) and each costs its KV.
+MAX_DEFAULT_PARALLEL = 8
+#: Prompt tokens the tiny high-level context (tokenizer only) is made with.
+_VOCAB_CTX = 32
+
+
+def default_parallel(kv_bytes_per_token: int, n_ctx: int) -> int:
+    """Sequences a node runs at once by default: as many as fit ``KV_BUDGET_BYTES`` of
+    KV cache at ``n_ctx`` tokens each, between 1 and ``MAX_DEFAULT_PARALLEL``."""
+    per_seq = max(1, kv_bytes_per_token * n_ctx)
+    return max(1, min(MAX_DEFAULT_PARALLEL, KV_BUDGET_BYTES // per_seq))
 
 
 TopK = tuple[tuple[int, float], ...]
@@ -100,6 +123,8 @@ class LlamaCppEngine:
         lora_path: str | None = None,
         vocab_only: bool = False,
         chat_template: str | None = None,
+        parallel: int | None = None,
+        prefill_chunk: int = 256,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
@@ -119,6 +144,11 @@ class LlamaCppEngine:
         #: A Jinja chat template used instead of the GGUF's ``tokenizer.chat_template``
         #: (as llama.cpp's ``--chat-template``): for a base model, or a broken template.
         self.chat_template = chat_template
+        #: Sequences decoded together (``None``: :func:`default_parallel`, set at load).
+        self.parallel = parallel
+        #: Prompt tokens of newly admitted requests decoded per step, across them all.
+        self.prefill_chunk = prefill_chunk
+        self._scheduler: BatchScheduler | None = None
         self._llm: Any = None
         self._formatter: Any = None
         self._token_bytes: dict[int, bytes] = {}
@@ -142,12 +172,14 @@ class LlamaCppEngine:
         _check_gguf(self.model.path)
         self.backend = ensure_backend()
         try:
+            # The high-level Llama holds the model and vocabulary; its own context is
+            # kept tiny, the batch scheduler makes the real one.
             self._llm = llama_cpp.Llama(
                 model_path=str(self.model.path),
-                n_ctx=self.n_ctx,
+                n_ctx=_VOCAB_CTX,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads_batch,
-                n_batch=self.n_batch,
+                n_batch=_VOCAB_CTX,
                 logits_all=False,
                 lora_path=self.lora_path,
                 vocab_only=self.vocab_only,
@@ -158,6 +190,13 @@ class LlamaCppEngine:
                 else str(self.model.path)
             raise EngineError(f"llama.cpp could not load {what} (a truncated or corrupt "
                               f"model file?): {exc}") from exc
+        if not self.vocab_only:
+            try:
+                self._start_scheduler()
+            except EngineError:
+                self._llm.close()
+                self._llm = None
+                raise
         self._special, self._max_token_bytes = _scan_vocab(self._llm)
         template = self.chat_template or self._llm.metadata.get("tokenizer.chat_template")
         if template:
@@ -171,7 +210,23 @@ class LlamaCppEngine:
                 add_generation_prompt=True,
             )
 
+    def _start_scheduler(self) -> None:
+        model = self._llm._model.model
+        if self.parallel is None:
+            self.parallel = default_parallel(kv_bytes_per_token(model), self.n_ctx)
+        self._scheduler = BatchScheduler(
+            self._llm, parallel=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch,
+            prefill_chunk=self.prefill_chunk, n_threads=self.n_threads,
+            n_threads_batch=self.n_threads_batch, logprobs=_logprobs)
+
+    def batch_stats(self) -> BatchStats | None:
+        """What the batch scheduler is doing (None before load / with ``vocab_only``)."""
+        return self._scheduler.stats() if self._scheduler is not None else None
+
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -191,15 +246,20 @@ class LlamaCppEngine:
 
     def info(self) -> EngineInfo:
         llm = self.llm
+        sched = self._scheduler
         return EngineInfo(
-            kind="llamacpp", model=self.model.name, n_ctx=llm.n_ctx(), n_vocab=llm.n_vocab(),
+            kind="llamacpp", model=self.model.name,
+            n_ctx=sched.n_ctx if sched is not None else self.n_ctx, n_vocab=llm.n_vocab(),
             sha256=self.model.sha256, path=str(self.model.path),
-            size_bytes=self.model.size_bytes, slots=1,
+            size_bytes=self.model.size_bytes, slots=sched.parallel if sched is not None else 1,
             chat_template=self._formatter is not None,
             max_token_bytes=self._max_token_bytes,
             extra={"n_threads": str(self.n_threads),
                    "n_threads_batch": str(self.n_threads_batch),
                    "cpu_backend": self.backend.variant if self.backend else "unknown",
+                   **({"parallel": str(sched.parallel),
+                       "kv_cells": str(sched.n_ctx * sched.parallel),
+                       "prefill_chunk": str(sched.prefill_chunk)} if sched is not None else {}),
                    **({"lora_adapter": self.lora_path} if self.lora_path else {})},
         )
 
@@ -212,7 +272,8 @@ class LlamaCppEngine:
         _check_gguf(model.path)  # before the node starts listening: one line, exit 2
         lora = str(model.adapter) if model.adapter else config.lora_adapter
         return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
-                   n_batch=config.n_batch, lora_path=lora)
+                   n_batch=config.n_batch, lora_path=lora, parallel=config.parallel,
+                   prefill_chunk=config.prefill_chunk)
 
     # -- text <-> tokens ------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
@@ -284,42 +345,9 @@ class LlamaCppEngine:
     def steps(
         self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
     ) -> Iterator[Step]:
-        import llama_cpp
-
-        llm = self._weights()
-        n_ctx = llm.n_ctx()
-        if len(prompt) >= n_ctx:
-            raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={n_ctx}")
-        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        vocab = llm._model.vocab
-        ctx = llm._ctx.ctx
-        n_vocab = llm.n_vocab()
-        position = len(prompt)
-        try:
-            gen = llm.generate(
-                list(prompt),
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=params.min_p,
-                temp=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-                frequency_penalty=params.frequency_penalty,
-                presence_penalty=params.presence_penalty,
-                reset=True,
-            )
-            for token in gen:
-                # The row the sampler just drew from is still in the context's logits
-                # buffer (the next decode happens when we resume the generator).
-                row = np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-                logprob, top = _logprobs(row, token, params.top_logprobs)
-                eog = bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-                yield Step(int(token), logprob, top, end_of_generation=eog)
-                position += 1
-                if eog or position >= n_ctx or should_stop():
-                    return
-        except RuntimeError as exc:
-            raise EngineError(f"llama.cpp generation failed: {exc}") from exc
+        self._weights()
+        assert self._scheduler is not None
+        return self._scheduler.steps(prompt, params, should_stop)
 
     def score(self, tokens: Sequence[int], first: int = 1) -> list[Step]:
         """Log-probability of ``tokens[t]`` given ``tokens[:t]``, for ``t`` from ``first``.
@@ -330,8 +358,11 @@ class LlamaCppEngine:
         """
         tokens = list(tokens)
         self._check_fits(len(tokens))
-        with self._scoring():
-            return self._run(tokens, 0, max(first, 1), keep_last=False)[0]
+
+        def job(seq: int) -> list[Step]:
+            return self._run(seq, tokens, 0, max(first, 1), keep_last=False)[0]
+
+        return self._exclusive(job)
 
     def score_continuations(
         self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
@@ -343,70 +374,75 @@ class LlamaCppEngine:
         the work when the prefix is long and the continuations short (log-likelihood
         classification: one prompt, a few candidate answers).
         """
+        import llama_cpp
+
         prefix = list(prefix)
         if not prefix:
             raise EngineError("score_continuations needs a non-empty prefix")
         self._check_fits(len(prefix) + max((len(c) for c in continuations), default=0))
-        out: list[list[Step]] = []
-        with self._scoring():
-            _, row = self._run(prefix, 0, len(prefix) + 1, keep_last=True)
+
+        def job(seq: int) -> list[list[Step]]:
+            assert self._scheduler is not None
+            mem = self._scheduler.memory
+            out: list[list[Step]] = []
+            _, row = self._run(seq, prefix, 0, len(prefix) + 1, keep_last=True)
             assert row is not None
             for cont in continuations:
                 cont = list(cont)
-                self.llm._ctx.kv_cache_seq_rm(-1, len(prefix), -1)
+                llama_cpp.llama_memory_seq_rm(mem, seq, len(prefix), -1)
                 if not cont:
                     out.append([])
                     continue
                 steps = [Step(cont[0], _logprobs(row, cont[0], 0)[0])]
-                steps += self._run(cont, len(prefix), 1, keep_last=False)[0]
+                steps += self._run(seq, cont, len(prefix), 1, keep_last=False)[0]
                 out.append(steps)
-        return out
+            return out
+
+        return self._exclusive(job)
 
     def _check_fits(self, n: int) -> None:
         self._weights()
-        if n > self.llm.n_ctx():
-            raise EngineError(f"{n} tokens do not fit n_ctx={self.llm.n_ctx()}")
+        assert self._scheduler is not None
+        if n > self._scheduler.n_ctx:
+            raise EngineError(f"{n} tokens do not fit n_ctx={self._scheduler.n_ctx}")
 
-    @contextlib.contextmanager
-    def _scoring(self) -> Iterator[None]:
-        """An empty KV cache before and after; llama.cpp errors as EngineError."""
-        llm = self.llm
-        llm.reset()  # the next generate() re-evaluates its prompt from scratch
-        try:
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            yield
-        except RuntimeError as exc:
-            raise EngineError(f"llama.cpp scoring failed: {exc}") from exc
-        finally:
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            llm.reset()
+    def _exclusive(self, job: Callable[[int], Any]) -> Any:
+        """``job(seq_id)`` on the scheduler thread between two decode steps, on a free
+        slot with an empty cache; llama.cpp errors come back as EngineError."""
+        assert self._scheduler is not None
+        return self._scheduler.exclusive(job)
 
     def _run(
-        self, tokens: list[int], n_past: int, first: int, *, keep_last: bool
+        self, seq: int, tokens: list[int], n_past: int, first: int, *, keep_last: bool
     ) -> tuple[list[Step], np.ndarray | None]:
-        """Decode ``tokens`` at positions ``n_past``…, asking llama.cpp for logits only
-        where they are used: the steps for ``tokens[t]``, ``t >= first``, and with
-        ``keep_last`` a copy of the last token's row (what follows the sequence)."""
+        """Decode ``tokens`` of sequence ``seq`` at positions ``n_past``…, asking llama.cpp
+        for logits only where they are used: the steps for ``tokens[t]``, ``t >= first``,
+        and with ``keep_last`` a copy of the last token's row (what follows the
+        sequence). Runs on the scheduler thread (:meth:`_exclusive`)."""
         import llama_cpp
 
-        llm = self.llm
-        n_vocab = llm.n_vocab()
+        assert self._scheduler is not None
+        ctx, batch = self._scheduler.context, self._scheduler.batch
+        n_vocab = self.llm.n_vocab()
         upto = len(tokens) if keep_last else len(tokens) - 1  # the last token predicts nothing
         out: list[Step] = []
         last: np.ndarray | None = None
         for start in range(0, upto, self.n_batch):
             chunk = tokens[start : min(start + self.n_batch, upto)]
-            llm._batch.set_batch(batch=chunk, n_past=n_past + start, logits_all=False)
             wanted = [start + j + 1 >= first or (keep_last and start + j == upto - 1)
                       for j in range(len(chunk))]
-            for j, want in enumerate(wanted):
-                llm._batch.batch.logits[j] = want
-            llm._ctx.decode(llm._batch)
+            batch.n_tokens = len(chunk)
+            for j, t in enumerate(chunk):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, n_past + start + j, 1
+                batch.seq_id[j][0], batch.logits[j] = seq, wanted[j]
+            rc = llama_cpp.llama_decode(ctx, batch)
+            if rc != 0:
+                raise EngineError(f"llama.cpp scoring failed (decode status {rc})")
             for j, want in enumerate(wanted):
                 if not want:
                     continue
                 row = np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits_ith(llm._ctx.ctx, j), shape=(n_vocab,))
+                    llama_cpp.llama_get_logits_ith(ctx, j), shape=(n_vocab,))
                 nxt = start + j + 1
                 if nxt < len(tokens) and nxt >= first:
                     out.append(Step(tokens[nxt], _logprobs(row, tokens[nxt], 0)[0]))

@@ -1,0 +1,479 @@
+"""Continuous batching for the llama.cpp engine: many sequences, one context, one decode.
+
+One llama.cpp context holds ``parallel`` sequences, each in a KV-cache slot of its own
+(``seq_id`` = slot index; ``kv_unified = False``, so llama.cpp splits the context into
+``parallel`` streams of ``n_ctx`` cells each). A scheduler thread owns the context and
+loops over *steps*; each step is one ``llama_decode`` of one ``llama_batch`` holding
+
+- the last sampled token of every running sequence (logits requested for that row), and
+- the next chunk of the prompt of every sequence still being prefilled, up to
+  ``prefill_chunk`` prompt tokens per step across all of them (chunked prefill: a long
+  prompt costs the running streams a few short stalls instead of one long one), the last
+  prompt token with logits.
+
+Then every row with logits is sampled with its sequence's own llama.cpp sampler chain
+(its own parameters and seed; the chain llama-cpp-python's ``Llama.generate`` builds)
+and its logprobs are read from that row (``llama_get_logits_ith``, zero-copy), so
+logprobs cost one log-softmax per token as before, never ``logits_all``.
+
+Admission: a request handed to :meth:`BatchScheduler.submit` takes a free slot at the
+next step — it never waits for the batch to drain; with every slot taken it waits in
+FIFO order. A consumer that stops reading (its iterator is closed, or its
+``should_stop()`` turns true) frees its slot at the next step; a sequence that reaches
+the end of its slot's cells ends (the generation loop reports ``length``) and cannot
+touch another slot's cells.
+
+Prompt-prefix reuse: a finished sequence leaves its tokens in its slot's KV cells. A new
+request takes the free slot whose cached tokens share the longest prefix with its prompt
+(ties: the least recently used), keeps those cells (``llama_memory_seq_rm`` drops the
+rest) and prefills only the remainder — the same system prompt, or a conversation
+re-sent with one more turn, is not recomputed. What is cached is dropped only when its
+slot is taken for a different prompt. (llama-server's ``cache_prompt`` does the same.)
+
+Prompt scoring (``echo`` + ``logprobs``, perplexity) runs as an *exclusive job* between
+two steps, on a free slot whose cache it clears.
+
+Written by hand on llama-cpp-python's low-level bindings: llama-cpp-python serves one
+sequence per ``Llama`` (its own server runs requests one at a time), and llama.cpp's
+C++ server scheduler is not exposed to Python.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgewise.engines.base import BatchStats, SamplingParams, Step
+from edgewise.errors import EngineError
+
+__all__ = ["BatchScheduler", "kv_bytes_per_token"]
+
+#: Tokens of the previous output the repetition penalties look at (llama-cpp-python's
+#: ``last_n_tokens_size`` default, so sampling matches what the node did before).
+_PENALTY_LAST_N = 64
+_END = object()
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of f16 K and V cache one token takes in every layer of ``model`` (a
+    ``llama_model_p``): ``2 × n_layer × n_head_kv × head_dim × 2``."""
+    import llama_cpp
+
+    n_layer = llama_cpp.llama_model_n_layer(model)
+    n_head = max(1, llama_cpp.llama_model_n_head(model))
+    n_head_kv = llama_cpp.llama_model_n_head_kv(model) or n_head
+    head_dim = llama_cpp.llama_model_n_embd(model) // n_head
+    return int(2 * n_layer * n_head_kv * head_dim * 2)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    #: The tokens whose K/V its cells hold, positions 0…len-1.
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: float = 0.0
+
+
+@dataclass
+class _Seq:
+    prompt: list[int]
+    params: SamplingParams
+    should_stop: Callable[[], bool]
+    out: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
+    slot: _Slot | None = None
+    sampler: Any = None
+    #: Prompt tokens not yet decoded.
+    pending: list[int] = field(default_factory=list)
+    #: The sampled token to feed at the next step (None while prefilling).
+    next_token: int | None = None
+    generated: int = 0
+    #: The batch row whose logits this step samples from (-1: none).
+    row: int = -1
+    closed: bool = False
+    #: An exclusive job instead of a generation: called with the slot's seq_id.
+    job: Callable[[int], object] | None = None
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class BatchScheduler:
+    """The scheduler thread and the llama.cpp context it owns (module docstring).
+
+    ``llm`` is the loaded ``llama_cpp.Llama`` (its model and vocabulary are used; its
+    own small context is not). ``n_ctx`` is the context of one sequence.
+    """
+
+    def __init__(self, llm: Any, *, parallel: int, n_ctx: int, n_batch: int,
+                 prefill_chunk: int, n_threads: int, n_threads_batch: int,
+                 logprobs: Callable[[np.ndarray, int, int], tuple[float, Any]]) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.parallel = parallel
+        self.n_batch = n_batch
+        self.prefill_chunk = max(1, min(prefill_chunk, n_batch - parallel)) \
+            if n_batch > parallel else 1
+        self._logprobs = logprobs
+        self._llm = llm
+        # The high-level context's parameters (flash attention off, rope and yarn from
+        # the model…: the numbers the node computed before batching), resized.
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = n_ctx * parallel
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = parallel
+        params.kv_unified = False
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads_batch
+        params.no_perf = True
+        try:
+            self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        except ValueError as exc:
+            raise EngineError(
+                f"llama.cpp could not make a context of {parallel} × {n_ctx} tokens (out "
+                "of memory? lower engine.parallel or engine.n_ctx)") from exc
+        if getattr(llm, "_lora_adapter", None) is not None:
+            import ctypes
+
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
+            scales = (ctypes.c_float * 1)(llm.lora_scale)
+            if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
+                self._ctx.close()
+                raise EngineError("llama.cpp could not apply the LoRA adapter to the "
+                                  "batched context")
+        #: Cells per sequence as llama.cpp made them (it may round the split).
+        self.n_ctx = min(n_ctx, int(llama_cpp.llama_n_ctx_seq(self._ctx.ctx)))
+        self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._vocab = llm._model.vocab
+        self._n_vocab = int(llm.n_vocab())
+        self._slots = [_Slot(i) for i in range(parallel)]
+        self._inbox: queue.SimpleQueue[_Seq | None] = queue.SimpleQueue()
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        self._stats = BatchStats(parallel=parallel, kv_cells_total=self.n_ctx * parallel,
+                                 n_ctx_seq=self.n_ctx)
+        self._stats_lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="edgewise-batch",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the callers' side (any thread) --------------------------------------------------
+    def steps(self, prompt: Sequence[int], params: SamplingParams,
+              should_stop: Callable[[], bool]) -> Iterator[Step]:
+        """The tokens of one generation, sampled by the scheduler thread."""
+        if not prompt:
+            raise EngineError("cannot generate from an empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={self.n_ctx}")
+        seq = _Seq(list(prompt), params, should_stop)
+        self._submit(seq)
+        try:
+            while True:
+                item = seq.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Step)
+                yield item
+        finally:
+            seq.closed = True  # the scheduler frees the slot at its next step
+
+    def exclusive(self, job: Callable[[int], object]) -> object:
+        """Run ``job(seq_id)`` on the scheduler thread between two steps, on a free slot
+        whose cells are cleared before and after; return what it returns."""
+        seq = _Seq([], SamplingParams(max_tokens=0), lambda: False, job=job)
+        self._submit(seq)
+        item = seq.out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    @property
+    def context(self) -> Any:
+        """The ``llama_context_p`` (for exclusive jobs, on the scheduler thread)."""
+        return self._ctx.ctx
+
+    @property
+    def memory(self) -> Any:
+        return self._mem
+
+    @property
+    def batch(self) -> Any:
+        """The ``llama_batch`` of ``n_batch`` tokens (for exclusive jobs)."""
+        return self._batch
+
+    def stats(self) -> BatchStats:
+        with self._stats_lock:
+            s = self._stats
+            return BatchStats(
+                parallel=s.parallel, active=s.active, waiting=s.waiting,
+                kv_cells_total=s.kv_cells_total, kv_cells_active=s.kv_cells_active,
+                kv_cells_cached=s.kv_cells_cached, n_ctx_seq=s.n_ctx_seq, steps=s.steps,
+                batch_sizes=dict(s.batch_sizes), prefix_hits=s.prefix_hits,
+                prefix_misses=s.prefix_misses, prefix_tokens_reused=s.prefix_tokens_reused,
+                prompt_tokens_computed=s.prompt_tokens_computed)
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self._thread.is_alive():
+            self._stop = True
+            self._inbox.put(None)
+            self._thread.join()
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        self._ctx.close()
+
+    def _submit(self, seq: _Seq) -> None:
+        if self._stop or not self._thread.is_alive():
+            raise EngineError("the llama.cpp engine is closed")
+        self._inbox.put(seq)
+
+    # -- the scheduler thread --------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop:
+                self._take_inbox(block=not self._running and not self._waiting)
+                if self._stop:
+                    break
+                self._drop_finished()
+                self._admit()
+                if self._running:
+                    self._step()
+                self._publish()
+        except BaseException as exc:  # pragma: no cover - a bug in the loop itself
+            self._fail_all(EngineError(f"the batch scheduler stopped: {exc}"))
+            raise
+        self._fail_all(EngineError("the llama.cpp engine was closed"))
+
+    def _take_inbox(self, *, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            while True:
+                if item is None:
+                    return  # close(): _stop is set
+                self._waiting.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return
+
+    def _drop_finished(self) -> None:
+        """Free the slots of sequences whose consumer went away or asked to stop, and
+        forget waiting ones that did."""
+        running, waiting = [], deque()
+        for seq in self._running:
+            (running.append if not self._gone(seq) else self._finish)(seq)
+        for seq in self._waiting:
+            (waiting.append if not self._gone(seq) else self._finish)(seq)
+        self._running, self._waiting = running, waiting
+
+    @staticmethod
+    def _gone(seq: _Seq) -> bool:
+        return seq.job is None and (seq.closed or seq.should_stop())
+
+    def _admit(self) -> None:
+        import llama_cpp
+
+        while self._waiting:
+            free = [s for s in self._slots if not s.busy]
+            if not free:
+                return
+            seq = self._waiting.popleft()
+            if seq.job is not None:
+                slot = min(free, key=lambda s: (len(s.tokens), s.last_used))
+                self._run_job(seq, slot)
+                continue
+            # The free slot that has cached the longest prefix of this prompt; ties (and
+            # no match at all) go to the least recently used one.
+            slot = max(free, key=lambda s: (_common_prefix(s.tokens, seq.prompt),
+                                            -s.last_used))
+            reuse = _common_prefix(slot.tokens, seq.prompt)
+            reuse = min(reuse, len(seq.prompt) - 1)  # the last token is decoded for logits
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1)
+            del slot.tokens[reuse:]
+            slot.busy = True
+            seq.slot = slot
+            seq.pending = seq.prompt[reuse:]
+            seq.sampler = self._sampler(seq.params)
+            self._running.append(seq)
+            with self._stats_lock:
+                st = self._stats
+                st.prefix_tokens_reused += reuse
+                st.prompt_tokens_computed += len(seq.pending)
+                if reuse:
+                    st.prefix_hits += 1
+                else:
+                    st.prefix_misses += 1
+
+    def _run_job(self, seq: _Seq, slot: _Slot) -> None:
+        import llama_cpp
+
+        assert seq.job is not None
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, 0, -1)
+        slot.tokens.clear()
+        try:
+            result: object = seq.job(slot.seq_id)
+        except BaseException as exc:
+            result = exc if isinstance(exc, EngineError) else EngineError(
+                f"llama.cpp scoring failed: {exc}")
+        finally:
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, 0, -1)
+            slot.last_used = time.monotonic()
+        seq.out.put(result)
+
+    def _sampler(self, p: SamplingParams) -> Any:
+        from llama_cpp import _internals
+
+        s = _internals.LlamaSampler()
+        s.add_penalties(n_vocab=self._n_vocab, penalty_last_n=_PENALTY_LAST_N,
+                        penalty_repeat=p.repeat_penalty, penalty_freq=p.frequency_penalty,
+                        penalty_present=p.presence_penalty)
+        if p.temperature == 0.0:
+            s.add_greedy()
+        else:
+            seed = p.seed if p.seed is not None else random.getrandbits(32)
+            s.add_top_k(p.top_k)
+            s.add_typical(1.0, 1)
+            s.add_top_p(p.top_p, 1)
+            s.add_min_p(p.min_p, 1)
+            s.add_temp(p.temperature)
+            s.add_dist(seed)
+        return s
+
+    def _step(self) -> None:
+        import llama_cpp
+
+        batch = self._batch
+        batch.n_tokens = 0
+
+        def add(token: int, seq: _Seq, logits: bool) -> int:
+            assert seq.slot is not None
+            i = int(batch.n_tokens)
+            batch.token[i] = token
+            batch.pos[i] = len(seq.slot.tokens)
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq.slot.seq_id
+            batch.logits[i] = logits
+            batch.n_tokens = i + 1
+            seq.slot.tokens.append(token)
+            return i
+
+        decoding = 0
+        for seq in self._running:
+            seq.row = -1
+            if seq.next_token is not None:
+                seq.row = add(seq.next_token, seq, True)
+                seq.next_token = None
+                decoding += 1
+        budget = min(self.prefill_chunk, self.n_batch - decoding)
+        for seq in self._running:  # oldest first: the one admitted first finishes first
+            if not seq.pending or budget <= 0:
+                continue
+            take = seq.pending[:budget]
+            del seq.pending[:len(take)]
+            budget -= len(take)
+            for j, t in enumerate(take):
+                row = add(t, seq, not seq.pending and j == len(take) - 1)
+            if not seq.pending:
+                seq.row = row
+        n_seqs = sum(1 for s in self._running if s.row >= 0 or s.pending)
+        if batch.n_tokens == 0:
+            return
+        rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        with self._stats_lock:
+            self._stats.steps += 1
+            self._stats.batch_sizes[n_seqs] = self._stats.batch_sizes.get(n_seqs, 0) + 1
+        if rc != 0:
+            # 1: no room in the KV cache (cannot happen with per-slot bounds), <0: error.
+            err = EngineError(f"llama.cpp decode failed (status {rc})")
+            for seq in self._running:
+                if seq.slot is not None:  # what this batch wrote to its cells is unknown
+                    llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, 0, -1)
+                    seq.slot.tokens.clear()
+                self._finish(seq, err)
+            self._running = []
+            return
+        keep = []
+        for seq in self._running:
+            if seq.row < 0:
+                keep.append(seq)
+                continue
+            if self._sample(seq):
+                keep.append(seq)
+            else:
+                self._finish(seq)
+        self._running = keep
+
+    def _sample(self, seq: _Seq) -> bool:
+        """Sample the sequence's next token from its row; False when it has ended."""
+        import llama_cpp
+
+        assert seq.slot is not None
+        try:
+            token = int(seq.sampler.sample(self._ctx, seq.row))
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, seq.row),
+                                        shape=(self._n_vocab,))
+            logprob, top = self._logprobs(row, token, seq.params.top_logprobs)
+        except Exception as exc:  # a sampler failure ends this sequence only
+            seq.out.put(EngineError(f"llama.cpp sampling failed: {exc}"))
+            return False
+        eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        seq.out.put(Step(token, logprob, top, end_of_generation=eog))
+        seq.generated += 1
+        # The token is fed at the next step: it needs a cell, and the slot has n_ctx.
+        if eog or seq.generated >= seq.params.max_tokens > 0 \
+                or len(seq.slot.tokens) >= self.n_ctx:
+            return False
+        seq.next_token = token
+        return True
+
+    def _finish(self, seq: _Seq, error: BaseException | None = None) -> None:
+        slot = seq.slot
+        if slot is not None:
+            slot.busy = False
+            slot.last_used = time.monotonic()
+            seq.slot = None
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        seq.out.put(error if error is not None else _END)
+
+    def _fail_all(self, error: EngineError) -> None:
+        for seq in [*self._running, *self._waiting]:
+            self._finish(seq, error)
+        self._running, self._waiting = [], deque()
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._finish(item, error)
+
+    def _publish(self) -> None:
+        with self._stats_lock:
+            st = self._stats
+            st.active = len(self._running)
+            st.waiting = len(self._waiting)
+            st.kv_cells_active = sum(len(s.tokens) for s in self._slots if s.busy)
+            st.kv_cells_cached = sum(len(s.tokens) for s in self._slots if not s.busy)
