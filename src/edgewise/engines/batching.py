@@ -47,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -60,6 +60,7 @@ __all__ = ["BatchScheduler", "kv_bytes_per_token"]
 #: ``last_n_tokens_size`` default, so sampling matches what the node did before).
 _PENALTY_LAST_N = 64
 _END = object()
+T = TypeVar("T")
 
 
 def kv_bytes_per_token(model: Any) -> int:
@@ -142,8 +143,9 @@ class BatchScheduler:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
         params.no_perf = True
+        make_context: Any = _internals.LlamaContext  # untyped
         try:
-            self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+            self._ctx = make_context(model=llm._model, params=params, verbose=False)
         except ValueError as exc:
             raise EngineError(
                 f"llama.cpp could not make a context of {parallel} × {n_ctx} tokens (out "
@@ -197,7 +199,7 @@ class BatchScheduler:
         finally:
             seq.closed = True  # the scheduler frees the slot at its next step
 
-    def exclusive(self, job: Callable[[int], object]) -> object:
+    def exclusive(self, job: Callable[[int], T]) -> T:
         """Run ``job(seq_id)`` on the scheduler thread between two steps, on a free slot
         whose cells are cleared before and after; return what it returns."""
         seq = _Seq([], SamplingParams(max_tokens=0), lambda: False, job=job)
@@ -205,7 +207,7 @@ class BatchScheduler:
         item = seq.out.get()
         if isinstance(item, BaseException):
             raise item
-        return item
+        return cast(T, item)
 
     @property
     def context(self) -> Any:
@@ -280,7 +282,8 @@ class BatchScheduler:
     def _drop_finished(self) -> None:
         """Free the slots of sequences whose consumer went away or asked to stop, and
         forget waiting ones that did."""
-        running, waiting = [], deque()
+        running: list[_Seq] = []
+        waiting: deque[_Seq] = deque()
         for seq in self._running:
             (running.append if not self._gone(seq) else self._finish)(seq)
         for seq in self._waiting:
@@ -344,7 +347,8 @@ class BatchScheduler:
     def _sampler(self, p: SamplingParams) -> Any:
         from llama_cpp import _internals
 
-        s = _internals.LlamaSampler()
+        make: Any = _internals.LlamaSampler  # untyped
+        s = make()
         s.add_penalties(n_vocab=self._n_vocab, penalty_last_n=_PENALTY_LAST_N,
                         penalty_repeat=p.repeat_penalty, penalty_freq=p.frequency_penalty,
                         penalty_present=p.presence_penalty)

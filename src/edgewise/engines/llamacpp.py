@@ -51,7 +51,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -81,6 +81,7 @@ def default_parallel(kv_bytes_per_token: int, n_ctx: int) -> int:
 
 
 TopK = tuple[tuple[int, float], ...]
+T = TypeVar("T")
 
 
 def _logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, TopK]:
@@ -406,7 +407,7 @@ class LlamaCppEngine:
         if n > self._scheduler.n_ctx:
             raise EngineError(f"{n} tokens do not fit n_ctx={self._scheduler.n_ctx}")
 
-    def _exclusive(self, job: Callable[[int], Any]) -> Any:
+    def _exclusive(self, job: Callable[[int], T]) -> T:
         """``job(seq_id)`` on the scheduler thread between two decode steps, on a free
         slot with an empty cache; llama.cpp errors come back as EngineError."""
         assert self._scheduler is not None
