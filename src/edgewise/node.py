@@ -172,6 +172,7 @@ class Node:
         self.serving: Serving | None = None
         #: Version "b" of an A/B split (``None``: no split).
         self.serving_b: Serving | None = None
+        self.metrics.watch_batches(self._batch_stats)
         self._share = 0.0
         self._loaded_labels: set[str] = set()  # labels edgewise_model_loaded shows as 1
         self.load_error: str | None = None
@@ -195,6 +196,16 @@ class Node:
     @property
     def engine(self) -> Engine:
         return self.serving.engine if self.serving is not None else self._engine
+
+    def _batch_stats(self) -> list[tuple[str, Any]]:
+        """(label, BatchStats) of every loaded engine that batches, for ``/metrics``."""
+        out = []
+        for serving in self.servings:
+            stats = getattr(serving.engine, "batch_stats", None)
+            st = stats() if stats is not None else None
+            if st is not None:
+                out.append((serving.label, st))
+        return out
 
     @property
     def admission(self) -> Admission | None:

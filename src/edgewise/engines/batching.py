@@ -365,68 +365,111 @@ class BatchScheduler:
         return s
 
     def _step(self) -> None:
+        """One step: a decode of every running sequence's next token, then prompt chunks
+        of sequences being prefilled (see :meth:`_decode` for why these are separate)."""
+        for seq in self._running:
+            seq.row = -1
+        decoders = sorted((s for s in self._running if s.next_token is not None),
+                          key=lambda s: s.slot.seq_id if s.slot is not None else -1)
+        groups: list[list[tuple[_Seq, list[int], bool]]] = []
+        if decoders:
+            work = []
+            for seq in decoders:
+                assert seq.next_token is not None
+                work.append((seq, [seq.next_token], True))
+                seq.next_token = None
+            groups.append(work)
+        budget = self.prefill_chunk
+        for seq in self._running:  # oldest first: the one admitted first finishes first
+            if seq.pending and budget > 0:
+                take = seq.pending[:budget]
+                del seq.pending[:len(take)]
+                budget -= len(take)
+                groups.append([(seq, take, not seq.pending)])
+        n_seqs = len(decoders) + len(groups) - (1 if decoders else 0)
+        with self._stats_lock:
+            self._stats.steps += 1
+            self._stats.batch_sizes[n_seqs] = self._stats.batch_sizes.get(n_seqs, 0) + 1
+        ended: set[int] = set()
+        for work in groups:
+            failed = self._decode(work)
+            if failed is not None:
+                for seq in self._running:
+                    self._forget(seq)
+                    self._finish(seq, failed)
+                self._running = []
+                return
+            # Each decode overwrites the logits of the one before: sample now.
+            for seq, _, _ in work:
+                if seq.row >= 0 and not self._sample(seq):
+                    ended.add(id(seq))
+                seq.row = -1
+        keep: list[_Seq] = []
+        for seq in self._running:
+            (self._finish if id(seq) in ended else keep.append)(seq)
+        self._running = keep
+
+    def _decode(self, work: list[tuple[_Seq, list[int], bool]]) -> EngineError | None:
+        """One ``llama_decode`` of ``(sequence, tokens, wants logits of the last)`` entries.
+
+        Batch-invariant numerics. With per-sequence KV streams llama.cpp cuts a batch
+        into micro-batches of sequences with consecutive ids and equal token counts
+        (``split_equal``), and computes attention per stream; a matrix product with a
+        single row takes other CPU kernels than one with two or more (SmolLM2's greedy
+        logprobs moved by up to 0.17 between the two: a prompt whose last chunk was one
+        token, or one sequence decoding alone, got other numbers than the same work in a
+        batch). So every sequence puts at least two rows in every decode: a one-token
+        entry — a decode token, or a one-token prompt chunk — gets a throw-away second
+        row, the same token one position later in the same sequence, whose cell is
+        dropped right after. Prompt chunks go in decodes of their own (and are sampled
+        right after, since each decode overwrites the logits of the one before). Then a
+        sequence's rows see the same kernels alone or beside 7 others, and its output
+        is the same (tests/test_batching.py); the extra rows cost little, decoding being
+        bound by reading the weights, not by the rows (bench/batching.py).
+        """
         import llama_cpp
 
         batch = self._batch
         batch.n_tokens = 0
+        pads: list[tuple[int, int]] = []
 
-        def add(token: int, seq: _Seq, logits: bool) -> int:
-            assert seq.slot is not None
+        def add(token: int, seq_id: int, pos: int, logits: bool) -> int:
             i = int(batch.n_tokens)
             batch.token[i] = token
-            batch.pos[i] = len(seq.slot.tokens)
+            batch.pos[i] = pos
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq.slot.seq_id
+            batch.seq_id[i][0] = seq_id
             batch.logits[i] = logits
             batch.n_tokens = i + 1
-            seq.slot.tokens.append(token)
             return i
 
-        decoding = 0
-        for seq in self._running:
-            seq.row = -1
-            if seq.next_token is not None:
-                seq.row = add(seq.next_token, seq, True)
-                seq.next_token = None
-                decoding += 1
-        budget = min(self.prefill_chunk, self.n_batch - decoding)
-        for seq in self._running:  # oldest first: the one admitted first finishes first
-            if not seq.pending or budget <= 0:
-                continue
-            take = seq.pending[:budget]
-            del seq.pending[:len(take)]
-            budget -= len(take)
-            for j, t in enumerate(take):
-                row = add(t, seq, not seq.pending and j == len(take) - 1)
-            if not seq.pending:
+        for seq, tokens, wants in work:
+            slot = seq.slot
+            assert slot is not None
+            start = len(slot.tokens)
+            for j, t in enumerate(tokens):
+                row = add(t, slot.seq_id, start + j, wants and j == len(tokens) - 1)
+            if wants:
                 seq.row = row
-        n_seqs = sum(1 for s in self._running if s.row >= 0 or s.pending)
-        if batch.n_tokens == 0:
-            return
+            slot.tokens.extend(tokens)
+            if len(tokens) == 1 and start + 1 < self.n_ctx:
+                add(tokens[0], slot.seq_id, start + 1, False)  # the second row
+                pads.append((slot.seq_id, start + 1))
         rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
-        with self._stats_lock:
-            self._stats.steps += 1
-            self._stats.batch_sizes[n_seqs] = self._stats.batch_sizes.get(n_seqs, 0) + 1
+        for seq_id, pos in pads:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1)
         if rc != 0:
             # 1: no room in the KV cache (cannot happen with per-slot bounds), <0: error.
-            err = EngineError(f"llama.cpp decode failed (status {rc})")
-            for seq in self._running:
-                if seq.slot is not None:  # what this batch wrote to its cells is unknown
-                    llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, 0, -1)
-                    seq.slot.tokens.clear()
-                self._finish(seq, err)
-            self._running = []
-            return
-        keep = []
-        for seq in self._running:
-            if seq.row < 0:
-                keep.append(seq)
-                continue
-            if self._sample(seq):
-                keep.append(seq)
-            else:
-                self._finish(seq)
-        self._running = keep
+            return EngineError(f"llama.cpp decode failed (status {rc})")
+        return None
+
+    def _forget(self, seq: _Seq) -> None:
+        """Drop a slot's cells after a failed decode: what it wrote is unknown."""
+        import llama_cpp
+
+        if seq.slot is not None:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, 0, -1)
+            seq.slot.tokens.clear()
 
     def _sample(self, seq: _Seq) -> bool:
         """Sample the sequence's next token from its row; False when it has ended."""

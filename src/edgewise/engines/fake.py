@@ -6,11 +6,19 @@ sampling with temperature / top-p / seed, and exact log-softmax logprobs. So the
 serving stack — stop strings, UTF-8 split across tokens, logprobs, budgets, cancellation —
 is exercised without loading a model. ``token_delay_s`` makes it slow on purpose for
 concurrency tests; ``fail_after`` makes it raise mid-generation.
+
+It batches like the llama.cpp engine: ``parallel`` generations run at once (``slots``),
+and with ``token_delay_s`` they advance on one shared step clock — every running
+sequence gets its next token at the same tick, a new one joins at the next tick — so
+aggregate throughput grows with concurrency, and ``batch_stats()`` reports the
+sequences per step as the real engine does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.chat import Message
-from edgewise.engines.base import EngineInfo, SamplingParams, Step
+from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
 from edgewise.errors import EngineError
 
 __all__ = ["FakeEngine"]
@@ -44,6 +52,7 @@ class FakeEngine:
         prefill_delay_s: float = 0.0,
         fail_after: int | None = None,
         model: str = "fake-tiny",
+        parallel: int = 1,
     ) -> None:
         self.n_ctx = n_ctx
         self.eos_after = eos_after
@@ -51,6 +60,14 @@ class FakeEngine:
         self.prefill_delay_s = prefill_delay_s
         self.fail_after = fail_after
         self.model = model
+        if parallel < 1:
+            raise ValueError("parallel must be >= 1")
+        self.parallel = parallel
+        self._lock = threading.Lock()
+        self._active: dict[int, int] = {}  # generation id -> its context length
+        self._ticks: dict[int, int] = {}  # tick -> sequences that took a token at it
+        self._stats = BatchStats(parallel=parallel, kv_cells_total=n_ctx * parallel,
+                                 n_ctx_seq=n_ctx)
         self._vocab: list[bytes] = [b"", b""] + [bytes([i]) for i in range(256)] + [
             w.encode() for w in _WORDS
         ]
@@ -70,8 +87,34 @@ class FakeEngine:
         return EngineInfo(
             kind="fake", model=self.model, n_ctx=self.n_ctx, n_vocab=len(self._vocab),
             sha256=hashlib.sha256(b"fake").hexdigest(), path="(in memory)", size_bytes=0,
-            max_token_bytes=max(map(len, self._vocab)),
+            max_token_bytes=max(map(len, self._vocab)), slots=self.parallel,
         )
+
+    def batch_stats(self) -> BatchStats:
+        with self._lock:
+            now = self._tick_now()
+            done = [t for t in self._ticks if t < now]
+            for t in done:  # ticks that are over: one step each, of that many sequences
+                n = self._ticks.pop(t)
+                self._stats.steps += 1
+                self._stats.batch_sizes[n] = self._stats.batch_sizes.get(n, 0) + 1
+            s = self._stats
+            return BatchStats(parallel=s.parallel, active=len(self._active),
+                              kv_cells_total=s.kv_cells_total,
+                              kv_cells_active=sum(self._active.values()),
+                              n_ctx_seq=s.n_ctx_seq, steps=s.steps,
+                              batch_sizes=dict(s.batch_sizes))
+
+    def _tick_now(self) -> int:
+        return math.floor(time.monotonic() / self.token_delay_s) if self.token_delay_s else 0
+
+    def _wait_tick(self) -> None:
+        """Sleep to the next tick of the shared step clock and count this sequence in it."""
+        now = time.monotonic()
+        tick = math.floor(now / self.token_delay_s) + 1
+        time.sleep(max(0.0, tick * self.token_delay_s - now))
+        with self._lock:
+            self._ticks[tick] = self._ticks.get(tick, 0) + 1
 
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -122,6 +165,18 @@ class FakeEngine:
             time.sleep(self.prefill_delay_s)
         rng = np.random.default_rng(params.seed)
         context = list(prompt)
+        key = id(context)
+        with self._lock:
+            self._active[key] = len(context)
+        try:
+            yield from self._generate(context, params, should_stop, rng, key)
+        finally:
+            with self._lock:
+                self._active.pop(key, None)
+
+    def _generate(self, context: list[int], params: SamplingParams,
+                  should_stop: Callable[[], bool], rng: np.random.Generator, key: int
+                  ) -> Iterator[Step]:
         n = 0
         while len(context) < self.n_ctx and not should_stop():
             if self.fail_after is not None and n >= self.fail_after:
@@ -143,13 +198,15 @@ class FakeEngine:
                 best = np.argsort(-logp)[: params.top_logprobs]
                 top = tuple((int(t), float(logp[t])) for t in best)
             if self.token_delay_s:
-                time.sleep(self.token_delay_s)
+                self._wait_tick()
             n += 1
             self.tokens_generated += 1
             yield Step(token, float(logp[token]), top, end_of_generation=token == EOS)
             if token == EOS:
                 return
             context.append(token)
+            with self._lock:
+                self._active[key] = len(context)
 
     def score(self, tokens: Sequence[int]) -> list[Step]:
         self._check(tokens)
@@ -164,5 +221,5 @@ class FakeEngine:
     @classmethod
     def from_config(cls, config: Any, resolve: Callable[[], Any]) -> FakeEngine:
         """The fake engine for an ``engine`` section (it needs no model file)."""
-        return cls(n_ctx=config.n_ctx)
+        return cls(n_ctx=config.n_ctx, parallel=config.parallel or 1)
 

@@ -11,16 +11,84 @@ traffic): the token, TTFT and decode-speed metrics are labelled by ``model``, an
 version and outcome — ``ok`` (ran to a stop or its length), ``error`` (the engine
 failed), ``cancelled`` (the client went away) — so each version has an error rate.
 ``edgewise_ab_split{a,b}`` is b's share while a split is on (no series otherwise).
+
+Batching (read from each engine's ``batch_stats()`` at scrape time, labelled by
+``model``): ``edgewise_engine_parallel`` (sequences it can run at once),
+``edgewise_engine_sequences{state=active|waiting}``, ``edgewise_kv_cells{state=active|
+cached|free}`` (cells held by running sequences, kept by finished ones for prefix reuse,
+never used), ``edgewise_batch_sequences`` (histogram: sequences in each decode step),
+``edgewise_prefix_cache_requests_total{result=hit|miss}`` (hit: the request reused at
+least one cached prompt token) and ``edgewise_prefix_cache_tokens_total{kind=reused|
+computed}`` (the token hit rate is reused / (reused + computed)).
+``edgewise_queue_wait_seconds`` is how long requests waited for an engine slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 __all__ = ["NodeMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _RATE_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+#: What a batch-stats source yields: (model label, an engine's ``BatchStats``).
+BatchSource = Callable[[], Iterable[tuple[str, Any]]]
+
+
+class _BatchCollector(Collector):
+    """The batching metrics (module docstring), from the engines' stats at scrape time."""
+
+    def __init__(self, source: BatchSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        parallel = GaugeMetricFamily("edgewise_engine_parallel",
+                                     "Sequences the engine decodes at once", labels=["model"])
+        seqs = GaugeMetricFamily("edgewise_engine_sequences",
+                                 "Sequences running in the engine, or waiting for a slot",
+                                 labels=["model", "state"])
+        cells = GaugeMetricFamily("edgewise_kv_cells", "KV-cache cells by state",
+                                  labels=["model", "state"])
+        sizes = HistogramMetricFamily("edgewise_batch_sequences",
+                                      "Sequences in each decode step", labels=["model"])
+        hits = CounterMetricFamily("edgewise_prefix_cache_requests",
+                                   "Requests that reused cached prompt tokens (hit) or not",
+                                   labels=["model", "result"])
+        tokens = CounterMetricFamily("edgewise_prefix_cache_tokens",
+                                     "Prompt tokens reused from the cache or computed",
+                                     labels=["model", "kind"])
+        for model, st in self.source():
+            parallel.add_metric([model], st.parallel)
+            seqs.add_metric([model, "active"], st.active)
+            seqs.add_metric([model, "waiting"], st.waiting)
+            free = st.kv_cells_total - st.kv_cells_active - st.kv_cells_cached
+            for state, n in (("active", st.kv_cells_active), ("cached", st.kv_cells_cached),
+                             ("free", free)):
+                cells.add_metric([model, state], n)
+            buckets, total, count = [], 0, 0
+            for bound in _BATCH_BUCKETS:
+                count = sum(c for n, c in st.batch_sizes.items() if n <= bound)
+                buckets.append((str(bound), count))
+            count = sum(st.batch_sizes.values())
+            total = sum(n * c for n, c in st.batch_sizes.items())
+            buckets.append(("+Inf", count))
+            sizes.add_metric([model], buckets, total)
+            hits.add_metric([model, "hit"], st.prefix_hits)
+            hits.add_metric([model, "miss"], st.prefix_misses)
+            tokens.add_metric([model, "reused"], st.prefix_tokens_reused)
+            tokens.add_metric([model, "computed"], st.prompt_tokens_computed)
+        yield from (parallel, seqs, cells, sizes, hits, tokens)
 
 
 class NodeMetrics:
@@ -56,6 +124,10 @@ class NodeMetrics:
         )
         self.active = Gauge(
             "edgewise_active_generations", "Generations running now", registry=r,
+        )
+        self.queue_wait = Histogram(
+            "edgewise_queue_wait_seconds", "Time a request waited for an engine slot",
+            buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.errors = Counter(
             "edgewise_errors_total", "Errors answered, by type", ["error_type"], registry=r,
@@ -134,6 +206,10 @@ class NodeMetrics:
             "edgewise_breaker_open", "1 while an endpoint's breaker is open or half-open",
             ["tier", "endpoint"], registry=r,
         )
+
+    def watch_batches(self, source: BatchSource) -> None:
+        """Report the batching metrics of the engines ``source()`` lists at each scrape."""
+        self.registry.register(_BatchCollector(source))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

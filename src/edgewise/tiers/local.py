@@ -85,10 +85,12 @@ async def admitted(node: Node, stack: AsyncExitStack, serving: Serving) -> None:
     admission = serving.admission
     admission.check()
     node.metrics.queue_depth.set(admission.waiting + 1)
+    arrived = time.perf_counter()
     try:
         await stack.enter_async_context(admission.slot())
     finally:
         node.metrics.queue_depth.set(admission.waiting)
+    node.metrics.queue_wait.observe(time.perf_counter() - arrived)
     node.metrics.active.set(admission.active)
     stack.callback(lambda: node.metrics.active.set(admission.active))
 
