@@ -101,6 +101,10 @@ class EngineConfig:
     #: (chunked prefill): smaller keeps running streams smoother while a long prompt
     #: is read, larger reads prompts faster.
     prefill_chunk: Annotated[int, Field(ge=16, le=8192)] = 256
+    #: Keep each finished request's KV cells in its slot, so a new request that starts
+    #: with the same tokens (system prompt, earlier turns) skips computing them. The
+    #: cells stay in this process's memory only; off: every prompt is computed afresh.
+    prefix_cache: bool = True
     #: Check the model file's sha256 against the catalogue before loading.
     verify_digest: bool = True
     #: A GGUF LoRA adapter applied on top of ``model`` (``edgewise build`` makes them).

@@ -122,11 +122,14 @@ class BatchScheduler:
 
     def __init__(self, llm: Any, *, parallel: int, n_ctx: int, n_batch: int,
                  prefill_chunk: int, n_threads: int, n_threads_batch: int,
-                 logprobs: Callable[[np.ndarray, int, int], tuple[float, Any]]) -> None:
+                 logprobs: Callable[[np.ndarray, int, int], tuple[float, Any]],
+                 prefix_cache: bool = True) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
         self.parallel = parallel
+        #: Keep finished sequences' cells for the next prompt that shares their prefix.
+        self.prefix_cache = prefix_cache
         self.n_batch = n_batch
         self.prefill_chunk = max(1, min(prefill_chunk, n_batch - parallel)) \
             if n_batch > parallel else 1
@@ -310,7 +313,7 @@ class BatchScheduler:
             # no match at all) go to the least recently used one.
             slot = max(free, key=lambda s: (_common_prefix(s.tokens, seq.prompt),
                                             -s.last_used))
-            reuse = _common_prefix(slot.tokens, seq.prompt)
+            reuse = _common_prefix(slot.tokens, seq.prompt) if self.prefix_cache else 0
             reuse = min(reuse, len(seq.prompt) - 1)  # the last token is decoded for logits
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1)
             del slot.tokens[reuse:]

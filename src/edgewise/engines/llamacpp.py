@@ -126,6 +126,7 @@ class LlamaCppEngine:
         chat_template: str | None = None,
         parallel: int | None = None,
         prefill_chunk: int = 256,
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
@@ -149,6 +150,8 @@ class LlamaCppEngine:
         self.parallel = parallel
         #: Prompt tokens of newly admitted requests decoded per step, across them all.
         self.prefill_chunk = prefill_chunk
+        #: Reuse the KV cells of a finished request's prompt prefix (``engine.prefix_cache``).
+        self.prefix_cache = prefix_cache
         self._scheduler: BatchScheduler | None = None
         self._llm: Any = None
         self._formatter: Any = None
@@ -218,7 +221,8 @@ class LlamaCppEngine:
         self._scheduler = BatchScheduler(
             self._llm, parallel=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch,
             prefill_chunk=self.prefill_chunk, n_threads=self.n_threads,
-            n_threads_batch=self.n_threads_batch, logprobs=_logprobs)
+            n_threads_batch=self.n_threads_batch, logprobs=_logprobs,
+            prefix_cache=self.prefix_cache)
 
     def batch_stats(self) -> BatchStats | None:
         """What the batch scheduler is doing (None before load / with ``vocab_only``)."""
@@ -274,7 +278,7 @@ class LlamaCppEngine:
         lora = str(model.adapter) if model.adapter else config.lora_adapter
         return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
                    n_batch=config.n_batch, lora_path=lora, parallel=config.parallel,
-                   prefill_chunk=config.prefill_chunk)
+                   prefill_chunk=config.prefill_chunk, prefix_cache=config.prefix_cache)
 
     # -- text <-> tokens ------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:
