@@ -45,6 +45,10 @@ class SamplingParams:
     seed: int | None = None
     #: How many alternatives to report per token (0: only the chosen token's logprob).
     top_logprobs: int = 0
+    #: Keep sampling past end-of-generation tokens (still flagged on their steps) up to
+    #: ``max_tokens``: for speed measurements that must run every token; the API never
+    #: sets it.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,15 @@ class BatchScheduler:
         seq.out.put(result)
 
     def _sampler(self, p: SamplingParams) -> Any:
+        """The request's llama.cpp sampler chain; None for plain greedy decoding (no
+        penalties), which is the argmax of the logits row (:meth:`_sample`) — what
+        llama.cpp's greedy sampler returns, without copying the vocabulary into a
+        candidates array for every token."""
         from llama_cpp import _internals
+
+        if p.temperature == 0.0 and p.repeat_penalty == 1.0 and not p.frequency_penalty \
+                and not p.presence_penalty:
+            return None
 
         make: Any = _internals.LlamaSampler  # untyped
         s = make()
@@ -395,7 +403,7 @@ class BatchScheduler:
             self._stats.batch_sizes[n_seqs] = self._stats.batch_sizes.get(n_seqs, 0) + 1
         ended: set[int] = set()
         for work in groups:
-            failed = self._decode(work)
+            failed = self._decode(work, prompt=not decoders or work is not groups[0])
             if failed is not None:
                 for seq in self._running:
                     self._forget(seq)
@@ -412,23 +420,24 @@ class BatchScheduler:
             (self._finish if id(seq) in ended else keep.append)(seq)
         self._running = keep
 
-    def _decode(self, work: list[tuple[_Seq, list[int], bool]]) -> EngineError | None:
+    def _decode(self, work: list[tuple[_Seq, list[int], bool]], *, prompt: bool
+                ) -> EngineError | None:
         """One ``llama_decode`` of ``(sequence, tokens, wants logits of the last)`` entries.
 
-        Batch-invariant numerics. With per-sequence KV streams llama.cpp cuts a batch
-        into micro-batches of sequences with consecutive ids and equal token counts
-        (``split_equal``), and computes attention per stream; a matrix product with a
-        single row takes other CPU kernels than one with two or more (SmolLM2's greedy
-        logprobs moved by up to 0.17 between the two: a prompt whose last chunk was one
-        token, or one sequence decoding alone, got other numbers than the same work in a
-        batch). So every sequence puts at least two rows in every decode: a one-token
-        entry — a decode token, or a one-token prompt chunk — gets a throw-away second
-        row, the same token one position later in the same sequence, whose cell is
-        dropped right after. Prompt chunks go in decodes of their own (and are sampled
-        right after, since each decode overwrites the logits of the one before). Then a
-        sequence's rows see the same kernels alone or beside 7 others, and its output
-        is the same (tests/test_batching.py); the extra rows cost little, decoding being
-        bound by reading the weights, not by the rows (bench/batching.py).
+        Batch-invariant numerics. With one KV stream per sequence llama.cpp computes
+        attention per stream, and a stream's attention products take llama.cpp's
+        ``tinyBLAS`` kernels when the stream has two or more query rows in the
+        micro-batch and ggml's vector kernels when it has one — with other rounding
+        (SmolLM2's logprobs moved by up to 0.17 between the two). Decode tokens are
+        always one row per stream, alone or beside 7 others: the same kernels. A prompt
+        chunk is several rows — unless it is a single token (the last prompt token
+        after a prefix-cache hit, or a chunk boundary leaving one): that one gets a
+        second, throw-away row, the same token one position on in the same sequence,
+        its cell dropped right after. Prompt chunks go in decodes of their own (llama.cpp
+        would cut a mixed batch into micro-batches of equal token counts per sequence
+        anyway) and are sampled right after, since each decode overwrites the logits of
+        the one before. So a request's tokens and logprobs are the same alone or
+        batched, whatever the chunking or the cache (tests/test_batching.py).
         """
         import llama_cpp
 
@@ -455,7 +464,7 @@ class BatchScheduler:
             if wants:
                 seq.row = row
             slot.tokens.extend(tokens)
-            if len(tokens) == 1 and start + 1 < self.n_ctx:
+            if prompt and len(tokens) == 1 and start + 1 < self.n_ctx:
                 add(tokens[0], slot.seq_id, start + 1, False)  # the second row
                 pads.append((slot.seq_id, start + 1))
         rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
@@ -480,9 +489,10 @@ class BatchScheduler:
 
         assert seq.slot is not None
         try:
-            token = int(seq.sampler.sample(self._ctx, seq.row))
             row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, seq.row),
                                         shape=(self._n_vocab,))
+            token = int(row.argmax()) if seq.sampler is None \
+                else int(seq.sampler.sample(self._ctx, seq.row))
             logprob, top = self._logprobs(row, token, seq.params.top_logprobs)
         except Exception as exc:  # a sampler failure ends this sequence only
             seq.out.put(EngineError(f"llama.cpp sampling failed: {exc}"))
@@ -491,7 +501,7 @@ class BatchScheduler:
         seq.out.put(Step(token, logprob, top, end_of_generation=eog))
         seq.generated += 1
         # The token is fed at the next step: it needs a cell, and the slot has n_ctx.
-        if eog or seq.generated >= seq.params.max_tokens > 0 \
+        if (eog and not seq.params.ignore_eos) or seq.generated >= seq.params.max_tokens > 0 \
                 or len(seq.slot.tokens) >= self.n_ctx:
             return False
         seq.next_token = token

@@ -77,8 +77,9 @@ class _LlamaCpp(_Runtime):
 
         model = ResolvedModel(name=Path(path).stem, path=Path(path), sha256="",
                               size_bytes=Path(path).stat().st_size, spec=None)
+        # One sequence, no prefix reuse: every repeat of a speed run processes its prompt.
         self.engine = LlamaCppEngine(model, n_ctx=n_ctx, n_threads=threads, n_batch=512,
-                                     lora_path=adapter)
+                                     lora_path=adapter, parallel=1, prefix_cache=False)
         self.engine.load()
         b = self.engine.llm.token_bos()
         self.bos = b if b >= 0 else None
@@ -95,14 +96,13 @@ class _LlamaCpp(_Runtime):
                 for steps in self.engine.score_continuations(prefix, continuations)]
 
     def generate(self, prompt: list[int], n: int) -> list[float]:
-        # llama.cpp's own greedy loop (what the node's engine drives), not engine.steps:
-        # that one stops at an end-of-sequence token, and a speed measurement must run
-        # all n tokens. reset() first: otherwise the repeat reuses the previous repeat's
-        # prompt from the KV cache and TTFT would not include prompt processing.
-        llm = self.engine.llm
-        llm.reset()
+        # The node's own decode path (engine.steps), greedy, past any end-of-sequence
+        # token: a speed measurement must run all n tokens.
+        from edgewise.engines.base import SamplingParams
+
+        params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
         times = []
-        for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+        for _ in self.engine.steps(prompt, params, lambda: False):
             times.append(time.perf_counter())
             if len(times) >= n:
                 break
