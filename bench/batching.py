@@ -56,7 +56,7 @@ import serving as serving_bench  # bench/serving.py: soak, RSS, percentiles
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-MODEL = "smollm2-135m-instruct"
+MODEL = "smollm2-135m-instruct"  # --model
 SUBJECTS = [
     "a lighthouse keeper", "a robot gardener", "a lost violin", "the last train",
     "a desert well", "a clockmaker", "two rival bakers", "a snowed-in library",
@@ -98,9 +98,9 @@ def progress(msg: str) -> None:
 # -- servers -----------------------------------------------------------------------------
 
 
-def node_config(workdir: Path, *, n_ctx: int, threads: int, parallel: int | None,
+def node_config(workdir: Path, *, model: str, n_ctx: int, threads: int, parallel: int | None,
                 prefix_cache: bool = True) -> Path:
-    engine: dict[str, Any] = {"model": MODEL, "n_ctx": n_ctx, "n_threads": threads}
+    engine: dict[str, Any] = {"model": model, "n_ctx": n_ctx, "n_threads": threads}
     if parallel is not None:  # the node before batching has no such keys
         engine["parallel"] = parallel
         engine["prefix_cache"] = prefix_cache
@@ -306,13 +306,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-prefix", action="store_true")
     ap.add_argument("--skip-soak", action="store_true")
     ap.add_argument("--soak-seconds", type=float, default=60)
+    ap.add_argument("--model", default=MODEL, help="a catalogue model")
     ap.add_argument("--out", default="batching")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the Markdown table from bench/results/OUT.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        md = report(json.loads((RESULTS / f"{args.out}.json").read_text()))
+        (RESULTS / f"{args.out}.md").write_text(md)
+        print(md)
+        return
 
     from edgewise.engines.cpu import ensure_backend
     from edgewise.models import resolve_model
 
-    model = resolve_model(MODEL)
+    model = resolve_model(args.model)
     variant = ensure_backend().variant
     if not (args.llama_server / "llama-server").exists():
         sys.exit(f"no llama-server in {args.llama_server}: run bench/build_llama_server.sh")
@@ -324,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     server_dir = llama_server_dir(args.llama_server, variant, tmp / "llama-server")
     port = serving_bench.free_port()
     url = f"http://{HOST}:{port}"
+    common: dict[str, Any] = {"model": args.model, "n_ctx": args.n_ctx,
+                              "threads": args.threads}
     try:
         for n in args.levels:
             row: dict[str, Any] = {}
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 port=port)
                     ready, cwd = url + "/health", server_dir
                 else:
-                    cfg = node_config(tmp, n_ctx=args.n_ctx, threads=args.threads,
+                    cfg = node_config(tmp, **common,
                                       parallel=n if system == "after" else None)
                     cmd, env = node_cmd(cfg, port, before_src if system == "before" else None)
                     ready, cwd = url + "/readyz", tmp
@@ -362,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
                                                 port=port)
                     ready, cwd = url + "/health", server_dir
                 else:
-                    cfg = node_config(tmp, n_ctx=args.n_ctx, threads=args.threads, parallel=8,
+                    cfg = node_config(tmp, **common, parallel=8,
                                       prefix_cache=cache)
                     cmd, env = node_cmd(cfg, port, None)
                     ready, cwd = url + "/readyz", tmp
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                 result["prefix"][f"{system}/{'on' if cache else 'off'}"] = turns
         if not args.skip_soak:
             progress(f"==> soak: 8 clients, {args.soak_seconds:.0f} s, after node")
-            cfg = node_config(tmp, n_ctx=args.n_ctx, threads=args.threads, parallel=8)
+            cfg = node_config(tmp, **common, parallel=8)
             cmd, env = node_cmd(cfg, port, None)
             with running(cmd, ready_url=url + "/readyz", log=tmp / "soak.log", env=env,
                          cwd=tmp) as proc:
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(r: dict[str, Any]) -> str:
     s = r["settings"]
-    lines = [f"# Continuous batching — {MODEL}, n_ctx {s['n_ctx']} per sequence, "
+    lines = [f"# Continuous batching — {s.get('model', MODEL)}, n_ctx {s['n_ctx']} per sequence, "
              f"{s['threads']} llama.cpp thread(s), {s['max_tokens']} tokens per request, "
              f"{s['requests']} requests per client, CPU variant {s['cpu_variant']}", "",
              "## Aggregate decode and latency", "",
@@ -421,15 +431,20 @@ def report(r: dict[str, Any]) -> str:
                 f"{v['latency_p50_s']:.2f} / {v['latency_p95_s']:.2f} | "
                 f"{v['ttft_p50_s']:.2f} / {v['ttft_p95_s']:.2f} | {v['errors']} | "
                 f"{v['rss_idle_mb']:.0f} / {v['rss_after_mb']:.0f} |")
-    # greedy outputs: the after node at each level vs at 1 client
-    base = first["after"]["texts"]
+    # greedy outputs: the after node against the before node (one request at a time)
+    # and llama-server, prompt by prompt, at each level
     same = []
     for n, row in sorted(levels.items(), key=lambda kv: int(kv[0])):
-        texts = row["after"]["texts"]
-        shared = [k for k in texts if k in base]
-        same.append(f"{n} clients: {sum(texts[k] == base[k] for k in shared)}/{len(shared)}")
-    lines += ["", "Greedy texts of the after node identical to the same prompts at the "
-              "lowest level: " + ", ".join(same)]
+        a, b, c = (row[k]["texts"] for k in ("after", "before", "llama-server"))
+        same.append(f"{n}: {sum(a[k] == b.get(k) for k in a)}/{len(a)} and "
+                    f"{sum(a[k] == c.get(k) for k in a)}/{len(a)}")
+    lines += ["", "Greedy texts of the after node identical to the before node's and to "
+              "llama-server's for the same prompt, by clients: " + "; ".join(same)]
+    errors = [(n, system, e) for n, row in levels.items() for system, v in row.items()
+              for e in v["error_samples"]]
+    if errors:
+        lines += ["", "Errors: " + "; ".join(f"{n} clients, {system}: {e}"
+                                             for n, system, e in errors)]
     if "prefix" in r:
         lines += ["", "## Prefix reuse: TTFT per turn of a 10-turn conversation (s)", "",
                   "| system | " + " | ".join(f"turn {i + 1}" for i in range(10)) + " |",
