@@ -402,7 +402,7 @@ def test_a_q8_model_batched_differs_from_alone_only_within_a_bound() -> None:
     agree = 0
     for a, b in zip(alone, batched, strict=True):
         assert a[0] == b[0]  # the prompt's own decode: bit-identical
-        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x[0] != y[0]), len(a))
-        assert all(abs(x[1] - y[1]) < 0.3 for x, y in zip(a[:k], b[:k]))
+        k = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x[0] != y[0]), len(a))
+        assert all(abs(x[1] - y[1]) < 0.3 for x, y in zip(a[:k], b[:k], strict=True))
         agree += k == len(a)
     assert agree >= 1
