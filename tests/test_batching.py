@@ -294,11 +294,19 @@ def test_real_node_reports_batching_metrics(real_node_server: LiveServer) -> Non
 # -- the fake engine batches too ------------------------------------------------------------
 
 
-def test_fake_engine_serves_parallel_streams_at_the_speed_of_one() -> None:
-    engine = FakeEngine(n_ctx=1024, eos_after=10_000, token_delay_s=0.02, parallel=4)
-    node = Node(make_config(engine={"n_ctx": 1024}, serving={"max_queue": 4}), engine)
-    body = {"model": "auto", "max_tokens": 30, "stream": True,
+def slow_fake_node(*, parallel: int, max_queue: int, max_tokens: int
+                   ) -> tuple[FakeEngine, Node, dict[str, Any]]:
+    """A node on a batching fake engine at 20 ms a step, and a streaming request body."""
+    engine = FakeEngine(n_ctx=1024, eos_after=10_000, token_delay_s=0.02, parallel=parallel)
+    node = Node(make_config(engine={"n_ctx": 1024}, serving={"max_queue": max_queue}),
+                engine)
+    body = {"model": "auto", "max_tokens": max_tokens, "stream": True,
             "messages": [{"role": "user", "content": "hi"}]}
+    return engine, node, body
+
+
+def test_fake_engine_serves_parallel_streams_at_the_speed_of_one() -> None:
+    engine, node, body = slow_fake_node(parallel=4, max_queue=4, max_tokens=30)
 
     def stream(url: str) -> str:
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
@@ -356,10 +364,7 @@ def test_eight_concurrent_http_streams_answer_as_one_at_a_time(real_node_server:
 
 
 def test_queue_and_429_count_every_parallel_slot() -> None:
-    engine = FakeEngine(n_ctx=2048, eos_after=10_000, token_delay_s=0.02, parallel=3)
-    node = Node(make_config(engine={"n_ctx": 2048}, serving={"max_queue": 1}), engine)
-    body = {"model": "auto", "max_tokens": 40, "stream": True,
-            "messages": [{"role": "user", "content": "hi"}]}
+    _, node, body = slow_fake_node(parallel=3, max_queue=1, max_tokens=40)
 
     def stream(url: str) -> int:
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
