@@ -411,3 +411,26 @@ def test_a_q8_model_batched_differs_from_alone_only_within_a_bound() -> None:
         assert all(abs(x[1] - y[1]) < 0.3 for x, y in zip(a[:k], b[:k], strict=True))
         agree += k == len(a)
     assert agree >= 1
+
+
+def test_shutdown_drains_every_batched_stream() -> None:
+    engine, node, body = slow_fake_node(parallel=4, max_queue=4, max_tokens=50)
+    server = LiveServer(node).__enter__()
+
+    def stream(_: int) -> str:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
+                          timeout=60) as r:
+            assert r.status_code == 200
+            return r.read().decode()
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(stream, i) for i in range(4)]
+        deadline = time.monotonic() + 10
+        while engine.batch_stats().active < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.server.should_exit = True  # what SIGTERM / Ctrl-C do
+        texts = [f.result(30) for f in futures]
+    server.thread.join(timeout=20)
+    assert all(t.endswith("data: [DONE]\n\n") and t.count('"content"') >= 50 for t in texts)
+    assert not server.thread.is_alive()
