@@ -70,7 +70,15 @@ async def test_validation_errors_are_400_with_param(
         ({"n": 2}, "n", "n > 1 is not supported"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools"),
         ({"logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "text"),
+        ({"response_format": {"type": "json_object"}}, "response_format",
+         "cannot constrain decoding"),  # the fake engine has no grammar sampler
+        ({"response_format": {"type": "xml"}}, "response_format.type", "'xml' is not"),
+        ({"response_format": {"type": "json_schema", "json_schema": {
+            "name": "n", "schema": {"type": "object", "properties": {
+                "n": {"type": "number", "minimum": 0}}}}}},
+         "response_format.json_schema.schema", "schema.properties.n.minimum"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+         "response_format.json_schema.name", "name is required"),
         ({"top_logprobs": 2}, "top_logprobs", "requires logprobs=true"),
         ({"stop": [""]}, "stop", "must not be empty"),
     ],

@@ -63,6 +63,9 @@ class ChatRequest:
     #: Function definitions (OpenAI ``tools``, passed through as given) and ``tool_choice``.
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
+    #: OpenAI ``response_format`` (``json_object`` / ``json_schema``; None: text): the
+    #: local engine decodes within its grammar, a remote tier is sent it as is.
+    response_format: dict[str, Any] | None = None
 
     @property
     def uses_tools(self) -> bool:

@@ -5,7 +5,8 @@ Checks that need no model run here, before anything is rendered, tokenized or sc
 cheap ones first, so a hostile request costs the node almost nothing:
 
 1. features this node does not implement (``n > 1``, ``logit_bias``, legacy
-   ``functions``, non-text ``response_format``…) are refused, never silently ignored;
+   ``functions``, a ``response_format`` schema the grammar cannot enforce…) are refused,
+   never silently ignored;
 2. message shapes (tool calls only on assistant messages, ``content: null`` only with
    them, valid Unicode everywhere);
 3. size: at most ``serving.max_messages`` messages (counted on the parsed JSON before
@@ -36,6 +37,7 @@ from fastapi.routing import APIRoute
 from edgewise.api.auth import identity_of
 from edgewise.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgewise.chat import ChatRequest, Message
+from edgewise.engines.grammar import check_response_format
 from edgewise.errors import ContextLengthError, InvalidRequestError
 from edgewise.levels import LEVEL_NAMES, Level
 from edgewise.node import Node
@@ -115,10 +117,7 @@ def reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
                 "tier serves them)", param="functions", code="unsupported_parameter")
         if body.tool_choice is not None and not body.tools:
             raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
-        if body.response_format and body.response_format.get("type", "text") != "text":
-            raise InvalidRequestError(
-                "only response_format {'type': 'text'} is supported by this node",
-                param="response_format", code="unsupported_parameter")
+        check_response_format(body.response_format)
         if body.top_logprobs and not body.logprobs:
             raise InvalidRequestError("top_logprobs requires logprobs=true",
                                       param="top_logprobs")
@@ -289,7 +288,10 @@ def chat_request(body: ChatCompletionRequest, max_tokens: int | None) -> ChatReq
         stop=body.stop_list(), seed=body.seed, presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         logprobs=True,  # the cascade's confidence needs them; stripped if not asked for
-        top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0)
+        top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+        response_format=body.response_format
+        if body.response_format and body.response_format.get("type", "text") != "text"
+        else None)
 
 
 def _header_float(request: Request, name: str, *, minimum: float) -> float | None:

@@ -49,6 +49,10 @@ class SamplingParams:
     #: ``max_tokens``: for speed measurements that must run every token; the API never
     #: sets it.
     ignore_eos: bool = False
+    #: A GBNF grammar (root rule ``root``) every sampled token must keep the output
+    #: within (``response_format``: engines/grammar.py); engines that cannot constrain
+    #: decoding say so in ``EngineInfo.grammar``.
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class EngineInfo:
     #: Generations the engine can run at once.
     slots: int = 1
     chat_template: bool = True
+    #: Whether ``SamplingParams.grammar`` is honoured (constrained decoding).
+    grammar: bool = False
     #: The most UTF-8 bytes one token can stand for (0: unknown). A text longer than
     #: ``n_ctx × max_token_bytes`` cannot fit the context, whatever its tokenization:
     #: the node refuses it before tokenizing anything.

@@ -100,6 +100,8 @@ class _Seq:
     out: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
     slot: _Slot | None = None
     sampler: Any = None
+    #: The llama.cpp grammar sampler of a constrained request (``params.grammar``).
+    grammar: Any = None
     #: Prompt tokens not yet decoded.
     pending: list[int] = field(default_factory=list)
     #: The sampled token to feed at the next step (None while prefilling).
@@ -175,6 +177,11 @@ class BatchScheduler:
         self._stats = BatchStats(parallel=parallel, kv_cells_total=self.n_ctx * parallel,
                                  n_ctx_seq=self.n_ctx)
         self._stats_lock = threading.Lock()
+        #: Candidates for constrained sampling (one llama_token_data per vocabulary
+        #: entry, made on first use) and a numpy view of them.
+        self._candidates: Any = None
+        self._cand: np.ndarray = np.empty(0)
+        self._ids: np.ndarray = np.empty(0)
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="edgewise-batch",
                                         daemon=True)
@@ -189,6 +196,8 @@ class BatchScheduler:
         if len(prompt) >= self.n_ctx:
             raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={self.n_ctx}")
         seq = _Seq(list(prompt), params, should_stop)
+        if params.grammar is not None:
+            seq.grammar = self._grammar(params.grammar)
         self._submit(seq)
         try:
             while True:
@@ -347,6 +356,15 @@ class BatchScheduler:
             slot.last_used = time.monotonic()
         seq.out.put(result)
 
+    def _grammar(self, gbnf: str) -> Any:
+        """A llama.cpp grammar sampler for ``gbnf`` (root rule ``root``)."""
+        import llama_cpp
+
+        g = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
+        if not g:
+            raise EngineError("llama.cpp could not parse the grammar of this request")
+        return g
+
     def _sampler(self, p: SamplingParams) -> Any:
         """The request's llama.cpp sampler chain; None for plain greedy decoding (no
         penalties), which is the argmax of the logits row (:meth:`_sample`) — what
@@ -491,8 +509,12 @@ class BatchScheduler:
         try:
             row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, seq.row),
                                         shape=(self._n_vocab,))
-            token = int(row.argmax()) if seq.sampler is None \
-                else int(seq.sampler.sample(self._ctx, seq.row))
+            if seq.grammar is not None:
+                token, row = self._sample_constrained(seq, row)
+            elif seq.sampler is None:
+                token = int(row.argmax())
+            else:
+                token = int(seq.sampler.sample(self._ctx, seq.row))
             logprob, top = self._logprobs(row, token, seq.params.top_logprobs)
         except Exception as exc:  # a sampler failure ends this sequence only
             seq.out.put(EngineError(f"llama.cpp sampling failed: {exc}"))
@@ -507,6 +529,42 @@ class BatchScheduler:
         seq.next_token = token
         return True
 
+    def _sample_constrained(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray]:
+        """Sample within the request's grammar: the grammar sampler sets the logits of
+        every token it does not allow to -inf, then the request's own chain (or the
+        argmax) picks from what is left; both are told the token. Returns it and the
+        masked row, so the reported logprobs are those of the *constrained*
+        distribution: softmax of the model's logits over the tokens the grammar allows
+        at that point (before temperature, top-k/top-p, like unconstrained ones)."""
+        import ctypes
+
+        import llama_cpp
+
+        if self._candidates is None:
+            self._candidates = (llama_cpp.llama_token_data * self._n_vocab)()
+            self._cand = np.frombuffer(self._candidates, dtype=np.dtype(
+                [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+            self._ids = np.arange(self._n_vocab, dtype=np.int32)
+        cand = self._cand
+        cand["id"] = self._ids
+        cand["logit"] = row
+        cand["p"] = 0.0
+        cur = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._candidates, llama_cpp.llama_token_data_p),
+            size=self._n_vocab, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(seq.grammar, ctypes.byref(cur))
+        masked = cand["logit"].copy()  # the grammar only writes -inf; order is kept
+        if not np.isfinite(masked.max()):
+            raise EngineError("the request's grammar allows no token here")
+        if seq.sampler is None:
+            token = int(masked.argmax())
+        else:
+            llama_cpp.llama_sampler_apply(seq.sampler.sampler, ctypes.byref(cur))
+            token = int(cand["id"][cur.selected])
+            llama_cpp.llama_sampler_accept(seq.sampler.sampler, token)
+        llama_cpp.llama_sampler_accept(seq.grammar, token)
+        return token, masked
+
     def _finish(self, seq: _Seq, error: BaseException | None = None) -> None:
         slot = seq.slot
         if slot is not None:
@@ -516,6 +574,11 @@ class BatchScheduler:
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
+        if seq.grammar is not None:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(seq.grammar)
+            seq.grammar = None
         seq.out.put(error if error is not None else _END)
 
     def _fail_all(self, error: EngineError) -> None:

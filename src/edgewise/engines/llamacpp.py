@@ -102,13 +102,16 @@ def _logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, TopK]:
         best = []
         for _ in range(k):
             i = int(work.argmax())
+            if work[i] == -np.inf:  # fewer than k tokens left (a grammar masked the rest)
+                break
             best.append(i)
             if k > 1:
                 work[i] = -np.inf
     else:
         part = np.argpartition(logits, -k)[-k:]
         best = [int(t) for t in part[np.argsort(-logits[part])]]
-    return logp, tuple((t, float(logits[t]) - logz) for t in best)
+    # A grammar masks tokens with -inf: they are not alternatives (and not JSON).
+    return logp, tuple((t, float(logits[t]) - logz) for t in best if logits[t] > -np.inf)
 
 
 class LlamaCppEngine:
@@ -257,7 +260,7 @@ class LlamaCppEngine:
             n_ctx=sched.n_ctx if sched is not None else self.n_ctx, n_vocab=llm.n_vocab(),
             sha256=self.model.sha256, path=str(self.model.path),
             size_bytes=self.model.size_bytes, slots=sched.parallel if sched is not None else 1,
-            chat_template=self._formatter is not None,
+            chat_template=self._formatter is not None, grammar=sched is not None,
             max_token_bytes=self._max_token_bytes,
             extra={"n_threads": str(self.n_threads),
                    "n_threads_batch": str(self.n_threads_batch),

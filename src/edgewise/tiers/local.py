@@ -10,6 +10,8 @@ messages. Every metric of a run is labelled with its version's label."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -22,7 +24,13 @@ import anyio
 
 from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message
 from edgewise.engines import Chunk, Generation, SamplingParams
-from edgewise.errors import ContextLengthError, EngineError, UnavailableError
+from edgewise.engines.grammar import grammar_for
+from edgewise.errors import (
+    ContextLengthError,
+    EngineError,
+    InvalidRequestError,
+    UnavailableError,
+)
 from edgewise.node import Node, Serving, request_split_key, split_key
 from edgewise.serving import RunStats, stream_generation
 from edgewise.tiers.base import EndpointError
@@ -30,6 +38,12 @@ from edgewise.tiers.breaker import CircuitBreaker, LatencyEstimate
 from edgewise.wire import logprob_items
 
 __all__ = ["LocalEndpoint", "LocalRun", "admitted", "precheck_queue"]
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(response_format: str) -> str | None:
+    """The GBNF of a ``response_format`` (JSON text: a cache key), converted once."""
+    return grammar_for(json.loads(response_format))
 
 
 @dataclass
@@ -180,6 +194,15 @@ class LocalEndpoint:
                 f"this model's context window is {n_ctx} tokens and the prompt uses "
                 f"{len(prompt)}; shorten the messages (or serve with a larger engine.n_ctx)",
                 param="messages")
+        grammar = None
+        if req.response_format is not None:
+            if not serving.info.grammar:
+                raise InvalidRequestError(
+                    f"this node's engine ({serving.info.kind}) cannot constrain decoding, so "
+                    "it cannot honour response_format; serve with the llamacpp engine or "
+                    "route the request to a tier that supports it", param="response_format",
+                    code="unsupported_parameter")
+            grammar = _grammar(json.dumps(req.response_format, sort_keys=True))
         d = node.config.sampling
         params = SamplingParams(
             max_tokens=min(req.max_tokens or n_ctx, n_ctx - len(prompt)),
@@ -189,7 +212,7 @@ class LocalEndpoint:
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             stop=req.stop, seed=None if req.seed is None else req.seed % (1 << 32),
-            top_logprobs=req.top_logprobs,
+            top_logprobs=req.top_logprobs, grammar=grammar,
         )
         return LocalRun(node, serving, prompt, params)
 

@@ -1,0 +1,187 @@
+"""Structured outputs on the local model: ``response_format`` as a llama.cpp grammar.
+
+Every answer of a schema suite (nested objects, arrays, enums, required and optional
+properties, ``$defs``/``$ref``, ``anyOf``, string lengths, ``const``) parses and
+validates, greedy and sampled, through the whole node; logprobs are those of the
+constrained distribution; constrained requests batch with unconstrained ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from conftest import LiveServer
+from edgewise.chat import Message
+from edgewise.engines.base import SamplingParams
+from edgewise.engines.generation import Generation
+from edgewise.engines.grammar import check_response_format, check_schema, grammar_for
+
+PERSON = {"type": "object", "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": 24},
+    "age": {"type": "integer"},
+    "email": {"type": "string"}},
+    "required": ["name", "age"], "additionalProperties": False}
+SUITE: dict[str, tuple[str, dict[str, Any]]] = {
+    "flat": ("Give the name and age of a person called Ann who is 31.", PERSON),
+    "nested": ("Describe a clinic with its address.", {
+        "type": "object", "properties": {
+            "clinic": {"type": "string", "maxLength": 40},
+            "address": {"type": "object", "properties": {
+                "street": {"type": "string", "maxLength": 40},
+                "city": {"type": "string", "maxLength": 30}},
+                "required": ["street", "city"], "additionalProperties": False}},
+        "required": ["clinic", "address"], "additionalProperties": False}),
+    "array_enum": ("List up to three colours of a traffic light.", {
+        "type": "object", "properties": {
+            "colours": {"type": "array", "items": {"enum": ["red", "amber", "green"]},
+                        "minItems": 1, "maxItems": 3}},
+        "required": ["colours"], "additionalProperties": False}),
+    "defs_ref": ("Two people who work at a bakery.", {
+        "$defs": {"person": PERSON},
+        "type": "object", "properties": {
+            "people": {"type": "array", "items": {"$ref": "#/$defs/person"},
+                       "minItems": 2, "maxItems": 2}},
+        "required": ["people"], "additionalProperties": False}),
+    "any_of": ("Is the shop open? Answer with a reason or an hour.", {
+        "type": "object", "properties": {
+            "answer": {"anyOf": [{"type": "boolean"}, {"type": "integer"},
+                                 {"type": "string", "maxLength": 30}]},
+            "kind": {"const": "opening"}},
+        "required": ["answer", "kind"], "additionalProperties": False}),
+    "booleans_null": ("Is water wet? Give a note or nothing.", {
+        "type": "object", "properties": {
+            "wet": {"type": "boolean"}, "note": {"type": ["string", "null"], "maxLength": 30}},
+        "required": ["wet", "note"], "additionalProperties": False}),
+}
+
+
+def fmt(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema,
+                                                    "strict": True}}
+
+
+def test_the_schema_check_names_every_keyword_the_grammar_cannot_enforce() -> None:
+    schema = {"type": "object", "properties": {
+        "n": {"type": "number", "minimum": 0, "maximum": 9},
+        "xs": {"type": "array", "uniqueItems": True, "items": {"not": {"type": "null"}}},
+        "d": {"type": "string", "format": "email"}},
+        "patternProperties": {"^x": {}}}
+    assert sorted(check_schema(schema)) == sorted([
+        "schema.properties.n.minimum", "schema.properties.n.maximum",
+        "schema.properties.xs.uniqueItems", "schema.properties.xs.items.not",
+        "schema.properties.d.format=email", "schema.patternProperties"])
+    for _, s in SUITE.values():
+        assert check_schema(s) == []
+        check_response_format(fmt(s))
+    assert grammar_for({"type": "text"}) is None
+    assert "root" in (grammar_for({"type": "json_object"}) or "")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    from edgewise.engines.llamacpp import LlamaCppEngine
+    from edgewise.models import resolve_model
+
+    e = LlamaCppEngine(resolve_model("smollm2-135m-instruct"), n_ctx=1024, parallel=4)
+    e.load()
+    yield e
+    e.close()
+
+
+def answer(engine: Any, question: str, grammar: str | None, *, temperature: float = 0.0,
+           seed: int = 0, top_logprobs: int = 0, max_tokens: int = 160) -> Generation:
+    prompt = engine.chat_prompt([Message("system", "Answer in JSON."),
+                                 Message("user", question)])
+    gen = Generation(engine, prompt, SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, seed=seed, grammar=grammar,
+        top_logprobs=top_logprobs), n_ctx=engine.info().n_ctx)
+    gen.text = "".join(c.text for c in gen)  # type: ignore[attr-defined]
+    return gen
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("case", sorted(SUITE))
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_every_answer_of_the_schema_suite_validates(engine: Any, case: str,
+                                                    temperature: float) -> None:
+    question, schema = SUITE[case]
+    gen = answer(engine, question, grammar_for(fmt(schema)), temperature=temperature,
+                 seed=11)
+    assert gen.outcome.finish_reason == "stop", gen.text  # type: ignore[attr-defined]
+    jsonschema.validate(json.loads(gen.text), schema)  # type: ignore[attr-defined]
+
+
+@pytest.mark.model
+def test_json_object_mode_answers_a_json_object(engine: Any) -> None:
+    gen = answer(engine, "Describe a cat as JSON.", grammar_for({"type": "json_object"}),
+                 max_tokens=400)
+    if gen.outcome.finish_reason == "stop":
+        assert isinstance(json.loads(gen.text), dict)  # type: ignore[attr-defined]
+    else:  # ran out of tokens: still the start of an object
+        assert gen.text.lstrip().startswith("{")  # type: ignore[attr-defined]
+
+
+@pytest.mark.model
+def test_logprobs_are_those_of_the_constrained_distribution(engine: Any) -> None:
+    """Each reported alternative is a token the grammar allowed, and the logprobs of the
+    allowed tokens sum to 1: the model's softmax renormalised over what the grammar
+    allows (an enum of two words: the first token is one of very few)."""
+    import math
+
+    schema = {"type": "object", "properties": {"ok": {"enum": ["yes", "no"]}},
+              "required": ["ok"], "additionalProperties": False}
+    steps = list(engine.steps(
+        engine.chat_prompt([Message("user", "Is the sky blue?")]),
+        SamplingParams(max_tokens=20, temperature=0.0, top_logprobs=5,
+                       grammar=grammar_for(fmt(schema))), lambda: False))
+    assert engine.token_bytes(steps[0].token).lstrip().startswith(b"{")
+    for s in steps:  # alternatives are allowed tokens only, their mass at most 1
+        assert all(math.isfinite(lp) for _, lp in s.top)
+        assert sum(math.exp(lp) for _, lp in s.top) <= 1.0 + 1e-6
+    # where the grammar leaves one choice (the `"ok"` key after `{`), it has probability 1
+    assert any(abs(s.logprob) < 1e-6 and len(s.top) == 1 for s in steps)
+
+
+@pytest.mark.model
+def test_constrained_and_free_requests_batch_together(engine: Any) -> None:
+    question, schema = SUITE["nested"]
+    grammar = grammar_for(fmt(schema))
+    alone_json = answer(engine, question, grammar).text  # type: ignore[attr-defined]
+    alone_free = answer(engine, "Tell me about bread.", None, max_tokens=40).text  # type: ignore[attr-defined]
+    start = threading.Barrier(4)
+
+    def one(i: int) -> str:
+        start.wait()
+        if i % 2:
+            return str(answer(engine, "Tell me about bread.", None, max_tokens=40).text)  # type: ignore[attr-defined]
+        return str(answer(engine, question, grammar).text)  # type: ignore[attr-defined]
+
+    with ThreadPoolExecutor(4) as pool:
+        out = list(pool.map(one, range(4)))
+    assert out[0] == out[2] == alone_json
+    assert out[1] == out[3] == alone_free
+    jsonschema.validate(json.loads(out[0]), schema)
+
+
+@pytest.mark.model
+def test_the_node_answers_response_format_over_http(real_node_server: LiveServer) -> None:
+    question, schema = SUITE["flat"]
+    body = {"model": "auto", "temperature": 0, "max_tokens": 120, "response_format": fmt(schema),
+            "messages": [{"role": "user", "content": question}]}
+    r = httpx.post(real_node_server.url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    content = r.json()["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(content), schema)
+    bad = {**body, "response_format": fmt({"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 1}}})}
+    r = httpx.post(real_node_server.url + "/v1/chat/completions", json=bad, timeout=30)
+    assert r.status_code == 400
+    assert "schema.properties.n.minimum" in r.json()["error"]["message"]
