@@ -163,7 +163,7 @@ async def test_legacy_completion_stream_and_token_prompt(client: httpx.AsyncClie
 async def test_models_endpoint(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/models")
     data = r.json()["data"]
-    assert [m["id"] for m in data] == ["fake-tiny"]
+    assert [m["id"] for m in data] == ["fake-tiny", "all-minilm-l6-v2"]  # chat, embeddings
     assert data[0]["edgewise"]["n_ctx"] == 512
     assert (await client.get("/v1/models/fake-tiny")).status_code == 200
     assert (await client.get("/v1/models/gpt-4")).status_code == 404
@@ -225,7 +225,13 @@ async def test_openai_sdk_works_unchanged(fake_node: Node) -> None:
     comp = await sdk.completions.create(model="auto", prompt="the", max_tokens=3)
     assert comp.choices[0].text is not None
     models = await sdk.models.list()
-    assert [m.id for m in models.data] == ["fake-tiny"]
+    assert [m.id for m in models.data] == ["fake-tiny", "all-minilm-l6-v2"]
+    # the SDK asks for base64 unless told otherwise, and decodes it
+    emb = await sdk.embeddings.create(model="all-minilm-l6-v2", input=["one", "two"])
+    floats = await sdk.embeddings.create(model="all-minilm-l6-v2", input=["one", "two"],
+                                         encoding_format="float")
+    assert [len(d.embedding) for d in emb.data] == [384, 384]
+    assert emb.data[1].embedding == pytest.approx(floats.data[1].embedding, abs=1e-6)
     with pytest.raises(openai.NotFoundError):
         await sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user",
                                                                     "content": "x"}])

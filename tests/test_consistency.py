@@ -276,7 +276,7 @@ async def test_routed_answers_name_the_model_that_answered(
 
 async def test_every_model_id_the_fleet_lists_resolves(fleet: Fleet) -> None:
     listed = [m["id"] for m in (await fleet.client.get("/v1/models")).json()["data"]]
-    assert listed == ["device-model", "device", "cloud"]
+    assert listed == ["device-model", "all-minilm-l6-v2", "device", "cloud"]
     for mid in listed:
         r = await fleet.client.get(f"/v1/models/{mid}")
         assert r.status_code == 200 and r.json()["id"] == mid

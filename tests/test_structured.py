@@ -23,49 +23,13 @@ from edgewise.chat import Message
 from edgewise.engines.base import SamplingParams
 from edgewise.engines.generation import Generation
 from edgewise.engines.grammar import check_response_format, check_schema, grammar_for
+from edgewise.testing import schemas
 
-PERSON = {"type": "object", "properties": {
-    "name": {"type": "string", "minLength": 1, "maxLength": 24},
-    "age": {"type": "integer"},
-    "email": {"type": "string"}},
-    "required": ["name", "age"], "additionalProperties": False}
-SUITE: dict[str, tuple[str, dict[str, Any]]] = {
-    "flat": ("Give the name and age of a person called Ann who is 31.", PERSON),
-    "nested": ("Describe a clinic with its address.", {
-        "type": "object", "properties": {
-            "clinic": {"type": "string", "maxLength": 40},
-            "address": {"type": "object", "properties": {
-                "street": {"type": "string", "maxLength": 40},
-                "city": {"type": "string", "maxLength": 30}},
-                "required": ["street", "city"], "additionalProperties": False}},
-        "required": ["clinic", "address"], "additionalProperties": False}),
-    "array_enum": ("List up to three colours of a traffic light.", {
-        "type": "object", "properties": {
-            "colours": {"type": "array", "items": {"enum": ["red", "amber", "green"]},
-                        "minItems": 1, "maxItems": 3}},
-        "required": ["colours"], "additionalProperties": False}),
-    "defs_ref": ("Two people who work at a bakery.", {
-        "$defs": {"person": PERSON},
-        "type": "object", "properties": {
-            "people": {"type": "array", "items": {"$ref": "#/$defs/person"},
-                       "minItems": 2, "maxItems": 2}},
-        "required": ["people"], "additionalProperties": False}),
-    "any_of": ("Is the shop open? Answer with a reason or an hour.", {
-        "type": "object", "properties": {
-            "answer": {"anyOf": [{"type": "boolean"}, {"type": "integer"},
-                                 {"type": "string", "maxLength": 30}]},
-            "kind": {"const": "opening"}},
-        "required": ["answer", "kind"], "additionalProperties": False}),
-    "booleans_null": ("Is water wet? Give a note or nothing.", {
-        "type": "object", "properties": {
-            "wet": {"type": "boolean"}, "note": {"type": ["string", "null"], "maxLength": 30}},
-        "required": ["wet", "note"], "additionalProperties": False}),
-}
+SUITE = schemas.SUITE
+PERSON = schemas.PERSON
 
 
-def fmt(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema,
-                                                    "strict": True}}
+fmt = schemas.response_format
 
 
 def test_the_schema_check_names_every_keyword_the_grammar_cannot_enforce() -> None:

@@ -494,6 +494,23 @@ class FleetConfig:
 
 @with_config(_STRICT)
 @dataclass
+class EmbeddingsConfig:
+    """``POST /v1/embeddings``, served on this node from a local embedding model."""
+
+    #: The embedding model (``all-minilm-l6-v2``: the offline MiniLM package of the
+    #: ``router`` extra, 384 dimensions); ``null``: the route answers 404.
+    model: Literal["all-minilm-l6-v2"] | None = "all-minilm-l6-v2"
+    #: Most inputs in one request (OpenAI allows 2048).
+    max_inputs: Annotated[int, Field(ge=1, le=2048)] = 2048
+    #: Word pieces embedded per input (the model was trained on 256; longer inputs are
+    #: truncated, and ``usage`` counts what was embedded).
+    max_tokens: Annotated[int, Field(ge=8, le=512)] = 256
+    #: CPU threads of the embedding model (torch's, shared with a learned router).
+    threads: Annotated[int, Field(ge=1, le=256)] | None = 1
+
+
+@with_config(_STRICT)
+@dataclass
 class EdgewiseConfig:
     """The whole node configuration."""
 
@@ -507,6 +524,7 @@ class EdgewiseConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 

@@ -23,6 +23,7 @@ from edgewise import __version__
 from edgewise.api.auth import ApiKeys, FleetAuth
 from edgewise.api.chat import router as chat_router
 from edgewise.api.completions import router as completions_router
+from edgewise.api.embeddings import router as embeddings_router
 from edgewise.api.errors import install_error_handlers, public_message
 from edgewise.api.middleware import AccessLog, BodyLimit, Draining, NodeHeaders
 from edgewise.api.models import router as models_router
@@ -111,6 +112,7 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(completions_router)
+    app.include_router(embeddings_router)
     app.include_router(models_router)
 
     @app.get("/healthz")

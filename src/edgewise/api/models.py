@@ -33,6 +33,14 @@ def _cards(node: Node, rt: Router, *, tiers: bool = True) -> dict[str, dict[str,
             "id": info.model, "object": "model", "created": created, "owned_by": "edgewise",
             "edgewise": {"engine": info.kind, "n_ctx": info.n_ctx, "sha256": info.sha256,
                          "size_bytes": info.size_bytes, "tier": node.tier, "node": node.name}}
+    embedding = node.config.embeddings.model
+    if embedding is not None:
+        from edgewise.api.embeddings import EMBEDDING_MODELS
+
+        cards[embedding] = {
+            "id": embedding, "object": "model", "created": created, "owned_by": "edgewise",
+            "edgewise": {"kind": "embedding", "dimensions": EMBEDDING_MODELS[embedding],
+                         "tier": node.tier, "node": node.name}}
     for tier in rt.fleet.tiers if tiers else ():
         models = [m for e in rt.fleet.endpoints[tier.name] for m in e.models]
         if tier.name not in cards:

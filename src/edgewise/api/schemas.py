@@ -18,6 +18,7 @@ __all__ = [
     "ChatMessageIn",
     "CompletionRequest",
     "ContentPart",
+    "EmbeddingRequest",
     "ErrorBody",
     "ErrorResponse",
     "FunctionCallIn",
@@ -124,6 +125,17 @@ class CompletionRequest(_SamplingFields):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     suffix: str | None = None
     best_of: Annotated[int, Field(ge=1)] | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``."""
+
+    model_config = _STRICT
+    input: str | Annotated[list[str], Field(min_length=1)] | list[int] | list[list[int]]
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
 
 
 class ErrorBody(BaseModel):
