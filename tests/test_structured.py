@@ -36,12 +36,19 @@ def test_the_schema_check_names_every_keyword_the_grammar_cannot_enforce() -> No
     schema = {"type": "object", "properties": {
         "n": {"type": "number", "minimum": 0, "maximum": 9},
         "xs": {"type": "array", "uniqueItems": True, "items": {"not": {"type": "null"}}},
-        "d": {"type": "string", "format": "email"}},
+        "d": {"type": "string", "format": "email"},
+        "o": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "t": {"type": ["string", "null"], "maxLength": 30},
+        "r": {"$ref": "#/$defs/x", "minItems": 1}},
         "patternProperties": {"^x": {}}}
+    beside = "(beside {}: use anyOf of complete schemas)"
     assert sorted(check_schema(schema)) == sorted([
         "schema.properties.n.minimum", "schema.properties.n.maximum",
         "schema.properties.xs.uniqueItems", "schema.properties.xs.items.not",
-        "schema.properties.d.format=email", "schema.patternProperties"])
+        "schema.properties.d.format=email", "schema.patternProperties",
+        "schema.properties.o.oneOf (the grammar cannot rule out matching two; use anyOf)",
+        f"schema.properties.t.maxLength {beside.format('type')}",
+        f"schema.properties.r.minItems {beside.format('$ref')}"])
     for _, s in SUITE.values():
         assert check_schema(s) == []
         check_response_format(fmt(s))

@@ -15,8 +15,11 @@ it does enforce, and anything else is refused with the keywords named
 ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``multipleOf``), ``not``,
 ``if``/``then``/``else``, ``patternProperties``, ``propertyNames``, ``uniqueItems``,
 ``contains``, ``minProperties``/``maxProperties``, ``dependentRequired``/
-``dependentSchemas``, remote ``$ref``, and string ``format`` other than ``date``,
-``time``, ``date-time`` and ``uuid``.
+``dependentSchemas``, remote ``$ref``, string ``format`` other than ``date``,
+``time``, ``date-time`` and ``uuid``, ``oneOf`` (the grammar cannot rule out an answer
+that matches two alternatives; ``anyOf`` is enforced), and keywords beside ``$ref``,
+``anyOf`` or a list of types, which the converter drops (bench/structured.py found
+``{"type": ["string", "null"], "maxLength": 30}`` answered with a longer string).
 """
 
 from __future__ import annotations
@@ -54,12 +57,23 @@ def check_schema(schema: Any, where: str = "schema") -> list[str]:
         return bad
     if not isinstance(schema, dict):
         return [f"{where} (a schema must be an object or a boolean)"]
+    # The converter turns these into the alternatives (or the referenced schema) alone
+    # and drops every keyword beside them: {"type": ["string", "null"], "maxLength": 9}
+    # would not bound the string. Such siblings are refused; anyOf can say it.
+    lone = ("$ref" if "$ref" in schema else "anyOf" if "anyOf" in schema else
+            "type" if isinstance(schema.get("type"), list) else None)
+    if lone is not None:
+        keep = _DESCRIPTIVE | {lone, "$defs", "definitions"}
+        bad += [f"{where}.{k} (beside {lone}: use anyOf of complete schemas)"
+                for k in schema if k not in keep]
     for key, value in schema.items():
         path = f"{where}.{key}"
         if key in _DESCRIPTIVE:
             continue
         if key not in _ENFORCED:
             bad.append(path)
+        elif key == "oneOf":  # the grammar allows any alternative, even several at once
+            bad.append(f"{path} (the grammar cannot rule out matching two; use anyOf)")
         elif key == "format" and value not in _FORMATS:
             bad.append(f"{path}={value}")
         elif key == "$ref" and not (isinstance(value, str) and value.startswith("#")):

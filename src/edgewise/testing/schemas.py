@@ -44,7 +44,9 @@ SUITE: dict[str, tuple[str, dict[str, Any]]] = {
         "required": ["answer", "kind"], "additionalProperties": False}),
     "booleans_null": ("Is water wet? Give a note or nothing.", {
         "type": "object", "properties": {
-            "wet": {"type": "boolean"}, "note": {"type": ["string", "null"], "maxLength": 30}},
+            "wet": {"type": "boolean"},
+            "note": {"anyOf": [{"type": "string", "maxLength": 30}, {"type": "null"}]},
+            "kind": {"type": ["string", "null"]}},
         "required": ["wet", "note"], "additionalProperties": False}),
 }
 
