@@ -366,9 +366,9 @@ class Recording(FakeEngine):
         super().__init__(**kw)
         self.conversations: list[int] = []
 
-    def chat_prompt(self, messages: Any) -> list[int]:
+    def chat_prompt(self, messages: Any, tools: Any = ()) -> list[int]:
         self.conversations.append(len(messages))
-        return super().chat_prompt(messages)
+        return super().chat_prompt(messages, tools)
 
 
 @pytest.mark.slow

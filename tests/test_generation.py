@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,8 @@ class ScriptedEngine:
     def token_bytes(self, token: int) -> bytes:
         return self.pieces[token] if token < len(self.pieces) else b""
 
-    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
+    def chat_prompt(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] = ()) -> list[int]:
         return [0]
 
     def steps(self, prompt: Sequence[int], params: SamplingParams,

@@ -332,11 +332,16 @@ async def test_tool_arguments_and_results_are_redacted_and_restored(
         assert sent["messages"][2]["tool_call_id"] == "call_1"
         assert sent["tools"] == TOOLS
         if stream:
-            calls = [c for line in r.text.splitlines()
-                     if line.startswith("data: {")
-                     for c in json.loads(line[6:])["choices"]
-                     if c["delta"].get("tool_calls")]
-            call = calls[0]["delta"]["tool_calls"][0]
+            pieces = [t for line in r.text.splitlines()
+                      if line.startswith("data: {")
+                      for c in json.loads(line[6:])["choices"]
+                      for t in c["delta"].get("tool_calls") or ()]
+            # OpenAI's shape: id, type and name first, then the arguments in pieces
+            assert pieces[0]["id"] and pieces[0]["type"] == "function"
+            call = {"function": {
+                "name": pieces[0]["function"]["name"],
+                "arguments": "".join(p["function"].get("arguments", "") for p in pieces
+                                     if p["index"] == 0)}}
             finish = [c["finish_reason"] for line in r.text.splitlines()
                       if line.startswith("data: {")
                       for c in json.loads(line[6:])["choices"] if c["finish_reason"]]
@@ -382,8 +387,8 @@ async def test_tool_requests_need_a_tier_that_calls_functions(tmp_path: Any) -> 
             "tools": TOOLS})
         assert r.status_code == 400
         assert r.json()["error"]["message"] == (
-            "the request uses tools and no eligible tier calls functions (only remote tiers "
-            "do)")
+            "the request uses tools and no eligible tier calls functions (a local llama.cpp "
+            "engine or a remote tier does)")
 
 
 def test_redaction_that_would_break_tool_json_is_refused() -> None:

@@ -30,7 +30,8 @@ class ToolCall:
 @dataclass(frozen=True)
 class Message:
     """One chat message. ``tool_calls`` (assistant) and ``tool_call_id`` (role ``tool``)
-    carry function calling; only tiers with a remote endpoint can serve those.
+    carry function calling; tiers that call functions serve those (a remote endpoint,
+    or a local engine that constrains decoding).
 
     ``role`` is ``system``, ``user``, ``assistant`` or ``tool`` (the API maps OpenAI's
     ``developer`` to ``system``)."""
@@ -63,13 +64,16 @@ class ChatRequest:
     #: Function definitions (OpenAI ``tools``, passed through as given) and ``tool_choice``.
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
+    #: Whether the model may make several calls in one answer (OpenAI's default).
+    parallel_tool_calls: bool = True
     #: OpenAI ``response_format`` (``json_object`` / ``json_schema``; None: text): the
     #: local engine decodes within its grammar, a remote tier is sent it as is.
     response_format: dict[str, Any] | None = None
 
     @property
     def uses_tools(self) -> bool:
-        """Whether serving this needs function calling (a remote tier)."""
+        """Whether serving this needs function calling (a remote tier, or a local engine
+        that constrains decoding)."""
         return bool(self.tools) or any(m.tool_calls or m.role == "tool"
                                        for m in self.messages)
 

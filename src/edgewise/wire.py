@@ -113,6 +113,8 @@ def request_body(req: ChatRequest, model: str) -> dict[str, Any]:
         body["tools"] = list(req.tools)
     if req.tool_choice is not None:
         body["tool_choice"] = req.tool_choice
+    if req.tools and not req.parallel_tool_calls:
+        body["parallel_tool_calls"] = False
     if req.response_format is not None:
         body["response_format"] = req.response_format
     for key in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty",

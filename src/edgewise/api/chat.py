@@ -234,8 +234,13 @@ async def _sse(request: Request, deltas: AsyncIterator[Delta], routed: Routed, c
         yield SSE_DONE
         return
     if final is not None and final.tool_calls:
-        yield frame({"tool_calls": [{"index": k, **tool_call_to_openai(c)}
-                                    for k, c in enumerate(final.tool_calls)]})
+        # OpenAI's shape: a call's id, type and name first, then its arguments
+        for k, c in enumerate(final.tool_calls):
+            call = tool_call_to_openai(c)
+            yield frame({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                         "function": {"name": c.name, "arguments": ""}}]})
+            yield frame({"tool_calls": [{"index": k,
+                                         "function": {"arguments": c.arguments}}]})
     yield frame({}, None, final.finish_reason if final is not None else "stop")
     if include_usage:
         used = usage(final.prompt_tokens if final else 0,

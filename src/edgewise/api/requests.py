@@ -38,6 +38,7 @@ from edgewise.api.auth import identity_of
 from edgewise.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgewise.chat import ChatRequest, Message
 from edgewise.engines.grammar import check_response_format
+from edgewise.engines.grammar import check_tools as check_tool_definitions
 from edgewise.errors import ContextLengthError, InvalidRequestError
 from edgewise.levels import LEVEL_NAMES, Level
 from edgewise.node import Node
@@ -115,8 +116,7 @@ def reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
             raise InvalidRequestError(
                 "legacy `functions` are not supported; send `tools` (a node with a remote "
                 "tier serves them)", param="functions", code="unsupported_parameter")
-        if body.tool_choice is not None and not body.tools:
-            raise InvalidRequestError("tool_choice needs tools", param="tool_choice")
+        check_tool_definitions(body.tools, body.tool_choice, body.parallel_tool_calls)
         check_response_format(body.response_format)
         if body.top_logprobs and not body.logprobs:
             raise InvalidRequestError("top_logprobs requires logprobs=true",
@@ -163,8 +163,8 @@ def check_tools(body: ChatCompletionRequest, router: Router) -> None:
     engine does not) says so at once, naming the offending part of the request."""
     if router.fleet.serves_tools:
         return
-    why = ("(its local engine does not call functions; a node with a remote tier "
-           "serves them)")
+    why = ("(its local engine cannot constrain decoding, so it does not call functions; "
+           "serve with the llamacpp engine, or add a remote tier that does)")
     for i, m in enumerate(body.messages):
         if m.role == "tool" or m.tool_calls:
             raise InvalidRequestError(f"tool messages and tool calls are not supported by "
@@ -284,6 +284,7 @@ def chat_request(body: ChatCompletionRequest, max_tokens: int | None) -> ChatReq
         tools, choice = (), None
     return ChatRequest(
         messages=tuple(msgs), model=body.model, tools=tools, tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls is not False,
         max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
         stop=body.stop_list(), seed=body.seed, presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,

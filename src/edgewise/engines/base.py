@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from edgewise.chat import Message
 
@@ -53,6 +53,10 @@ class SamplingParams:
     #: within (``response_format``: engines/grammar.py); engines that cannot constrain
     #: decoding say so in ``EngineInfo.grammar``.
     grammar: str | None = None
+    #: Make ``grammar`` lazy (``tool_choice: "auto"``): decoding is free until the whole
+    #: output so far matches one of these regular expressions (ECMAScript, as llama.cpp
+    #: reads them), then constrained from the start of its first group onwards.
+    grammar_triggers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,10 @@ class Engine(Protocol):
     def token_bytes(self, token: int) -> bytes:
         """The bytes one token decodes to (may be a partial UTF-8 sequence)."""
 
-    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
-        """Render messages with the model's chat template and tokenize the result.
+    def chat_prompt(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+        """Render messages (and OpenAI ``tools`` definitions) with the model's chat
+        template and tokenize the result.
 
         Only the template's own markup may become control tokens: message content is
         always tokenized as plain text (a user cannot forge ``<|im_start|>system``)."""

@@ -197,7 +197,7 @@ class BatchScheduler:
             raise EngineError(f"prompt of {len(prompt)} tokens does not fit n_ctx={self.n_ctx}")
         seq = _Seq(list(prompt), params, should_stop)
         if params.grammar is not None:
-            seq.grammar = self._grammar(params.grammar)
+            seq.grammar = self._grammar(params.grammar, params.grammar_triggers)
         self._submit(seq)
         try:
             while True:
@@ -356,11 +356,23 @@ class BatchScheduler:
             slot.last_used = time.monotonic()
         seq.out.put(result)
 
-    def _grammar(self, gbnf: str) -> Any:
-        """A llama.cpp grammar sampler for ``gbnf`` (root rule ``root``)."""
+    def _grammar(self, gbnf: str, triggers: Sequence[str] = ()) -> Any:
+        """A llama.cpp grammar sampler for ``gbnf`` (root rule ``root``); with
+        ``triggers`` (``SamplingParams.grammar_triggers``), a lazy one — llama.cpp's own
+        mechanism for tool calls: it constrains nothing until the output matches a
+        trigger, then matches from the trigger's first group."""
+        import ctypes
+
         import llama_cpp
 
-        g = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
+        if not triggers:
+            g = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"),
+                                                     b"root")
+        else:
+            patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+            g = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+                self._vocab, gbnf.encode("utf-8"), b"root", patterns, len(triggers),
+                (llama_cpp.llama_token * 1)(), 0)
         if not g:
             raise EngineError("llama.cpp could not parse the grammar of this request")
         return g

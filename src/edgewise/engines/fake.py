@@ -17,6 +17,7 @@ sequences per step as the real engine does.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import threading
 import time
@@ -137,8 +138,10 @@ class FakeEngine:
                 f"token id {token} is outside the vocabulary (0..{len(self._vocab) - 1})")
         return self._vocab[token]
 
-    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
-        text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages) + "<assistant>"
+    def chat_prompt(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+        text = "".join(f"<tools>{json.dumps(t)}</tools>" for t in tools)
+        text += "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages) + "<assistant>"
         return self.tokenize(text)
 
     def _logits(self, context: Sequence[int], n_generated: int) -> np.ndarray:

@@ -59,6 +59,12 @@ from edgewise.chat import Message
 from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
 from edgewise.engines.batching import BatchScheduler, kv_bytes_per_token
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
+from edgewise.engines.tools import (
+    generic_messages,
+    has_tool_traffic,
+    template_messages,
+    tool_texts,
+)
 from edgewise.errors import EngineError
 from edgewise.models import ResolvedModel
 
@@ -300,17 +306,34 @@ class LlamaCppEngine:
             self._token_bytes[token] = piece
         return piece
 
-    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
+    @property
+    def native_tools(self) -> bool:
+        """Whether the model's chat template renders tools itself (engines/tools.py)."""
+        return self._formatter is not None and "tools" in self._formatter.template
+
+    def chat_prompt(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+        """The prompt of ``messages``; ``tools`` (OpenAI function definitions) are
+        rendered by the template if it knows them, else written into the system prompt
+        (:mod:`edgewise.engines.tools`). Tool texts the template writes outside message
+        content must hold no control-token text (refused with 400 otherwise)."""
+        native = self.native_tools and bool(tools or has_tool_traffic(messages))
+        if not native and (tools or has_tool_traffic(messages)):
+            messages, tools = generic_messages(messages, tools), ()
         if self._formatter is None:
             # Base model without a chat template: a plain transcript it can continue,
             # tokenized as text (nothing in it is a control token).
             text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
             return self.tokenize(text)
-        roles = [m.role for m in messages]
+        if native:
+            self._check_tool_texts(messages, tools)
         contents = [m.content for m in messages]
         nonce = secrets.token_hex(8)
-        marked = self._render(roles, [f"EW{nonce}M{i}E" for i in range(len(contents))])
-        real = self._render(roles, contents)
+        # an empty content gets no marker: a template may skip it (Qwen's assistant
+        # turn with only tool calls), and nothing can hide in it
+        markers = [f"EW{nonce}M{i}E" if c else "" for i, c in enumerate(contents)]
+        marked = self._render(messages, markers, tools, native)
+        real = self._render(messages, contents, tools, native)
         parts = re.split(f"EW{nonce}M(\\d+)E", marked)
         template, slots = parts[0::2], [int(i) for i in parts[1::2]]
         values = _placed(template, [contents[i] for i in slots], real)
@@ -337,10 +360,28 @@ class LlamaCppEngine:
             return ids[1:]
         return ids
 
-    def _render(self, roles: Sequence[str], contents: Sequence[str]) -> str:
+    def _check_tool_texts(self, messages: Sequence[Message],
+                          tools: Sequence[dict[str, Any]]) -> None:
+        if self._special is None:
+            return
+        for where, text in tool_texts(messages, tools):
+            if self._special.could_change_controls(["", text, ""]):
+                from edgewise.errors import InvalidRequestError
+
+                raise InvalidRequestError(
+                    f"{where} holds the text of one of the model's control tokens, which "
+                    "its chat template would turn into markup; remove it", param=where)
+
+    def _render(self, messages: Sequence[Message], contents: Sequence[str],
+                tools: Sequence[dict[str, Any]] = (), native: bool = False) -> str:
         try:
-            rendered = self._formatter(messages=[{"role": r, "content": c}
-                                                 for r, c in zip(roles, contents, strict=True)])
+            if native:
+                rendered = self._formatter(messages=template_messages(messages, contents),
+                                           tools=list(tools) or None)
+            else:
+                rendered = self._formatter(messages=[
+                    {"role": m.role, "content": c}
+                    for m, c in zip(messages, contents, strict=True)])
         except Exception as exc:  # jinja2 raises its own types, and ValueError via raise_exception
             from edgewise.errors import InvalidRequestError
 

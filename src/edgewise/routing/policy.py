@@ -193,8 +193,9 @@ def route(req: RouteRequest, fleet: Sequence[TierView], *, energy_weight: float 
                 raise ClearanceError(f"{need} data may not be sent to {', '.join(barred)}, "
                                      "the only tiers that call functions (clearance too low)")
             raise InvalidRequestError(
-                "the request uses tools and no eligible tier calls functions (only remote "
-                "tiers do)", param="tools", code="unsupported_parameter")
+                "the request uses tools and no eligible tier calls functions (a local "
+                "llama.cpp engine or a remote tier does)", param="tools",
+                code="unsupported_parameter")
 
     # 4. budget (hard)
     if req.max_cost is not None:

@@ -354,7 +354,7 @@ class Router:
         """The request's prompt length: tokenized by the local engine when it can
         render the request, else estimated (4 characters per token)."""
         local = self.fleet.local
-        if local is not None and local.ready() and not req.uses_tools:
+        if local is not None and local.ready():
             return len(await local.prompt(req))
         return sum(len(s) for s in segments_of(req)) // 4
 

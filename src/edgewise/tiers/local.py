@@ -22,9 +22,9 @@ from typing import Any
 
 import anyio
 
-from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message
+from edgewise.chat import ChatAnswer, ChatRequest, Delta, Message, ToolCall
 from edgewise.engines import Chunk, Generation, SamplingParams
-from edgewise.engines.grammar import grammar_for
+from edgewise.engines.grammar import ToolGrammar, grammar_for, parse_tool_calls, tool_grammar
 from edgewise.errors import (
     ContextLengthError,
     EngineError,
@@ -46,6 +46,29 @@ def _grammar(response_format: str) -> str | None:
     return grammar_for(json.loads(response_format))
 
 
+@functools.lru_cache(maxsize=64)
+def _tool_grammar(tools: str, tool_choice: str, parallel: bool) -> ToolGrammar | None:
+    """The grammar of a tool-calling answer (JSON texts: cache keys), built once."""
+    return tool_grammar(json.loads(tools), json.loads(tool_choice), parallel)
+
+
+def _key(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def _calls_of(answer: ChatAnswer) -> None:
+    """Read the tool calls out of a local answer's text (the grammar made them parse):
+    the text keeps what came before them; ``finish_reason`` becomes ``tool_calls``."""
+    content, calls = parse_tool_calls(answer.text)
+    if not calls:
+        return
+    answer.text = content
+    answer.tool_calls = [ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, args)
+                         for name, args in calls]
+    if answer.finish_reason != "length":
+        answer.finish_reason = "tool_calls"
+
+
 @dataclass
 class LocalRun:
     """One generation on the node's engine, and what it measured. ``serving`` is the
@@ -59,6 +82,8 @@ class LocalRun:
     stats: RunStats = field(default_factory=RunStats)
     generation: Generation | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    #: The answer is written in the tool-call format (its calls are read out of it).
+    calls_tools: bool = False
 
     @property
     def model(self) -> str:
@@ -130,7 +155,8 @@ class LocalEndpoint:
         # The local engine does not trip: its failures are request errors, not outages.
         self.breaker = CircuitBreaker(failure_threshold=1_000_000)
         self.latency = LatencyEstimate(alpha=node.config.routing.health.ewma_alpha)
-        self._prompts: OrderedDict[tuple[int, tuple[Message, ...]], list[int]] = OrderedDict()
+        self._prompts: OrderedDict[tuple[int, tuple[Message, ...], str], list[int]] = \
+            OrderedDict()
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -139,7 +165,12 @@ class LocalEndpoint:
 
     @property
     def tools(self) -> bool:
-        return False  # the local engine does not call functions (yet)
+        """Whether this node's engine calls functions: one that constrains decoding
+        (llama.cpp; before the model is loaded, judged by the configured engine)."""
+        node = self.node
+        if node.ready:
+            return all(s.info.grammar for s in node.servings)
+        return node.config.engine.kind == "llamacpp"
 
     def ready(self) -> bool:
         a = self.node.admission
@@ -173,10 +204,11 @@ class LocalEndpoint:
         the current one), off the event loop (a long conversation takes a while to
         render); cached for the request's later steps."""
         s = serving or self.serving_for(req)
-        key = (id(s), req.messages)
+        key = (id(s), req.messages, _key(req.tools) if req.tools else "")
         ids = self._prompts.get(key)
         if ids is None:
-            ids = await asyncio.to_thread(s.engine.chat_prompt, list(req.messages))
+            ids = await asyncio.to_thread(s.engine.chat_prompt, list(req.messages),
+                                          list(req.tools))
             self._prompts[key] = ids
             if len(self._prompts) > self._CACHE:
                 self._prompts.popitem(last=False)
@@ -202,7 +234,23 @@ class LocalEndpoint:
                     "it cannot honour response_format; serve with the llamacpp engine or "
                     "route the request to a tier that supports it", param="response_format",
                     code="unsupported_parameter")
-            grammar = _grammar(json.dumps(req.response_format, sort_keys=True))
+            grammar = _grammar(_key(req.response_format))
+        triggers: tuple[str, ...] = ()
+        tools = _tool_grammar(_key(list(req.tools)), _key(req.tool_choice),
+                              req.parallel_tool_calls) if req.tools else None
+        if tools is not None:
+            if grammar is not None:
+                raise InvalidRequestError(
+                    "the local engine cannot apply response_format and tools to one answer; "
+                    "send one of them (a tool's parameters schema constrains its arguments)",
+                    param="response_format", code="unsupported_parameter")
+            if not serving.info.grammar:
+                raise InvalidRequestError(
+                    f"this node's engine ({serving.info.kind}) cannot constrain decoding, so "
+                    "it cannot call functions; serve with the llamacpp engine or route the "
+                    "request to a tier that calls functions", param="tools",
+                    code="unsupported_parameter")
+            grammar, triggers = tools.gbnf, tools.triggers
         d = node.config.sampling
         params = SamplingParams(
             max_tokens=min(req.max_tokens or n_ctx, n_ctx - len(prompt)),
@@ -212,9 +260,11 @@ class LocalEndpoint:
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             stop=req.stop, seed=None if req.seed is None else req.seed % (1 << 32),
-            top_logprobs=req.top_logprobs, grammar=grammar,
+            top_logprobs=req.top_logprobs, grammar=grammar, grammar_triggers=triggers,
         )
-        return LocalRun(node, serving, prompt, params)
+        run = LocalRun(node, serving, prompt, params)
+        run.calls_tools = tools is not None
+        return run
 
     def _answer(self, run: LocalRun, text: str, items: list[dict[str, Any]],
                 started: float) -> ChatAnswer:
@@ -225,6 +275,8 @@ class LocalEndpoint:
             model=run.model, prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens, logprob_items=items,
             ttft_s=run.stats.ttft_s, total_s=time.perf_counter() - started)
+        if run.calls_tools:
+            _calls_of(answer)
         if out.completion_tokens > 1 and run.stats.decode_s > 0:
             self.latency.observe(run.stats.ttft_s,
                                  (out.completion_tokens - 1) / run.stats.decode_s)
@@ -241,6 +293,11 @@ class LocalEndpoint:
         return self._answer(run, "".join(parts), items, started)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
+        if req.uses_tools:  # calls are read out of the whole answer (the walk asks chat)
+            answer = await self.chat(req)
+            yield Delta(answer.text, tuple(answer.logprob_items), model=answer.model)
+            yield Delta("", final=answer)
+            return
         started = time.perf_counter()
         run = await self._run(req)
         parts: list[str] = []
