@@ -236,3 +236,46 @@ async def test_openai_sdk_works_unchanged(fake_node: Node) -> None:
         await sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user",
                                                                     "content": "x"}])
     await http.aclose()
+
+
+async def test_n_choices_are_independent_samples(client: httpx.AsyncClient) -> None:
+    """n > 1: n choices from the same tier (the fake engine samples by seed), seeded
+    seed + i when a seed is given, so a seeded request is reproducible; usage counts
+    every choice's tokens once and the prompt once."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Hello there"}],
+            "n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 8}
+    r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert [c["index"] for c in data["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in data["choices"]]
+    assert len(set(texts)) > 1, texts  # different seeds, different samples
+    again = (await client.post("/v1/chat/completions", json=body)).json()
+    assert [c["message"]["content"] for c in again["choices"]] == texts
+    one = (await client.post("/v1/chat/completions", json={**body, "n": 1})).json()
+    assert one["choices"][0]["message"]["content"] == texts[0]  # choice 0 = seed 7
+    assert data["usage"]["prompt_tokens"] == one["usage"]["prompt_tokens"]
+    assert data["usage"]["completion_tokens"] >= 3
+    r = await client.post("/v1/completions", json={"model": "auto", "prompt": "Hello",
+                                                   "n": 2, "max_tokens": 4, "seed": 3,
+                                                   "temperature": 1.0})
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1]
+
+
+def test_n_choices_on_the_wire() -> None:
+    from edgewise.chat import ChatAnswer
+    from edgewise.wire import answer_from_body, completion_body
+
+    body = {"model": "up", "usage": {"prompt_tokens": 5, "completion_tokens": 9},
+            "choices": [
+                {"index": 1, "message": {"content": "b"}, "finish_reason": "length"},
+                {"index": 0, "message": {"content": "a"}, "finish_reason": "stop"}]}
+    answer = answer_from_body(body)
+    assert (answer.text, [a.text for a in answer.alternatives]) == ("a", ["b"])
+    assert answer.alternatives[0].finish_reason == "length"
+    assert (answer.prompt_tokens, answer.completion_tokens) == (5, 9)
+    out = completion_body(answer, "c", 0, include_logprobs=False)
+    assert [(c["index"], c["message"]["content"], c["finish_reason"])
+            for c in out["choices"]] == [(0, "a", "stop"), (1, "b", "length")]
+    assert isinstance(answer.alternatives[0], ChatAnswer)

@@ -67,7 +67,10 @@ async def test_validation_errors_are_400_with_param(
 @pytest.mark.parametrize(
     ("payload", "param", "fragment"),
     [
-        ({"n": 2}, "n", "n > 1 is not supported"),
+        ({"n": 2, "stream": True}, "n", "n > 1 with stream: true is not supported"),
+        ({"tool_choice": "auto"}, "tool_choice", "needs tools"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]},
+         "tools[0].function.name", "letters, digits"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools"),
         ({"logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
         ({"response_format": {"type": "json_object"}}, "response_format",

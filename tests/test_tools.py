@@ -322,3 +322,20 @@ def test_tools_with_response_format_are_refused_locally(real_node_server: LiveSe
                                 "response_format": {"type": "json_object"}})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "response_format"
+
+
+@pytest.mark.model
+def test_n_choices_each_call_validly(real_node_server: LiveServer) -> None:
+    body = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "n": 3,
+            "temperature": 1.0, "seed": 11}
+    r = post(real_node_server, body)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    for c in choices:
+        assert c["finish_reason"] == "tool_calls"
+        for call in c["message"]["tool_calls"]:
+            valid_call(call)
+    again = post(real_node_server, body).json()["choices"]  # seeded: reproducible
+    assert [c["message"]["tool_calls"][0]["function"] for c in again] == [
+        c["message"]["tool_calls"][0]["function"] for c in choices]

@@ -66,6 +66,9 @@ class ChatRequest:
     tool_choice: Any = None
     #: Whether the model may make several calls in one answer (OpenAI's default).
     parallel_tool_calls: bool = True
+    #: Independent answers wanted (OpenAI ``n``): the first is the answer, the rest
+    #: come back as :attr:`ChatAnswer.alternatives`.
+    n: int = 1
     #: OpenAI ``response_format`` (``json_object`` / ``json_schema``; None: text): the
     #: local engine decodes within its grammar, a remote tier is sent it as is.
     response_format: dict[str, Any] | None = None
@@ -108,6 +111,9 @@ class ChatAnswer:
     redacted: bool = False
     #: Function calls the model made instead of (or besides) answering.
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: Choices 1..n-1 of a request with ``n > 1`` (choice 0 is this answer), from the
+    #: same tier; usage above counts them all.
+    alternatives: list[ChatAnswer] = field(default_factory=list)
 
     @property
     def logprobs(self) -> list[float]:

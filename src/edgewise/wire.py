@@ -124,6 +124,8 @@ def request_body(req: ChatRequest, model: str) -> dict[str, Any]:
             body[key] = value
     if req.stop:
         body["stop"] = list(req.stop)
+    if req.n > 1:
+        body["n"] = req.n
     if req.logprobs:
         body["logprobs"] = True
         if req.top_logprobs:
@@ -213,12 +215,12 @@ def completion_body(answer: ChatAnswer, cid: str, created: int, *, include_logpr
     if fingerprint is not None:
         body["system_fingerprint"] = fingerprint
     body["choices"] = [{
-        "index": 0,
-        "message": _message(answer),
-        "logprobs": {"content": answer.logprob_items, "refusal": None}
-        if include_logprobs and not answer.redacted else None,
-        "finish_reason": _finish(answer.finish_reason),
-    }]
+        "index": i,
+        "message": _message(a),
+        "logprobs": {"content": a.logprob_items, "refusal": None}
+        if include_logprobs and not a.redacted else None,
+        "finish_reason": _finish(a.finish_reason),
+    } for i, a in enumerate([answer, *answer.alternatives])]
     body["usage"] = usage(answer.prompt_tokens, answer.completion_tokens)
     return body
 
@@ -245,15 +247,20 @@ def answer_from_body(body: dict[str, Any], *, default_model: str = "") -> ChatAn
 
     Raises ``KeyError``, ``TypeError``, ``IndexError`` or ``ValueError`` on a malformed
     body; the caller says whose body it was."""
-    choice = body["choices"][0]
     use = body.get("usage") or {}
-    message = choice["message"]
-    return ChatAnswer(
-        text=message.get("content") or "",
-        finish_reason=choice.get("finish_reason") or "stop",
-        model=str(body.get("model") or default_model),
-        prompt_tokens=int(use.get("prompt_tokens", 0)),
-        completion_tokens=int(use.get("completion_tokens", 0)),
-        logprob_items=list((choice.get("logprobs") or {}).get("content") or []),
-        tool_calls=list(tool_calls_from_openai(message.get("tool_calls"))),
-    )
+    model = str(body.get("model") or default_model)
+
+    def one(choice: dict[str, Any]) -> ChatAnswer:
+        message = choice["message"]
+        return ChatAnswer(
+            text=message.get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop", model=model,
+            logprob_items=list((choice.get("logprobs") or {}).get("content") or []),
+            tool_calls=list(tool_calls_from_openai(message.get("tool_calls"))))
+
+    choices = sorted(body["choices"], key=lambda c: int(c.get("index", 0)))
+    answer = one(choices[0])
+    answer.alternatives = [one(c) for c in choices[1:]]
+    answer.prompt_tokens = int(use.get("prompt_tokens", 0))
+    answer.completion_tokens = int(use.get("completion_tokens", 0))
+    return answer

@@ -13,6 +13,7 @@ is picked by the requester, else the ``user`` field, else the prompt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -184,13 +185,20 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             _stream(request, run, cid, created, echo_text, want, include_usage, audit),
             media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
 
-    async def answer() -> tuple[list[tuple[str, float | None]] | None, list[Chunk]]:
+    # n > 1: independent samples, each a run of its own (batched together by the
+    # engine), seeded seed + i when the client fixed a seed
+    runs = [run] + [LocalRun(node, serving, prompt, dataclasses.replace(
+        params, seed=None if params.seed is None else (params.seed + i) % (1 << 32)),
+        id=ctx.request_id) for i in range(1, body.n)]
+
+    async def one(r: LocalRun, score: bool
+                  ) -> tuple[list[tuple[str, float | None]] | None, list[Chunk]]:
         leading = None
         async with AsyncExitStack() as stack:
             await admitted(node, stack, serving)
-            if want and body.echo:
+            if score:
                 leading = await _prompt_logprobs(serving, prompt)
-            chunks = run.chunks()
+            chunks = r.chunks()
             failed = False
             try:
                 return leading, [c async for c in chunks]
@@ -200,10 +208,21 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()  # type: ignore[attr-defined]
-                run.record(failed=failed)
+                r.record(failed=failed)
+
+    async def answer() -> list[tuple[list[tuple[str, float | None]] | None, list[Chunk]]]:
+        if len(runs) == 1:
+            return [await one(run, want and body.echo)]
+        try:
+            async with asyncio.TaskGroup() as group:  # one failing cancels the others
+                tasks = [group.create_task(one(r, want and body.echo and i == 0))
+                         for i, r in enumerate(runs)]
+        except BaseExceptionGroup as failed:  # the first failure, as one request's
+            raise failed.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     try:
-        leading, chunks = await until_disconnect(request, answer())
+        results = await until_disconnect(request, answer())
     except ClientDisconnected:
         await audit("failed:disconnected")
         return Response(status_code=CLIENT_CLOSED)
@@ -211,24 +230,25 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         await audit(f"failed:{getattr(exc, 'code', None) or 'engine_error'}")
         raise
     await audit("answered")
-    assert run.generation is not None
-    tokens = [t for c in chunks for t in c.tokens]
-    return JSONResponse({
-        "id": cid, "object": "text_completion", "created": created, "model": run.model,
-        "choices": [{
-            "index": 0, "text": echo_text + "".join(c.text for c in chunks),
+    leading = results[0][0]
+    choices = []
+    for i, (r, (_, chunks)) in enumerate(zip(runs, results, strict=True)):
+        assert r.generation is not None
+        tokens = [t for c in chunks for t in c.tokens]
+        choices.append({
+            "index": i, "text": echo_text + "".join(c.text for c in chunks),
             "logprobs": legacy_logprobs(tokens, len(echo_text) if leading is None else 0,
                                         leading or ()) if want else None,
-            "finish_reason": _finish(run.generation.outcome.finish_reason),
-        }],
-        "usage": _usage(run),
-    }, headers=headers)
+            "finish_reason": _finish(r.generation.outcome.finish_reason)})
+    return JSONResponse({
+        "id": cid, "object": "text_completion", "created": created, "model": run.model,
+        "choices": choices, "usage": _usage(*runs)}, headers=headers)
 
 
-def _usage(run: LocalRun) -> dict[str, int]:
-    assert run.generation is not None
-    o = run.generation.outcome
-    return usage(o.prompt_tokens, o.completion_tokens)
+def _usage(*runs: LocalRun) -> dict[str, int]:
+    """Usage of a request's runs: its prompt once, every choice's tokens."""
+    outcomes = [r.generation.outcome for r in runs if r.generation is not None]
+    return usage(outcomes[0].prompt_tokens, sum(o.completion_tokens for o in outcomes))
 
 
 async def _prompt_logprobs(node: Serving, prompt: list[int]

@@ -4,7 +4,7 @@
 Checks that need no model run here, before anything is rendered, tokenized or scanned —
 cheap ones first, so a hostile request costs the node almost nothing:
 
-1. features this node does not implement (``n > 1``, ``logit_bias``, legacy
+1. features this node does not implement (``n > 1`` streamed, ``logit_bias``, legacy
    ``functions``, a ``response_format`` schema the grammar cannot enforce…) are refused,
    never silently ignored;
 2. message shapes (tool calls only on assistant messages, ``content: null`` only with
@@ -105,9 +105,11 @@ def valid_text(text: str, param: str) -> str:
 
 def reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
     """Refuse what this node does not implement (step 1 of the module docstring)."""
-    if body.n != 1:
-        raise InvalidRequestError("n > 1 is not supported by this node; send n=1",
-                                  param="n", code="unsupported_parameter")
+    if body.n > 1 and body.stream:
+        raise InvalidRequestError(
+            "n > 1 with stream: true is not supported by this node; send stream: false "
+            "(the n choices come back together) or n: 1", param="n",
+            code="unsupported_parameter")
     if body.logit_bias:
         raise InvalidRequestError("logit_bias is not supported by this node",
                                   param="logit_bias", code="unsupported_parameter")
@@ -290,6 +292,7 @@ def chat_request(body: ChatCompletionRequest, max_tokens: int | None) -> ChatReq
         frequency_penalty=body.frequency_penalty,
         logprobs=True,  # the cascade's confidence needs them; stripped if not asked for
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
+        n=body.n,
         response_format=body.response_format
         if body.response_format and body.response_format.get("type", "text") != "text"
         else None)

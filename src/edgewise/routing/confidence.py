@@ -205,7 +205,7 @@ def sample_requests(req: ChatRequest, k: int, temperature: float) -> list[ChatRe
     the client fixed a seed (reproducible), unseeded otherwise. Logprobs stay on (cheap;
     a scorer may weigh samples by them), alternatives off."""
     return [dataclasses.replace(
-        req, temperature=temperature, logprobs=True, top_logprobs=0,
+        req, temperature=temperature, logprobs=True, top_logprobs=0, n=1,
         seed=None if req.seed is None else req.seed + j) for j in range(1, k + 1)]
 
 

@@ -264,10 +264,11 @@ def _restored(answer: ChatAnswer, redaction: Redaction | None) -> ChatAnswer:
         return answer
     # Scoring happens after this, on the restored text's logprobs: keep the numbers for
     # the confidence scorers, but they are not returned to the client (see docstring).
-    answer.text = redaction.restore(answer.text)
-    answer.tool_calls = [dataclasses.replace(c, arguments=redaction.restore_json(c.arguments))
-                         for c in answer.tool_calls]
-    answer.redacted = True
+    for a in (answer, *answer.alternatives):
+        a.text = redaction.restore(a.text)
+        a.tool_calls = [dataclasses.replace(c, arguments=redaction.restore_json(c.arguments))
+                        for c in a.tool_calls]
+        a.redacted = True
     return answer
 
 

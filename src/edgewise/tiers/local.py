@@ -10,6 +10,7 @@ messages. Every metric of a run is labelled with its version's label."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import time
@@ -283,6 +284,8 @@ class LocalEndpoint:
         return answer
 
     async def chat(self, req: ChatRequest) -> ChatAnswer:
+        if req.n > 1:
+            return await self._choices(req)
         parts: list[str] = []
         items: list[dict[str, Any]] = []
         started = time.perf_counter()
@@ -291,6 +294,21 @@ class LocalEndpoint:
             parts.append(delta.text)
             items.extend(delta.logprob_items)
         return self._answer(run, "".join(parts), items, started)
+
+    async def _choices(self, req: ChatRequest) -> ChatAnswer:
+        """``n`` independent answers, each a run of its own (the engine batches them),
+        seeded ``seed + i`` when the client fixed a seed; the first is the answer."""
+        try:
+            async with asyncio.TaskGroup() as group:  # one failing cancels the others
+                tasks = [group.create_task(self.chat(dataclasses.replace(
+                    req, n=1, seed=None if req.seed is None else req.seed + i)))
+                    for i in range(req.n)]
+        except BaseExceptionGroup as failed:  # the first failure, as one request's
+            raise failed.exceptions[0] from None
+        first, *rest = [t.result() for t in tasks]
+        first.alternatives = rest
+        first.completion_tokens = sum(a.completion_tokens for a in (first, *rest))
+        return first
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
         if req.uses_tools:  # calls are read out of the whole answer (the walk asks chat)
