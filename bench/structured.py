@@ -7,7 +7,11 @@ the share cut at ``--max-tokens``. Then decode speed with a grammar vs without, 
 side on the same prompt: the constrained answer's tokens per second (first token to
 last) against an unconstrained greedy run of the same number of tokens
 (``ignore_eos``), alternating, ``--reps`` times; for the JSON-object grammar and for the
-nested schema.
+nested schema. The constrained run three ways: the grammar over the whole vocabulary
+for every token (how the engine did it before: "full mask"), with logprobs read (the
+grammar over the 32 likeliest tokens first, exact logprobs), and with logprobs unread
+(pick, then check only that token). Validity is measured both with logprobs read and
+unread (the two sampling paths).
 
     .venv/bin/python bench/structured.py                     # ~10 min on 2 idle cores
     .venv/bin/python bench/structured.py --models smollm2-135m-instruct --samples 1
@@ -16,10 +20,12 @@ nested schema.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +66,12 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             grammar = grammar_for(response_format(schema))
             prompt = engine.chat_prompt([Message("system", "Answer in JSON."),
                                          Message("user", question)])
-            for temp, seed in [(0.0, 0)] + [(0.9, s) for s in range(1, args.samples + 1)]:
+            for temp, seed, lps in [
+                    (t, s, lp) for lp in (True, False)
+                    for t, s in [(0.0, 0)] + [(0.9, s) for s in range(1, args.samples + 1)]]:
                 gen = Generation(engine, prompt, SamplingParams(
                     max_tokens=args.max_tokens, temperature=temp, seed=seed,
-                    grammar=grammar), n_ctx=engine.info().n_ctx)
+                    grammar=grammar, logprobs=lps), n_ctx=engine.info().n_ctx)
                 text = "".join(c.text for c in gen)
                 valid, error = False, None
                 if gen.outcome.finish_reason == "stop":
@@ -73,6 +81,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     except (ValueError, jsonschema.ValidationError) as exc:
                         error = str(exc).splitlines()[0][:200]
                 out["cases"].append({"case": case, "temperature": temp, "seed": seed,
+                                     "logprobs": lps,
                                      "finish": gen.outcome.finish_reason, "valid": valid,
                                      "error": error, "tokens": gen.outcome.completion_tokens,
                                      "text": text})
@@ -83,40 +92,68 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             grammar = grammar_for(fmt)
             prompt = engine.chat_prompt([Message("system", "Answer in JSON."),
                                          Message("user", question)])
-            with_g, without = [], []
+            rates: dict[str, list[float]] = {k: [] for k in VARIANTS}
             for _ in range(args.reps):
-                n, rate = timed(engine, prompt, SamplingParams(
-                    max_tokens=args.speed_tokens, temperature=0.0, grammar=grammar))
-                with_g.append(rate)
-                without.append(timed(engine, prompt, SamplingParams(
+                with full_mask():
+                    n, rate = timed(engine, prompt, SamplingParams(
+                        max_tokens=args.speed_tokens, temperature=0.0, grammar=grammar))
+                rates["full mask"].append(rate)
+                for key, lps in (("logprobs read", True), ("logprobs unread", False)):
+                    rates[key].append(timed(engine, prompt, SamplingParams(
+                        max_tokens=n, temperature=0.0, grammar=grammar, logprobs=lps,
+                        ignore_eos=True))[1])
+                rates["no grammar"].append(timed(engine, prompt, SamplingParams(
                     max_tokens=n, temperature=0.0, ignore_eos=True))[1])
-            speed[label] = {"tokens": n, "with_grammar_tok_s": statistics.median(with_g),
-                            "without_tok_s": statistics.median(without),
-                            "ratio": statistics.median(with_g) / statistics.median(without),
-                            "with_all": with_g, "without_all": without}
+            med = {k: statistics.median(v) for k, v in rates.items()}
+            speed[label] = {"tokens": n, "tok_s": med, "all": rates,
+                            "ratio": {k: med[k] / med["no grammar"] for k in VARIANTS}}
         out["speed"] = speed
     finally:
         engine.close()
     return out
 
 
+VARIANTS = ("full mask", "logprobs read", "logprobs unread", "no grammar")
+
+
+@contextlib.contextmanager
+def full_mask() -> Iterator[None]:
+    """The engine as before its fast paths: the grammar over the whole vocabulary."""
+    from edgewise.engines.batching import BatchScheduler
+
+    saved = BatchScheduler._sample_top, BatchScheduler._sample_unscored
+    BatchScheduler._sample_top = BatchScheduler._sample_unscored = (  # type: ignore[method-assign]
+        lambda *a: None)
+    try:
+        yield
+    finally:
+        BatchScheduler._sample_top, BatchScheduler._sample_unscored = saved  # type: ignore[method-assign]
+
+
 def report(results: list[dict[str, Any]]) -> str:
     lines = ["# Structured outputs: schema validity and grammar cost (1 thread)", "",
-             "| model | answers | valid | cut at max_tokens | invalid |",
-             "|---|---:|---:|---:|---:|"]
+             "| model | logprobs | answers | valid | cut at max_tokens | invalid |",
+             "|---|---|---:|---:|---:|---:|"]
     for r in results:
-        cases = r["cases"]
-        valid = sum(c["valid"] for c in cases)
-        cut = sum(c["finish"] == "length" for c in cases)
-        lines.append(f"| {r['model']} | {len(cases)} | {valid} ({valid / len(cases):.0%}) "
-                     f"| {cut} | {len(cases) - valid - cut} |")
-    lines += ["", "| model | grammar | tokens | tok/s with | tok/s without | ratio |",
-              "|---|---|---:|---:|---:|---:|"]
+        for lps in (True, False):
+            cases = [c for c in r["cases"] if c.get("logprobs", True) is lps]
+            if not cases:
+                continue
+            valid = sum(c["valid"] for c in cases)
+            cut = sum(c["finish"] == "length" for c in cases)
+            lines.append(f"| {r['model']} | {'read' if lps else 'unread'} | {len(cases)} | "
+                         f"{valid} ({valid / len(cases):.0%}) | {cut} | "
+                         f"{len(cases) - valid - cut} |")
+    lines += ["", "Decode tok/s with a grammar, and as a ratio of the same number of tokens "
+              "without one (medians):", "",
+              "| model | grammar | tokens | " + " | ".join(VARIANTS) + " | ratio: "
+              + " / ".join(VARIANTS[:3]) + " |",
+              "|---|---|---:|" + "---:|" * (len(VARIANTS) + 1)]
     for r in results:
         for label, v in r["speed"].items():
             lines.append(f"| {r['model']} | {label} | {v['tokens']} | "
-                         f"{v['with_grammar_tok_s']:.1f} | {v['without_tok_s']:.1f} | "
-                         f"{v['ratio']:.2f} |")
+                         + " | ".join(f"{v['tok_s'][k]:.1f}" for k in VARIANTS) + " | "
+                         + " / ".join(f"{v['ratio'][k]:.2f}" for k in VARIANTS[:3]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -122,6 +122,64 @@ def test_logprobs_are_those_of_the_constrained_distribution(engine: Any) -> None
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_skipping_the_whole_vocabulary_mask_changes_no_answer(
+        engine: Any, monkeypatch: pytest.MonkeyPatch, logprobs: bool) -> None:
+    """The fast paths against masking the whole vocabulary for every token, on every
+    schema of the suite: the same greedy answers; with logprobs read, logprobs within
+    1e-4 and the same alternatives (the grammar over the 32 likeliest tokens, when the
+    rest cannot matter); unread, the token picked first and checked alone — taken for
+    nearly every token."""
+    from edgewise.engines.batching import BatchScheduler
+
+    def run(question: str, grammar: str) -> list[Any]:
+        prompt = engine.chat_prompt([Message("user", question)])
+        return list(engine.steps(prompt, SamplingParams(
+            max_tokens=60, temperature=0.0, top_logprobs=2 if logprobs else 0,
+            logprobs=logprobs, grammar=grammar), lambda: False))
+
+    name = "_sample_top" if logprobs else "_sample_unscored"
+    taken: list[bool] = []
+    fast_path = getattr(BatchScheduler, name)
+
+    def counted(self: Any, seq: Any, row: Any) -> Any:
+        out = fast_path(self, seq, row)
+        taken.append(out is not None)
+        return out
+
+    cases = [(q, grammar_for(fmt(s)) or "") for q, s in SUITE.values()]
+    monkeypatch.setattr(BatchScheduler, name, counted)
+    fast = [run(q, g) for q, g in cases]
+    monkeypatch.setattr(BatchScheduler, name, lambda *a: None)
+    full = [run(q, g) for q, g in cases]
+    for a, b in zip(fast, full, strict=True):
+        assert [s.token for s in a] == [s.token for s in b]
+        if logprobs:
+            for x, y in zip(a, b, strict=True):
+                assert abs(x.logprob - y.logprob) < 1e-4
+                assert [t for t, _ in x.top] == [t for t, _ in y.top]
+    assert any(taken)
+    if not logprobs:
+        assert sum(taken) > 0.7 * len(taken), (sum(taken), len(taken))
+
+
+@pytest.mark.model
+def test_sampled_answers_without_logprobs_still_validate(engine: Any) -> None:
+    """Pick-then-check sampling (logprobs unread) keeps every answer in the schema."""
+    for case in ("nested", "array_enum", "defs_ref", "any_of"):
+        question, schema = SUITE[case]
+        grammar = grammar_for(fmt(schema))
+        for seed in range(3):
+            prompt = engine.chat_prompt([Message("user", question)])
+            gen = Generation(engine, prompt, SamplingParams(
+                max_tokens=160, temperature=0.9, seed=seed, grammar=grammar,
+                logprobs=False), n_ctx=engine.info().n_ctx)
+            text = "".join(c.text for c in gen)
+            if gen.outcome.finish_reason != "length":
+                jsonschema.validate(json.loads(text), schema)
+
+
+@pytest.mark.model
 def test_constrained_and_free_requests_batch_together(engine: Any) -> None:
     question, schema = SUITE["nested"]
     grammar = grammar_for(fmt(schema))

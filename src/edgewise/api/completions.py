@@ -131,7 +131,7 @@ def _sampling(node: Node, serving: Serving, body: CompletionRequest, prompt_len:
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         stop=body.stop_list(), seed=None if body.seed is None else body.seed % (1 << 32),
-        top_logprobs=body.logprobs or 0)
+        top_logprobs=body.logprobs or 0, logprobs=body.logprobs is not None)
 
 
 async def _screen(rt: Router, node: Node, text: str, ctx: RequestContext) -> None:

@@ -290,7 +290,7 @@ def chat_request(body: ChatCompletionRequest, max_tokens: int | None) -> ChatReq
         max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
         stop=body.stop_list(), seed=body.seed, presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
-        logprobs=True,  # the cascade's confidence needs them; stripped if not asked for
+        logprobs=bool(body.logprobs),  # the walk turns them on for a tier it scores
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
         n=body.n,
         response_format=body.response_format

@@ -57,6 +57,11 @@ class SamplingParams:
     #: output so far matches one of these regular expressions (ECMAScript, as llama.cpp
     #: reads them), then constrained from the start of its first group onwards.
     grammar_triggers: tuple[str, ...] = ()
+    #: Whether the steps' logprobs are read (the client asked, or a confidence scorer
+    #: will): with a grammar, False lets the engine check only the token it picks
+    #: instead of the whole vocabulary, and the logprobs are then the unconstrained
+    #: model's. Unconstrained decoding reports exact logprobs either way.
+    logprobs: bool = True
 
 
 @dataclass(frozen=True)

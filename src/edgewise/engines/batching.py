@@ -83,6 +83,14 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+#: llama.cpp's ``llama_token_data`` as a numpy record.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+#: Constrained sampling asks the grammar about this many most likely tokens first
+#: (:meth:`BatchScheduler._sample_top`), and masks the whole vocabulary only when the
+#: rest holds more than ``FAST_TAIL`` of the allowed ones' probability mass.
+FAST_TOP = 32
+FAST_TAIL = 1e-4
+
 @dataclass
 class _Slot:
     seq_id: int
@@ -542,28 +550,147 @@ class BatchScheduler:
         return True
 
     def _sample_constrained(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray]:
-        """Sample within the request's grammar: the grammar sampler sets the logits of
-        every token it does not allow to -inf, then the request's own chain (or the
-        argmax) picks from what is left; both are told the token. Returns it and the
-        masked row, so the reported logprobs are those of the *constrained*
-        distribution: softmax of the model's logits over the tokens the grammar allows
-        at that point (before temperature, top-k/top-p, like unconstrained ones)."""
+        """Sample within the request's grammar; returns the token and the masked row,
+        so the reported logprobs are those of the *constrained* distribution: softmax
+        of the model's logits over the tokens the grammar allows at that point (before
+        temperature, top-k/top-p, like unconstrained ones).
+
+        Checking the whole vocabulary (49k–152k tokens) against a grammar costs about
+        as much as a decode step, so it is avoided where the answer is the same:
+
+        - when nobody reads the logprobs (``SamplingParams.logprobs`` false, no
+          ``top_logprobs``): the token is picked first and only it is checked
+          (:meth:`_sample_unscored`, llama.cpp's own order); the step's logprob is
+          then the unconstrained model's;
+        - else the grammar is asked about the :data:`FAST_TOP` likeliest tokens
+          (:meth:`_sample_top`), which gives the exact constrained logprobs when the
+          rest of the vocabulary holds too little probability to matter.
+
+        Otherwise the whole vocabulary is masked (:meth:`_sample_masked`)."""
+        p = seq.params
+        fast = self._sample_unscored(seq, row) if not p.logprobs and not p.top_logprobs \
+            else self._sample_top(seq, row)
+        return fast if fast is not None else self._sample_masked(seq, row)
+
+    def _sample_unscored(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """Pick, then check (logprobs unread). Greedy: the highest-logit token of the
+        :data:`FAST_TOP` likeliest that the grammar allows — exactly the full mask's
+        argmax, since every other token has a lower logit. Sampled: the request's chain
+        picks from the whole row as if unconstrained, and the token is kept if the
+        grammar allows it; else None (mask and pick again). Keeping an allowed pick and
+        re-picking from the allowed tokens otherwise draws each allowed token with its
+        renormalised probability (rejection sampling), after the chain's top-k / top-p
+        cut, as llama.cpp's sampler does. None too when no top token is allowed."""
+        import ctypes
+
+        import llama_cpp
+
+        if seq.sampler is None:
+            k = min(FAST_TOP, self._n_vocab)
+            top = np.argpartition(row, -k)[-k:]
+            top = top[np.argsort(-row[top], kind="stable")]
+            allowed = self._allowed(seq, top, row)
+            if allowed.size == 0:
+                return None
+            token = int(allowed[0])
+        else:
+            cur = self._full(row)
+            llama_cpp.llama_sampler_apply(seq.sampler.sampler, ctypes.byref(cur))
+            token = int(self._cand["id"][cur.selected])
+            if self._allowed(seq, np.array([token]), row).size == 0:
+                return None
+            llama_cpp.llama_sampler_accept(seq.sampler.sampler, token)
+        llama_cpp.llama_sampler_accept(seq.grammar, token)
+        return token, row
+
+    def _allowed(self, seq: _Seq, tokens: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """Those of ``tokens`` (in order) the request's grammar allows next."""
+        import ctypes
+
+        import llama_cpp
+
+        small = (llama_cpp.llama_token_data * tokens.size)()
+        view = np.frombuffer(cast(Any, small), dtype=_TOKEN_DATA)
+        view["id"], view["logit"], view["p"] = tokens, row[tokens], 0.0
+        cur = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(small, llama_cpp.llama_token_data_p), size=tokens.size,
+            selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(seq.grammar, ctypes.byref(cur))
+        allowed: np.ndarray = tokens[np.isfinite(view["logit"])]
+        return allowed
+
+    def _full(self, row: np.ndarray) -> Any:
+        """The whole logits row as a llama.cpp candidates array (reused buffer)."""
         import ctypes
 
         import llama_cpp
 
         if self._candidates is None:
             self._candidates = (llama_cpp.llama_token_data * self._n_vocab)()
-            self._cand = np.frombuffer(self._candidates, dtype=np.dtype(
-                [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+            self._cand = np.frombuffer(self._candidates, dtype=_TOKEN_DATA)
             self._ids = np.arange(self._n_vocab, dtype=np.int32)
         cand = self._cand
         cand["id"] = self._ids
         cand["logit"] = row
         cand["p"] = 0.0
-        cur = llama_cpp.llama_token_data_array(
+        return llama_cpp.llama_token_data_array(
             data=ctypes.cast(self._candidates, llama_cpp.llama_token_data_p),
             size=self._n_vocab, selected=-1, sorted=False)
+
+    def _sample_top(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """The grammar over the :data:`FAST_TOP` highest logits; the answer when the
+        tokens outside them cannot matter: they hold less than :data:`FAST_TAIL` of the
+        probability mass of the allowed ones among them (raw logits, and at the
+        request's temperature when it is above 1), so the constrained logprobs are
+        exact to within that (log 1 ± 1e-4) and the greedy choice is exactly the full
+        mask's. None (mask the whole vocabulary) when no top token is allowed, the tail
+        is heavier, fewer top tokens are allowed than ``top_logprobs`` asks for, or
+        penalties may lower the top logits (they would lift the tail)."""
+        import ctypes
+
+        import llama_cpp
+
+        p = seq.params
+        if p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty:
+            return None
+        k = min(FAST_TOP, self._n_vocab)
+        top = np.argpartition(row, -k)[-k:]
+        top = top[np.argsort(-row[top], kind="stable")]
+        allowed = self._allowed(seq, top, row)
+        if allowed.size == 0 or allowed.size < p.top_logprobs:
+            return None
+        scale = 1.0 / p.temperature if p.temperature > 1.0 else 1.0
+        x = row.astype(np.float64) * scale
+        e = np.exp(x - x.max())
+        if e.sum() - e[top].sum() > FAST_TAIL * e[allowed].sum():
+            return None
+        masked = np.full_like(row, -np.inf)
+        masked[allowed] = row[allowed]
+        if seq.sampler is None:
+            token = int(allowed[0])
+        else:  # the request's chain over the allowed top tokens
+            pick = (llama_cpp.llama_token_data * allowed.size)()
+            pv = np.frombuffer(cast(Any, pick), dtype=_TOKEN_DATA)
+            pv["id"], pv["logit"], pv["p"] = allowed, row[allowed], 0.0
+            pcur = llama_cpp.llama_token_data_array(
+                data=ctypes.cast(pick, llama_cpp.llama_token_data_p), size=allowed.size,
+                selected=-1, sorted=True)
+            llama_cpp.llama_sampler_apply(seq.sampler.sampler, ctypes.byref(pcur))
+            token = int(pv["id"][pcur.selected])
+            llama_cpp.llama_sampler_accept(seq.sampler.sampler, token)
+        llama_cpp.llama_sampler_accept(seq.grammar, token)
+        return token, masked
+
+    def _sample_masked(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray]:
+        """The grammar over the whole vocabulary: it sets the logits of every token it
+        does not allow to -inf, then the request's own chain (or the argmax) picks from
+        what is left; both are told the token."""
+        import ctypes
+
+        import llama_cpp
+
+        cur = self._full(row)
+        cand = self._cand
         llama_cpp.llama_sampler_apply(seq.grammar, ctypes.byref(cur))
         masked = cand["logit"].copy()  # the grammar only writes -inf; order is kept
         if not np.isfinite(masked.max()):

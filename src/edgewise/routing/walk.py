@@ -139,11 +139,13 @@ class _Walk:
         self.refusal: EdgewiseError | None = None
 
     def scored_request(self, req: ChatRequest) -> ChatRequest:
-        """What a scored tier is asked: with the alternatives the scorer reads."""
+        """What a scored tier is asked: with the logprobs and alternatives the scorer
+        reads (stripped from the answer if the client did not ask for them)."""
         need = self.scorer.top_logprobs
-        if need <= req.top_logprobs:
+        if req.logprobs and need <= req.top_logprobs:
             return req
-        return dataclasses.replace(req, logprobs=True, top_logprobs=need)
+        return dataclasses.replace(req, logprobs=True,
+                                   top_logprobs=max(need, req.top_logprobs))
 
     async def confidence(self, endpoint: Endpoint, req: ChatRequest, answer: ChatAnswer
                          ) -> float:

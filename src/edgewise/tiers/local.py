@@ -262,6 +262,7 @@ class LocalEndpoint:
             frequency_penalty=req.frequency_penalty or 0.0,
             stop=req.stop, seed=None if req.seed is None else req.seed % (1 << 32),
             top_logprobs=req.top_logprobs, grammar=grammar, grammar_triggers=triggers,
+            logprobs=req.logprobs,
         )
         run = LocalRun(node, serving, prompt, params)
         run.calls_tools = tools is not None
