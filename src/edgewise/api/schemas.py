@@ -54,8 +54,8 @@ class ToolCallIn(BaseModel):
 class ChatMessageIn(BaseModel):
     model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
-        description="`tool` messages (and assistant `tool_calls`) are accepted by nodes "
-                    "with a tier ladder, and served by their remote tiers."
+        description="`tool` messages (and assistant `tool_calls`) are served by tiers "
+                    "that call functions: the local llama.cpp engine, remote tiers."
     )
     #: ``null`` only for an assistant message that makes tool calls.
     content: str | Annotated[list[ContentPart], Field(min_length=1)] | None

@@ -76,5 +76,6 @@ class TierView:
     down_reason: str | None = None
     #: Policy for requests above its clearance: ``forbid``, ``redact`` or ``allow``.
     escalation: str = "forbid"
-    #: Whether the tier serves function calling (remote tiers do; the local engine not).
+    #: Whether the tier serves function calling (remote tiers and a local engine that
+    #: constrains decoding do; the fake engine does not).
     tools: bool = False
