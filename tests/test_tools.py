@@ -19,9 +19,15 @@ import jsonschema
 import pytest
 
 from conftest import LiveServer
+from edgewise.api.app import create_app
 from edgewise.chat import Message, ToolCall
+from edgewise.config import parse_config
 from edgewise.engines.grammar import check_tools, parse_tool_calls, tool_grammar
 from edgewise.errors import InvalidRequestError
+from edgewise.node import Node, build_engine
+from edgewise.testing.upstream import RecordingUpstream
+from fake_detector import FakeDetector
+from test_routing import Switch
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city.",
@@ -339,3 +345,59 @@ def test_n_choices_each_call_validly(real_node_server: LiveServer) -> None:
     again = post(real_node_server, body).json()["choices"]  # seeded: reproducible
     assert [c["message"]["tool_calls"][0]["function"] for c in again] == [
         c["message"]["tool_calls"][0]["function"] for c in choices]
+
+
+# -- the router's rules: answered on the device, escalated only when the cascade says ----
+
+
+def two_tier_config(tmp_path: Any, threshold: float) -> Any:
+    return parse_config({
+        "node": {"name": "clinic-1"},
+        "engine": {"kind": "llamacpp", "n_ctx": 2048},
+        "tiers": [
+            {"name": "device", "endpoints": [{"engine": "llamacpp"}], "clearance": "phi"},
+            {"name": "cloud", "endpoints": [{"url": "http://cloud.test/v1"}],
+             "clearance": "public", "cost_per_1k_tokens": 0.6},
+        ],
+        "routing": {"cascade": {"enabled": True, "threshold": threshold},
+                    "jobs_path": str(tmp_path / "jobs.sqlite")},
+        "audit": {"path": str(tmp_path / "audit.sqlite")},
+    })
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("threshold, tier", [(0.0, "device"), (0.999, "cloud")])
+async def test_a_tool_request_is_answered_locally_unless_the_cascade_escalates(
+        tmp_path: Any, threshold: float, tier: str) -> None:
+    upstream = RecordingUpstream()
+    switch = Switch(httpx.ASGITransport(app=upstream.app))
+    cfg = two_tier_config(tmp_path, threshold)
+    node = Node(cfg, build_engine(cfg))
+    await node.start()
+    app = create_app(node, manage_lifecycle=False,
+                     transports={"http://cloud.test/v1": switch}, detector=FakeDetector())
+    router = app.state.router
+    router.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://device", timeout=180) as client:
+            r = await client.post(CHAT, json={
+                "model": "auto", "max_tokens": 64, "temperature": 0, "tools": [WEATHER],
+                "tool_choice": "required",
+                "messages": [{"role": "user", "content": "Weather in Oslo, in celsius?"}]})
+    finally:
+        await router.stop()
+        await node.stop()
+    assert r.status_code == 200, r.text
+    assert r.headers["x-edgewise-tier"] == tier
+    [call] = r.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    if tier == "device":
+        valid_call(call)
+        assert switch.calls == 0 and not upstream.received
+    else:  # the cloud got the tools and the request; its call came back unchanged
+        assert switch.calls == 1
+        [body] = upstream.received
+        assert body["tools"][0]["function"]["name"] == "get_weather"
+        assert body["tool_choice"] == "required"
+        assert call["id"] == "call_recording"
