@@ -72,7 +72,8 @@ async def test_validation_errors_are_400_with_param(
         ({"tools": [{"type": "function", "function": {"name": "a b"}}]},
          "tools[0].function.name", "letters, digits"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools"),
-        ({"logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
+        ({"logit_bias": {"5": 1.0}}, "logit_bias", "send response_format with a json_schema"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions", "send `tools`"),
         ({"response_format": {"type": "json_object"}}, "response_format",
          "cannot constrain decoding"),  # the fake engine has no grammar sampler
         ({"response_format": {"type": "xml"}}, "response_format.type", "'xml' is not"),
@@ -90,6 +91,18 @@ async def test_unsupported_features_are_refused_not_ignored(
     client: httpx.AsyncClient, payload: dict[str, Any], param: str, fragment: str
 ) -> None:
     r = await client.post(CHAT, json={"model": "auto", "messages": MSG, **payload})
+    assert_error(r, 400, param=param, contains=fragment)
+
+
+@pytest.mark.parametrize(("payload", "param", "fragment"), [
+    ({"suffix": "}"}, "suffix", "send the text before and after the gap"),
+    ({"best_of": 3}, "best_of", "send n with logprobs"),
+    ({"n": 2, "stream": True}, "n", "send stream: false"),
+])
+async def test_unsupported_completion_features_name_the_alternative(
+    client: httpx.AsyncClient, payload: dict[str, Any], param: str, fragment: str
+) -> None:
+    r = await client.post("/v1/completions", json={"model": "auto", "prompt": "x", **payload})
     assert_error(r, 400, param=param, contains=fragment)
 
 

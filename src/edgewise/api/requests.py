@@ -111,13 +111,16 @@ def reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
             "(the n choices come back together) or n: 1", param="n",
             code="unsupported_parameter")
     if body.logit_bias:
-        raise InvalidRequestError("logit_bias is not supported by this node",
-                                  param="logit_bias", code="unsupported_parameter")
+        raise InvalidRequestError(
+            "logit_bias is not supported by this node; to keep the answer to given words "
+            "send response_format with a json_schema (an enum), to end it early send stop",
+            param="logit_bias", code="unsupported_parameter")
     if isinstance(body, ChatCompletionRequest):
         if body.functions:
             raise InvalidRequestError(
-                "legacy `functions` are not supported; send `tools` (a node with a remote "
-                "tier serves them)", param="functions", code="unsupported_parameter")
+                "legacy `functions` are not supported; send `tools` (each function as "
+                "{type: function, function: {...}}) and `tool_choice`", param="functions",
+                code="unsupported_parameter")
         check_tool_definitions(body.tools, body.tool_choice, body.parallel_tool_calls)
         check_response_format(body.response_format)
         if body.top_logprobs and not body.logprobs:
@@ -126,11 +129,15 @@ def reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
         _check_messages(body)
     else:
         if body.suffix:
-            raise InvalidRequestError("suffix is not supported by this node",
-                                      param="suffix", code="unsupported_parameter")
+            raise InvalidRequestError(
+                "suffix (fill in the middle) is not supported by this node; send the text "
+                "before and after the gap in messages and ask for what goes between",
+                param="suffix", code="unsupported_parameter")
         if body.best_of not in (None, 1):
-            raise InvalidRequestError("best_of > 1 is not supported by this node",
-                                      param="best_of", code="unsupported_parameter")
+            raise InvalidRequestError(
+                "best_of > 1 is not supported by this node; send n with logprobs and keep "
+                "the choice whose token logprobs sum highest", param="best_of",
+                code="unsupported_parameter")
     for s in body.stop_list():
         if not s:
             raise InvalidRequestError("stop strings must not be empty", param="stop")
