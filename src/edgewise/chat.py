@@ -102,6 +102,10 @@ class ChatAnswer:
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: drafted tokens the model kept / rejected (OpenAI's
+    #: ``usage.completion_tokens_details`` names, as for its predicted outputs).
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
     #: OpenAI ``logprobs.content`` items (token, logprob, bytes, top_logprobs).
     logprob_items: list[dict[str, Any]] = field(default_factory=list)
     ttft_s: float | None = None

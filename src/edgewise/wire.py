@@ -21,6 +21,7 @@ from edgewise.chat import ChatAnswer, ChatRequest, Message, TokenLogprob, ToolCa
 __all__ = [
     "SSE_DONE",
     "answer_from_body",
+    "answer_usage",
     "chunk",
     "completion_body",
     "dumps",
@@ -188,9 +189,24 @@ def legacy_logprobs(tokens: Sequence[TokenLogprob], offset0: int,
 
 # -- answers -----------------------------------------------------------------------------------
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, *, accepted: int = 0,
+          rejected: int = 0) -> dict[str, Any]:
+    """OpenAI's ``usage``; with speculative decoding, ``completion_tokens_details`` says
+    how many drafted tokens the model kept (``accepted_prediction_tokens``) and how many
+    it verified and threw away (``rejected_prediction_tokens``)."""
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens,
+                           "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}
+    if accepted or rejected:
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": rejected}
+    return out
+
+
+def answer_usage(answer: ChatAnswer) -> dict[str, Any]:
+    return usage(answer.prompt_tokens, answer.completion_tokens,
+                 accepted=answer.accepted_prediction_tokens,
+                 rejected=answer.rejected_prediction_tokens)
 
 
 def _finish(reason: str) -> str:
@@ -221,7 +237,7 @@ def completion_body(answer: ChatAnswer, cid: str, created: int, *, include_logpr
         if include_logprobs and not a.redacted else None,
         "finish_reason": _finish(a.finish_reason),
     } for i, a in enumerate([answer, *answer.alternatives])]
-    body["usage"] = usage(answer.prompt_tokens, answer.completion_tokens)
+    body["usage"] = answer_usage(answer)
     return body
 
 

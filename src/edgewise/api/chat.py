@@ -48,6 +48,7 @@ from edgewise.routing.service import Queued, Routed, Router
 from edgewise.tiers.base import EndpointError
 from edgewise.wire import (
     SSE_DONE,
+    answer_usage,
     chunk,
     completion_body,
     sse,
@@ -243,8 +244,7 @@ async def _sse(request: Request, deltas: AsyncIterator[Delta], routed: Routed, c
                                          "function": {"arguments": c.arguments}}]})
     yield frame({}, None, final.finish_reason if final is not None else "stop")
     if include_usage:
-        used = usage(final.prompt_tokens if final else 0,
-                     final.completion_tokens if final else n_tokens)
+        used = answer_usage(final) if final else usage(0, n_tokens)
         yield sse({"id": cid, "object": "chat.completion.chunk", "created": created,
                    "model": model, **({"system_fingerprint": fingerprint}
                                       if fingerprint else {}),

@@ -245,10 +245,12 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         "choices": choices, "usage": _usage(*runs)}, headers=headers)
 
 
-def _usage(*runs: LocalRun) -> dict[str, int]:
+def _usage(*runs: LocalRun) -> dict[str, Any]:
     """Usage of a request's runs: its prompt once, every choice's tokens."""
     outcomes = [r.generation.outcome for r in runs if r.generation is not None]
-    return usage(outcomes[0].prompt_tokens, sum(o.completion_tokens for o in outcomes))
+    accepted = sum(o.accepted_tokens for o in outcomes)
+    return usage(outcomes[0].prompt_tokens, sum(o.completion_tokens for o in outcomes),
+                 accepted=accepted, rejected=sum(o.drafted_tokens for o in outcomes) - accepted)
 
 
 async def _prompt_logprobs(node: Serving, prompt: list[int]

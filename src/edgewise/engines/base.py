@@ -73,6 +73,10 @@ class Step:
     top: tuple[tuple[int, float], ...] = ()
     #: True when the token ends the sequence (EOS / end-of-turn); it is not emitted.
     end_of_generation: bool = False
+    #: Speculative decoding: the token was drafted and the target kept it; ``drafted``
+    #: (on the first token a verify pass yields) is how many tokens that pass verified.
+    accepted: bool = False
+    drafted: int = 0
 
 
 @dataclass
@@ -102,6 +106,13 @@ class BatchStats:
     prefix_misses: int = 0
     prefix_tokens_reused: int = 0
     prompt_tokens_computed: int = 0
+    #: Speculative decoding: verify passes run, tokens drafted and kept, and seconds
+    #: spent drafting and verifying (cumulative).
+    spec_passes: int = 0
+    spec_drafted: int = 0
+    spec_accepted: int = 0
+    spec_draft_seconds: float = 0.0
+    spec_verify_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,19 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from edgewise.decoding import (
+    ChainParams,
+    CostModel,
+    Draft,
+    Drafter,
+    Speculation,
+    SpeculativeOptions,
+    accept_greedy,
+    accept_sampled,
+    chain_probs,
+    drafter_names,
+    make_drafter,
+)
 from edgewise.engines.base import BatchStats, SamplingParams, Step
 from edgewise.errors import EngineError
 
@@ -101,6 +114,18 @@ class _Slot:
 
 
 @dataclass
+class _Spec:
+    """A sequence's speculation: its drafter, its acceptance estimate and draft-length
+    choice, its chain (None: greedy) and random draws, the draft being verified."""
+
+    drafter: Drafter
+    policy: Speculation
+    chain: ChainParams | None
+    rng: np.random.Generator | None
+    draft: Draft | None = None
+
+
+@dataclass
 class _Seq:
     prompt: list[int]
     params: SamplingParams
@@ -121,6 +146,8 @@ class _Seq:
     #: An exclusive job instead of a generation: called with the slot's seq_id.
     job: Callable[[int], object] | None = None
     queued_at: float = field(default_factory=time.perf_counter)
+    #: Speculative decoding (None: this sequence decodes plainly).
+    spec: _Spec | None = None
 
 
 class BatchScheduler:
@@ -133,11 +160,19 @@ class BatchScheduler:
     def __init__(self, llm: Any, *, parallel: int, n_ctx: int, n_batch: int,
                  prefill_chunk: int, n_threads: int, n_threads_batch: int,
                  logprobs: Callable[[np.ndarray, int, int], tuple[float, Any]],
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True,
+                 speculative: SpeculativeOptions | None = None,
+                 flash_attn: bool = False) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
         self.parallel = parallel
+        if speculative is not None and speculative.drafter not in drafter_names():
+            raise EngineError(f"unknown drafter {speculative.drafter!r} (engine.speculative"
+                              f".drafter); known: {', '.join(drafter_names())}")
+        self.speculative = speculative
+        #: The measured costs of plain steps, verify passes and drafting (speculation).
+        self.costs = CostModel()
         #: Keep finished sequences' cells for the next prompt that shares their prefix.
         self.prefix_cache = prefix_cache
         self.n_batch = n_batch
@@ -156,6 +191,11 @@ class BatchScheduler:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
         params.no_perf = True
+        # Flash attention computes each query row on its own, so a verify pass of k + 1
+        # rows rounds every row as a one-row decode does (ggml's plain attention takes
+        # other kernels for several rows of one stream: greedy texts then part at
+        # near-ties). Off by default: it is ~13 % slower at 2k tokens of context here.
+        params.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_*
         make_context: Any = _internals.LlamaContext  # untyped
         try:
             self._ctx = make_context(model=llm._model, params=params, verbose=False)
@@ -252,7 +292,10 @@ class BatchScheduler:
                 kv_cells_cached=s.kv_cells_cached, n_ctx_seq=s.n_ctx_seq, steps=s.steps,
                 batch_sizes=dict(s.batch_sizes), prefix_hits=s.prefix_hits,
                 prefix_misses=s.prefix_misses, prefix_tokens_reused=s.prefix_tokens_reused,
-                prompt_tokens_computed=s.prompt_tokens_computed)
+                prompt_tokens_computed=s.prompt_tokens_computed, spec_passes=s.spec_passes,
+                spec_drafted=s.spec_drafted, spec_accepted=s.spec_accepted,
+                spec_draft_seconds=s.spec_draft_seconds,
+                spec_verify_seconds=s.spec_verify_seconds)
 
     def close(self) -> None:
         import llama_cpp
@@ -338,6 +381,7 @@ class BatchScheduler:
             seq.slot = slot
             seq.pending = seq.prompt[reuse:]
             seq.sampler = self._sampler(seq.params)
+            seq.spec = self._speculation(seq)
             self._running.append(seq)
             with self._stats_lock:
                 st = self._stats
@@ -414,43 +458,62 @@ class BatchScheduler:
         return s
 
     def _step(self) -> None:
-        """One step: a decode of every running sequence's next token, then prompt chunks
-        of sequences being prefilled (see :meth:`_decode` for why these are separate)."""
+        """One step: a decode of every running sequence's next token; a verify pass of
+        each sequence that drafted (its next token and the draft, logits for every
+        row); then prompt chunks of sequences being prefilled (see :meth:`_decode` for
+        why these are separate decodes)."""
         for seq in self._running:
             seq.row = -1
         decoders = sorted((s for s in self._running if s.next_token is not None),
                           key=lambda s: s.slot.seq_id if s.slot is not None else -1)
-        groups: list[list[tuple[_Seq, list[int], bool]]] = []
-        if decoders:
-            work = []
-            for seq in decoders:
-                assert seq.next_token is not None
-                work.append((seq, [seq.next_token], True))
-                seq.next_token = None
-            groups.append(work)
+        spec = self.speculative
+        speculate = spec is not None and len(decoders) <= spec.max_batch
+        plain: list[tuple[_Seq, list[int], int]] = []
+        verify: list[list[tuple[_Seq, list[int], int]]] = []
+        for seq in decoders:
+            token = seq.next_token
+            assert token is not None
+            seq.next_token = None
+            draft = self._draft(seq) if speculate and seq.spec is not None else None
+            if draft is None:
+                plain.append((seq, [token], 1))
+            else:
+                verify.append([(seq, [token, *draft.tokens], len(draft.tokens) + 1)])
+        groups: list[tuple[str, list[tuple[_Seq, list[int], int]]]] = []
+        if plain:
+            groups.append(("plain", plain))
+        groups += [("verify", work) for work in verify]
         budget = self.prefill_chunk
         for seq in self._running:  # oldest first: the one admitted first finishes first
             if seq.pending and budget > 0:
                 take = seq.pending[:budget]
                 del seq.pending[:len(take)]
                 budget -= len(take)
-                groups.append([(seq, take, not seq.pending)])
-        n_seqs = len(decoders) + len(groups) - (1 if decoders else 0)
+                groups.append(("prompt", [(seq, take, 0 if seq.pending else 1)]))
+        n_seqs = len(decoders) + sum(kind == "prompt" for kind, _ in groups)
         with self._stats_lock:
             self._stats.steps += 1
             self._stats.batch_sizes[n_seqs] = self._stats.batch_sizes.get(n_seqs, 0) + 1
         ended: set[int] = set()
-        for work in groups:
-            failed = self._decode(work, prompt=not decoders or work is not groups[0])
+        for kind, work in groups:
+            t0 = time.perf_counter()
+            failed = self._decode(work, prompt=kind == "prompt")
+            elapsed = time.perf_counter() - t0
             if failed is not None:
                 for seq in self._running:
                     self._forget(seq)
                     self._finish(seq, failed)
                 self._running = []
                 return
+            if kind == "plain" and len(work) == 1 and spec is not None:
+                self.costs.plain(elapsed)
             # Each decode overwrites the logits of the one before: sample now.
-            for seq, _, _ in work:
-                if seq.row >= 0 and not self._sample(seq):
+            for seq, tokens, _ in work:
+                if kind == "verify":
+                    self.costs.verify(len(tokens), elapsed)
+                    if not self._verify(seq, elapsed):
+                        ended.add(id(seq))
+                elif seq.row >= 0 and not self._sample(seq):
                     ended.add(id(seq))
                 seq.row = -1
         keep: list[_Seq] = []
@@ -458,9 +521,10 @@ class BatchScheduler:
             (self._finish if id(seq) in ended else keep.append)(seq)
         self._running = keep
 
-    def _decode(self, work: list[tuple[_Seq, list[int], bool]], *, prompt: bool
+    def _decode(self, work: list[tuple[_Seq, list[int], int]], *, prompt: bool
                 ) -> EngineError | None:
-        """One ``llama_decode`` of ``(sequence, tokens, wants logits of the last)`` entries.
+        """One ``llama_decode`` of ``(sequence, tokens, rows with logits)`` entries (the
+        last that many tokens get logits; ``seq.row`` is the first of them).
 
         Batch-invariant numerics. With one KV stream per sequence llama.cpp computes
         attention per stream, and a stream's attention products take llama.cpp's
@@ -493,14 +557,15 @@ class BatchScheduler:
             batch.n_tokens = i + 1
             return i
 
-        for seq, tokens, wants in work:
+        for seq, tokens, n_logits in work:
             slot = seq.slot
             assert slot is not None
             start = len(slot.tokens)
+            first = len(tokens) - n_logits
             for j, t in enumerate(tokens):
-                row = add(t, slot.seq_id, start + j, wants and j == len(tokens) - 1)
-            if wants:
-                seq.row = row
+                row = add(t, slot.seq_id, start + j, j >= first)
+                if j == first:
+                    seq.row = row
             slot.tokens.extend(tokens)
             if prompt and len(tokens) == 1 and start + 1 < self.n_ctx:
                 add(tokens[0], slot.seq_id, start + 1, False)  # the second row
@@ -542,11 +607,106 @@ class BatchScheduler:
         eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
         seq.out.put(Step(token, logprob, top, end_of_generation=eog))
         seq.generated += 1
+        if seq.spec is not None:
+            seq.spec.drafter.extend((token,))
         # The token is fed at the next step: it needs a cell, and the slot has n_ctx.
         if (eog and not seq.params.ignore_eos) or seq.generated >= seq.params.max_tokens > 0 \
                 or len(seq.slot.tokens) >= self.n_ctx:
             return False
         seq.next_token = token
+        return True
+
+    # -- speculative decoding ------------------------------------------------------------
+    def _speculation(self, seq: _Seq) -> _Spec | None:
+        """The sequence's speculation state, or None when it decodes plainly: no
+        ``engine.speculative``, or a request the verify rule does not cover here (a
+        grammar, repetition penalties: their state follows every token)."""
+        o, p = self.speculative, seq.params
+        if o is None or seq.grammar is not None or p.repeat_penalty != 1.0 \
+                or p.frequency_penalty or p.presence_penalty:
+            return None
+        drafter = make_drafter(o.drafter, o.options, self)
+        drafter.extend(seq.prompt)
+        chain = None if p.temperature == 0.0 else ChainParams(
+            temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
+        rng = None if chain is None else np.random.default_rng(p.seed)
+        return _Spec(drafter, Speculation(self.costs, k_max=o.k_max, margin=o.margin),
+                     chain, rng)
+
+    def _draft(self, seq: _Seq) -> Draft | None:
+        """The sequence's draft for this step (None: decode it plainly): as long as the
+        policy finds worth it, within its token budget and its slot's cells."""
+        spec, slot, p = seq.spec, seq.slot, seq.params
+        assert spec is not None and slot is not None
+        room = self.n_ctx - len(slot.tokens) - 2
+        if p.max_tokens > 0:
+            room = min(room, p.max_tokens - seq.generated - 1)
+        k = spec.policy.length(room)
+        if k <= 0:
+            return None
+        t0 = time.perf_counter()
+        draft = spec.drafter.draft(k)
+        elapsed = time.perf_counter() - t0
+        self.costs.drafted(len(draft.tokens), elapsed)
+        with self._stats_lock:
+            self._stats.spec_draft_seconds += elapsed
+        if not draft.tokens:
+            return None
+        del draft.tokens[k:]
+        spec.draft = draft
+        return draft
+
+    def _verify(self, seq: _Seq, elapsed: float) -> bool:
+        """Keep what the target agrees with of the draft just decoded after the
+        sequence's next token (:mod:`edgewise.decoding.verify`), emit those tokens and
+        the target's own next one, and drop the cells of the rejected rest; False when
+        the sequence has ended."""
+        import llama_cpp
+
+        spec, slot, p = seq.spec, seq.slot, seq.params
+        assert spec is not None and spec.draft is not None and slot is not None
+        draft, spec.draft = spec.draft, None
+        k = len(draft.tokens)
+        try:
+            rows = [np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self._ctx.ctx, seq.row + j),
+                shape=(self._n_vocab,)) for j in range(k + 1)]
+            if spec.chain is None:
+                tops = [int(r.argmax()) for r in rows]
+                m = accept_greedy(tops, draft.tokens)
+                nxt = tops[m]
+            else:
+                assert spec.rng is not None
+                m, nxt = accept_sampled([chain_probs(r, spec.chain) for r in rows],
+                                        draft.tokens, draft.q, spec.rng)
+            emitted = [*draft.tokens[:m], nxt]
+            scored = [(t, *self._logprobs(rows[i], t, p.top_logprobs))
+                      for i, t in enumerate(emitted)]
+        except Exception as exc:  # a failure ends this sequence only
+            seq.out.put(EngineError(f"llama.cpp speculative verification failed: {exc}"))
+            return False
+        # The cells of the next token and the kept drafts stay; the rest go.
+        keep = len(slot.tokens) - k + m
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1)
+        del slot.tokens[keep:]
+        spec.policy.update(k, m)
+        with self._stats_lock:
+            st = self._stats
+            st.spec_passes += 1
+            st.spec_drafted += k
+            st.spec_accepted += m
+            st.spec_verify_seconds += elapsed
+        for i, (token, logprob, top) in enumerate(scored):
+            eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+            seq.out.put(Step(token, logprob, top, end_of_generation=eog, accepted=i < m,
+                             drafted=k if i == 0 else 0))
+            seq.generated += 1
+            spec.drafter.extend((token,))
+            if (eog and not p.ignore_eos) or seq.generated >= p.max_tokens > 0:
+                return False
+        if len(slot.tokens) >= self.n_ctx:
+            return False
+        seq.next_token = nxt
         return True
 
     def _sample_constrained(self, seq: _Seq, row: np.ndarray) -> tuple[int, np.ndarray]:
@@ -718,6 +878,9 @@ class BatchScheduler:
 
             llama_cpp.llama_sampler_free(seq.grammar)
             seq.grammar = None
+        if seq.spec is not None:
+            seq.spec.drafter.close()
+            seq.spec = None
         seq.out.put(error if error is not None else _END)
 
     def _fail_all(self, error: EngineError) -> None:

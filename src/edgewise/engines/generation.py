@@ -41,6 +41,9 @@ class Outcome:
     completion_tokens: int = 0
     #: Logprob of every generated token, in order (confidence signal for the router).
     logprobs: list[float] = field(default_factory=list)
+    #: Speculative decoding: tokens drafted for this answer, and those the model kept.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 class Generation:
@@ -93,6 +96,8 @@ class Generation:
         steps = self.engine.steps(self.prompt, self.params, self.should_stop)
         try:
             for step in steps:
+                outcome.drafted_tokens += step.drafted
+                outcome.accepted_tokens += step.accepted
                 if step.end_of_generation:
                     outcome.finish_reason = "stop"
                     break

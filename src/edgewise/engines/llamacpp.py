@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgewise.chat import Message
+from edgewise.decoding import SpeculativeOptions
 from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
 from edgewise.engines.batching import BatchScheduler, kv_bytes_per_token
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
@@ -136,6 +137,8 @@ class LlamaCppEngine:
         parallel: int | None = None,
         prefill_chunk: int = 256,
         prefix_cache: bool = True,
+        speculative: SpeculativeOptions | None = None,
+        flash_attn: bool = False,
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
@@ -161,6 +164,10 @@ class LlamaCppEngine:
         self.prefill_chunk = prefill_chunk
         #: Reuse the KV cells of a finished request's prompt prefix (``engine.prefix_cache``).
         self.prefix_cache = prefix_cache
+        #: Speculative decoding (``engine.speculative``; None: off).
+        self.speculative = speculative
+        #: llama.cpp's flash attention in the batched context (``engine.flash_attn``).
+        self.flash_attn = flash_attn
         self._scheduler: BatchScheduler | None = None
         self._llm: Any = None
         self._formatter: Any = None
@@ -231,7 +238,8 @@ class LlamaCppEngine:
             self._llm, parallel=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch,
             prefill_chunk=self.prefill_chunk, n_threads=self.n_threads,
             n_threads_batch=self.n_threads_batch, logprobs=_logprobs,
-            prefix_cache=self.prefix_cache)
+            prefix_cache=self.prefix_cache, speculative=self.speculative,
+            flash_attn=self.flash_attn)
 
     def batch_stats(self) -> BatchStats | None:
         """What the batch scheduler is doing (None before load / with ``vocab_only``)."""
@@ -274,6 +282,8 @@ class LlamaCppEngine:
                    **({"parallel": str(sched.parallel),
                        "kv_cells": str(sched.n_ctx * sched.parallel),
                        "prefill_chunk": str(sched.prefill_chunk)} if sched is not None else {}),
+                   "flash_attn": str(self.flash_attn).lower(),
+                   **({"speculative": self.speculative.drafter} if self.speculative else {}),
                    **({"lora_adapter": self.lora_path} if self.lora_path else {})},
         )
 
@@ -285,9 +295,16 @@ class LlamaCppEngine:
         model = resolve()
         _check_gguf(model.path)  # before the node starts listening: one line, exit 2
         lora = str(model.adapter) if model.adapter else config.lora_adapter
+        spec = config.speculative
+        speculative = None if spec.drafter == "off" else SpeculativeOptions(
+            spec.drafter, {"ngram_max": spec.ngram_max, "ngram_min": spec.ngram_min},
+            k_max=spec.k_max, max_batch=spec.max_batch)
+        flash_attn = config.flash_attn == "on" or (
+            config.flash_attn == "auto" and speculative is not None and spec.exact)
         return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
                    n_batch=config.n_batch, lora_path=lora, parallel=config.parallel,
-                   prefill_chunk=config.prefill_chunk, prefix_cache=config.prefix_cache)
+                   prefill_chunk=config.prefill_chunk, prefix_cache=config.prefix_cache,
+                   speculative=speculative, flash_attn=flash_attn)
 
     # -- text <-> tokens ------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = True) -> list[int]:

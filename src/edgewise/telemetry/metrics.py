@@ -20,6 +20,9 @@ never used), ``edgewise_batch_sequences`` (histogram: sequences in each decode s
 ``edgewise_prefix_cache_requests_total{result=hit|miss}`` (hit: the request reused at
 least one cached prompt token) and ``edgewise_prefix_cache_tokens_total{kind=reused|
 computed}`` (the token hit rate is reused / (reused + computed)).
+Speculative decoding: ``edgewise_speculative_tokens_total{kind=drafted|accepted}`` (the
+acceptance rate is accepted / drafted), ``edgewise_speculative_passes_total`` (verify
+passes) and ``edgewise_speculative_seconds_total{phase=draft|verify}``.
 ``edgewise_queue_wait_seconds`` is how long requests waited for an engine slot.
 """
 
@@ -68,6 +71,14 @@ class _BatchCollector(Collector):
         tokens = CounterMetricFamily("edgewise_prefix_cache_tokens",
                                      "Prompt tokens reused from the cache or computed",
                                      labels=["model", "kind"])
+        spec_tokens = CounterMetricFamily(
+            "edgewise_speculative_tokens", "Tokens drafted, and drafted tokens the model kept",
+            labels=["model", "kind"])
+        spec_passes = CounterMetricFamily("edgewise_speculative_passes",
+                                          "Verify passes of drafted tokens", labels=["model"])
+        spec_seconds = CounterMetricFamily(
+            "edgewise_speculative_seconds", "Seconds spent drafting and verifying",
+            labels=["model", "phase"])
         for model, st in self.source():
             parallel.add_metric([model], st.parallel)
             seqs.add_metric([model, "active"], st.active)
@@ -88,7 +99,13 @@ class _BatchCollector(Collector):
             hits.add_metric([model, "miss"], st.prefix_misses)
             tokens.add_metric([model, "reused"], st.prefix_tokens_reused)
             tokens.add_metric([model, "computed"], st.prompt_tokens_computed)
-        yield from (parallel, seqs, cells, sizes, hits, tokens)
+            spec_tokens.add_metric([model, "drafted"], st.spec_drafted)
+            spec_tokens.add_metric([model, "accepted"], st.spec_accepted)
+            spec_passes.add_metric([model], st.spec_passes)
+            spec_seconds.add_metric([model, "draft"], st.spec_draft_seconds)
+            spec_seconds.add_metric([model, "verify"], st.spec_verify_seconds)
+        yield from (parallel, seqs, cells, sizes, hits, tokens, spec_tokens, spec_passes,
+                    spec_seconds)
 
 
 class NodeMetrics:

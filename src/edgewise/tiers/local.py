@@ -276,7 +276,9 @@ class LocalEndpoint:
             text=text, finish_reason="length" if out.finish_reason == "length" else "stop",
             model=run.model, prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens, logprob_items=items,
-            ttft_s=run.stats.ttft_s, total_s=time.perf_counter() - started)
+            ttft_s=run.stats.ttft_s, total_s=time.perf_counter() - started,
+            accepted_prediction_tokens=out.accepted_tokens,
+            rejected_prediction_tokens=out.drafted_tokens - out.accepted_tokens)
         if run.calls_tools:
             _calls_of(answer)
         if out.completion_tokens > 1 and run.stats.decode_s > 0:
@@ -309,6 +311,10 @@ class LocalEndpoint:
         first, *rest = [t.result() for t in tasks]
         first.alternatives = rest
         first.completion_tokens = sum(a.completion_tokens for a in (first, *rest))
+        first.accepted_prediction_tokens = sum(a.accepted_prediction_tokens
+                                               for a in (first, *rest))
+        first.rejected_prediction_tokens = sum(a.rejected_prediction_tokens
+                                               for a in (first, *rest))
         return first
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[Delta]:
