@@ -401,3 +401,64 @@ async def test_a_tool_request_is_answered_locally_unless_the_cascade_escalates(
         assert body["tools"][0]["function"]["name"] == "get_weather"
         assert body["tool_choice"] == "required"
         assert call["id"] == "call_recording"
+
+
+# -- a lazy grammar never takes the node down -------------------------------------------
+
+_LAZY_SCRIPT = r'''
+import ctypes, json, sys
+import llama_cpp
+import numpy as np
+from edgewise.engines.grammar import tool_grammar
+from edgewise.engines.llamacpp import LlamaCppEngine
+from edgewise.models import resolve_model
+
+tools, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+e = LlamaCppEngine(resolve_model(sys.argv[3]), vocab_only=True)
+e.load()
+vocab = e.llm._model.vocab
+g = tool_grammar(tools, "auto", True)
+for text in texts:
+    pats = (ctypes.c_char_p * len(g.triggers))(*(t.encode() for t in g.triggers))
+    s = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+        vocab, g.gbnf.encode(), b"root", pats, len(g.triggers), (llama_cpp.llama_token * 1)(), 0)
+    for tok in e.tokenize(text, add_bos=False, special=True):
+        # as the engine does: a token the (triggered) grammar masks is never accepted
+        one = (llama_cpp.llama_token_data * 1)()
+        one[0].id, one[0].logit, one[0].p = tok, 0.0, 0.0
+        arr = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1, selected=-1,
+            sorted=False)
+        llama_cpp.llama_sampler_apply(s, ctypes.byref(arr))
+        if not np.isfinite(one[0].logit):
+            break
+        llama_cpp.llama_sampler_accept(s, tok)
+    llama_cpp.llama_sampler_free(s)
+print("survived", len(texts))
+'''
+
+#: Outputs that opened (or seemed to open) a call in ways the grammar cannot take:
+#: with triggers that matched anywhere, the first one aborted the node (SmolLM2 wrote
+#: it answering "Look up order number 5550123 for me.", bench/tools.py).
+HOSTILE_OUTPUTS = [
+    'You can use it:\n```python\ndef f():\n    return {\n        "type": "function",\n'
+    '        "function": {\n            "name": "lookup_order"}}\n```',
+    '{"name":{"nested": 1}}', '{"name": "nope", "arguments": {}}', '{ "name" :  "add"}',
+    '<tool_call>\n\n{"name": "add"}', '<tool_call>{"name": "add"}',
+    'text <tool_call>\n{"name": "get_weather", "arguments": {"city": 5}}',
+    '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n\nmore',
+    '{"name": "add", "arguments": {"a": 1, "b": 2}} and then some',
+]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+def test_no_output_aborts_the_process_through_a_lazy_grammar(model: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _LAZY_SCRIPT, json.dumps(TOOLS),
+                        json.dumps(HOSTILE_OUTPUTS), model],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"survived {len(HOSTILE_OUTPUTS)}" in r.stdout

@@ -31,7 +31,7 @@ from typing import Any
 
 from edgewise.errors import InvalidRequestError
 
-__all__ = ["TOOL_CALL_CLOSE", "TOOL_CALL_OPEN", "TOOL_TRIGGERS", "ToolGrammar",
+__all__ = ["TOOL_CALL_CLOSE", "TOOL_CALL_OPEN", "ToolGrammar", "tool_triggers",
            "check_response_format", "check_schema", "check_tools", "grammar_for",
            "parse_tool_calls", "tool_grammar"]
 
@@ -180,10 +180,35 @@ class ToolGrammar:
     triggers: tuple[str, ...] = ()
 
 
-#: The lazy grammar's triggers: an opened ``<tool_call>`` anywhere, or an answer that
-#: starts as a bare call object (small models often drop the tags:
-#: Qwen2.5-Coder-0.5B answers ``{"name": "get_weather", "arguments": …}``).
-TOOL_TRIGGERS = (r"[\s\S]*?(<tool_call>)[\s\S]*", r'\s*(\{\s*"name"\s*:)[\s\S]*')
+def _prefixes(atoms: list[str]) -> str:
+    """A regex for any non-empty prefix of the atoms' sequence, by whole atoms:
+    ``a(?:b(?:c)?)?``."""
+    out = atoms[-1]
+    for atom in reversed(atoms[:-1]):
+        out = f"{atom}(?:{out})?"
+    return out
+
+
+def tool_triggers(names: list[str]) -> tuple[str, ...]:
+    """The lazy grammar's triggers for functions ``names``: an opened ``<tool_call>``
+    anywhere, or an answer that starts as a bare call object (small models drop the
+    tags: Qwen2.5-Coder-0.5B answers ``{"name": "get_weather", "arguments": …}``).
+
+    llama.cpp replays the output from the trigger's first group through the grammar
+    the moment a trigger matches, and text the grammar cannot take there aborts the
+    whole process (``Unexpected empty grammar stack``, a C++ exception through the C
+    API). So each trigger is anchored (``^…$``: llama.cpp then matches the whole
+    output so far) and its group ends where the grammar can still go on: the opening
+    tag, or the call's start ``{"name": "`` up to a prefix of one of the names, with
+    only the optional spaces the grammar allows. An output whose token runs past such
+    a point is not constrained at all (it stays text) — never replayed into a grammar
+    that would reject it."""
+    name = "(?:" + "|".join(_prefixes(['"', *(re.escape(c) for c in n), '"'])
+                            for n in names) + ")"
+    call = [r"\{", " ?", '"', "n", "a", "m", "e", '"', " ?", ":", " ?", name]
+    tagged = _prefixes([re.escape(TOOL_CALL_OPEN), r"\n", *call])
+    bare = _prefixes([r'\{ ?"name" ?:', " ?", name])
+    return (rf"^[\s\S]*?({tagged})$", rf"^\s*({bare})$")
 
 
 def check_tools(tools: list[Any] | None, tool_choice: Any,
@@ -322,7 +347,8 @@ def tool_grammar(tools: list[dict[str, Any]], tool_choice: Any,
     root = ('root ::= edgewise-tool-block ("\\n" edgewise-tool-block)*' if parallel
             else "root ::= edgewise-tool-block")
     if tool_choice in (None, "auto"):  # lazy: also a bare call, the whole answer
-        return ToolGrammar(f"{root} | {_CALL_RULE}\n{block}\n{call}", TOOL_TRIGGERS)
+        names = [t["function"]["name"] for t in tools]
+        return ToolGrammar(f"{root} | {_CALL_RULE}\n{block}\n{call}", tool_triggers(names))
     return ToolGrammar(f"{root}\n{block}\n{call}")
 
 
