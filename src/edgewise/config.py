@@ -82,7 +82,12 @@ class SpeculativeConfig:
     #: ``prompt_lookup`` (n-grams copied from the prompt and the answer so far: costs
     #: almost nothing, pays on summaries, extraction, RAG answers, code edits) or
     #: ``off``.
-    drafter: Literal["prompt_lookup", "off"] = "off"
+    #: ``model`` (a small model with the same tokenizer, ``model:`` below, drafts
+    #: greedily with a KV cache of its own).
+    drafter: Literal["prompt_lookup", "model", "off"] = "off"
+    #: The ``model`` drafter's model: a catalogue name or a .gguf path (e.g.
+    #: ``qwen2.5-coder-0.5b-instruct`` for ``qwen2.5-coder-1.5b-instruct``).
+    model: Annotated[str, Field(min_length=1)] | None = None
     #: The longest draft one verify pass checks (the engine picks up to this from the
     #: measured acceptance rate).
     k_max: Annotated[int, Field(ge=1, le=32)] = 8
@@ -92,6 +97,9 @@ class SpeculativeConfig:
     #: Speculate only while at most this many requests are decoding (a verify pass is a
     #: decode call of its own, which the other streams of the batch wait for).
     max_batch: Annotated[int, Field(ge=1, le=64)] = 1
+    #: Draft only when the measured acceptance rate and costs promise at least this
+    #: speed-up over plain decoding (0: whenever the drafter has a guess).
+    min_speedup: Annotated[float, Field(ge=0, le=10)] = 1.05
     #: Greedy output token for token the engine's own without speculation: needs
     #: llama.cpp's flash attention (``engine.flash_attn`` ``auto`` turns it on), whose
     #: rows of a verify pass round as one-token steps do. False: plain attention, faster
@@ -102,6 +110,9 @@ class SpeculativeConfig:
     def __post_init__(self) -> None:
         if self.ngram_min > self.ngram_max:
             raise ValueError("ngram_min must not exceed ngram_max")
+        if self.drafter == "model" and self.model is None:
+            raise ValueError("drafter: model needs model: (a catalogue name or a .gguf "
+                             "path of a small model with the same tokenizer)")
 
 
 @with_config(_STRICT)

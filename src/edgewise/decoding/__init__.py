@@ -1,7 +1,8 @@
 """Speculative decoding: drafters propose tokens, the target verifies them in one pass.
 
 - :mod:`~edgewise.decoding.drafters` — the drafter interface and registry
-  (``prompt_lookup`` here; ``model`` in :mod:`~edgewise.decoding.model_drafter`);
+  (``prompt_lookup``), and :mod:`~edgewise.decoding.model_drafter` (``model``: a small
+  model with the target's tokenizer);
 - :mod:`~edgewise.decoding.verify` — the acceptance rules (greedy; speculative
   sampling) over logits rows;
 - :mod:`~edgewise.decoding.policy` — when to speculate and how far (measured acceptance
@@ -19,9 +20,11 @@ from edgewise.decoding.drafters import (
     make_drafter,
     register_drafter,
 )
+from edgewise.decoding.model_drafter import DraftModel, DraftSequence
 from edgewise.decoding.policy import CostModel, Speculation, SpeculativeOptions
 from edgewise.decoding.verify import ChainParams, accept_greedy, accept_sampled, chain_probs
 
-__all__ = ["ChainParams", "CostModel", "Draft", "Drafter", "PromptLookup", "Speculation",
+__all__ = ["ChainParams", "CostModel", "Draft", "DraftModel", "DraftSequence", "Drafter",
+           "PromptLookup", "Speculation",
            "SpeculativeOptions", "accept_greedy", "accept_sampled", "chain_probs",
            "drafter_names", "make_drafter", "register_drafter"]

@@ -39,6 +39,9 @@ class Draft:
 
     tokens: list[int]
     q: list[np.ndarray] = field(default_factory=list)
+    #: Seconds the drafter spent reading a long stretch of the sequence (a draft
+    #: model's first look at the prompt) — not a cost of drafting these tokens.
+    catch_up_s: float = 0.0
 
 
 class Drafter(Protocol):

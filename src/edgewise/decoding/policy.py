@@ -41,6 +41,9 @@ class SpeculativeOptions:
     max_batch: int = 1
     #: The expected speed-up a draft must promise (:class:`Speculation`).
     margin: float = 1.05
+    #: What the engine loaded for the drafter (the ``model`` drafter's
+    #: :class:`~edgewise.decoding.model_drafter.DraftModel`), handed to its factory.
+    context: Any = None
 
 
 #: Weight of a new measurement in the moving averages.

@@ -625,7 +625,7 @@ class BatchScheduler:
         if o is None or seq.grammar is not None or p.repeat_penalty != 1.0 \
                 or p.frequency_penalty or p.presence_penalty:
             return None
-        drafter = make_drafter(o.drafter, o.options, self)
+        drafter = make_drafter(o.drafter, o.options, o.context)
         drafter.extend(seq.prompt)
         chain = None if p.temperature == 0.0 else ChainParams(
             temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
@@ -647,7 +647,7 @@ class BatchScheduler:
         t0 = time.perf_counter()
         draft = spec.drafter.draft(k)
         elapsed = time.perf_counter() - t0
-        self.costs.drafted(len(draft.tokens), elapsed)
+        self.costs.drafted(len(draft.tokens), elapsed - draft.catch_up_s)
         with self._stats_lock:
             self._stats.spec_draft_seconds += elapsed
         if not draft.tokens:

@@ -45,6 +45,7 @@ tokenization alone (``steps`` and ``score`` then refuse).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import secrets
@@ -56,7 +57,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgewise.chat import Message
-from edgewise.decoding import SpeculativeOptions
+from edgewise.decoding import DraftModel, SpeculativeOptions
 from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
 from edgewise.engines.batching import BatchScheduler, kv_bytes_per_token
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
@@ -67,7 +68,7 @@ from edgewise.engines.tools import (
     tool_texts,
 )
 from edgewise.errors import EngineError
-from edgewise.models import ResolvedModel
+from edgewise.models import ResolvedModel, resolve_model
 
 __all__ = ["KV_BUDGET_BYTES", "MAX_DEFAULT_PARALLEL", "LlamaCppEngine", "default_parallel"]
 
@@ -166,6 +167,8 @@ class LlamaCppEngine:
         self.prefix_cache = prefix_cache
         #: Speculative decoding (``engine.speculative``; None: off).
         self.speculative = speculative
+        #: The ``model`` drafter's loaded draft model.
+        self._draft: DraftModel | None = None
         #: llama.cpp's flash attention in the batched context (``engine.flash_attn``).
         self.flash_attn = flash_attn
         self._scheduler: BatchScheduler | None = None
@@ -214,6 +217,7 @@ class LlamaCppEngine:
             try:
                 self._start_scheduler()
             except EngineError:
+                self._close_draft()
                 self._llm.close()
                 self._llm = None
                 raise
@@ -234,12 +238,18 @@ class LlamaCppEngine:
         model = self._llm._model.model
         if self.parallel is None:
             self.parallel = default_parallel(kv_bytes_per_token(model), self.n_ctx)
+        spec = self.speculative
+        if spec is not None and spec.drafter == "model":
+            self._draft = DraftModel(Path(spec.options["path"]), self._llm,
+                                     parallel=self.parallel, n_ctx=self.n_ctx,
+                                     n_threads=self.n_threads, n_batch=self.n_batch,
+                                     flash_attn=self.flash_attn)
+            spec = dataclasses.replace(spec, context=self._draft)
         self._scheduler = BatchScheduler(
             self._llm, parallel=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch,
             prefill_chunk=self.prefill_chunk, n_threads=self.n_threads,
             n_threads_batch=self.n_threads_batch, logprobs=_logprobs,
-            prefix_cache=self.prefix_cache, speculative=self.speculative,
-            flash_attn=self.flash_attn)
+            prefix_cache=self.prefix_cache, speculative=spec, flash_attn=self.flash_attn)
 
     def batch_stats(self) -> BatchStats | None:
         """What the batch scheduler is doing (None before load / with ``vocab_only``)."""
@@ -249,9 +259,15 @@ class LlamaCppEngine:
         if self._scheduler is not None:
             self._scheduler.close()
             self._scheduler = None
+        self._close_draft()
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+
+    def _close_draft(self) -> None:
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
 
     @property
     def llm(self) -> Any:
@@ -296,9 +312,13 @@ class LlamaCppEngine:
         _check_gguf(model.path)  # before the node starts listening: one line, exit 2
         lora = str(model.adapter) if model.adapter else config.lora_adapter
         spec = config.speculative
+        options: dict[str, Any] = {"ngram_max": spec.ngram_max, "ngram_min": spec.ngram_min}
+        if spec.drafter == "model":  # found and checked before the node starts
+            assert spec.model is not None
+            options["path"] = str(resolve_model(spec.model, verify=config.verify_digest).path)
         speculative = None if spec.drafter == "off" else SpeculativeOptions(
-            spec.drafter, {"ngram_max": spec.ngram_max, "ngram_min": spec.ngram_min},
-            k_max=spec.k_max, max_batch=spec.max_batch)
+            spec.drafter, options, k_max=spec.k_max, max_batch=spec.max_batch,
+            margin=spec.min_speedup)
         flash_attn = config.flash_attn == "on" or (
             config.flash_attn == "auto" and speculative is not None and spec.exact)
         return cls(model, n_ctx=config.n_ctx, n_threads=config.n_threads,
