@@ -349,6 +349,12 @@ def test_exact_speculation_needs_flash_attention() -> None:
     cfg = parse_config({"engine": {"speculative": {"drafter": "prompt_lookup",
                                                    "exact": False}, "flash_attn": "off"}})
     assert cfg.engine.speculative.drafter == "prompt_lookup"
+    # YAML reads bare on / off as booleans
+    import yaml
+
+    cfg = parse_config(yaml.safe_load("engine:\n  flash_attn: on\n  speculative:\n"
+                                      "    drafter: off\n"))
+    assert (cfg.engine.flash_attn, cfg.engine.speculative.drafter) == ("on", "off")
 
 
 @pytest.mark.model

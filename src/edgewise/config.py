@@ -84,7 +84,7 @@ class SpeculativeConfig:
     #: ``off``.
     #: ``model`` (a small model with the same tokenizer, ``model:`` below, drafts
     #: greedily with a KV cache of its own).
-    drafter: Literal["prompt_lookup", "model", "off"] = "off"
+    drafter: Literal["prompt_lookup", "model", "off"] | Literal[False] = "off"
     #: The ``model`` drafter's model: a catalogue name or a .gguf path (e.g.
     #: ``qwen2.5-coder-0.5b-instruct`` for ``qwen2.5-coder-1.5b-instruct``).
     model: Annotated[str, Field(min_length=1)] | None = None
@@ -108,6 +108,8 @@ class SpeculativeConfig:
     exact: bool = True
 
     def __post_init__(self) -> None:
+        if self.drafter is False:  # YAML reads a bare `off` as false
+            self.drafter = "off"
         if self.ngram_min > self.ngram_max:
             raise ValueError("ngram_min must not exceed ngram_max")
         if self.drafter == "model" and self.model is None:
@@ -155,9 +157,11 @@ class EngineConfig:
     #: (each row then rounds the same however many a pass holds; ~13 % slower decoding
     #: at 2k tokens of context on the default model, slightly faster at short ones).
     #: Switching it changes logprobs by rounding (~0.02) and so, rarely, a greedy token.
-    flash_attn: Literal["auto", "on", "off"] = "auto"
+    flash_attn: Literal["auto", "on", "off"] | bool = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.flash_attn, bool):  # YAML reads bare on / off as booleans
+            self.flash_attn = "on" if self.flash_attn else "off"
         if self.flash_attn == "off" and self.speculative.drafter != "off" \
                 and self.speculative.exact:
             raise ValueError("speculative.exact needs flash attention: set flash_attn to "
