@@ -7,6 +7,7 @@ decoding, sampled output distributed as the model's.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -451,3 +452,135 @@ def test_the_model_drafter_needs_its_model() -> None:
 
     with pytest.raises(ConfigError, match="drafter: model needs model:"):
         parse_config({"engine": {"speculative": {"drafter": "model"}}})
+
+
+# -- verifying a peer's draft ----------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_a_peers_draft_is_verified_as_the_engine_would_decode(
+        engines: tuple[Any, Any]) -> None:
+    plain, _ = engines  # a node without speculation of its own verifies too
+    greedy = SamplingParams(max_tokens=40, temperature=0.0)
+    prompt = plain.chat_prompt(GROUNDED)
+    want = [s.token for s in plain.steps(prompt, greedy, lambda: False)]
+    # a draft right for 5 tokens, then wrong: 5 kept, then the model's 6th token
+    draft = [*want[:5], (want[5] + 1) % 1000, *want[6:9]]
+    out = plain.verify(prompt, draft, greedy).steps
+    assert [s.token for s in out] == want[:6]
+    assert [s.accepted for s in out] == [True] * 5 + [False]
+    # all right: every token kept, plus the next one
+    out = plain.verify(prompt + want[:3], want[3:10], greedy).steps
+    assert [s.token for s in out] == want[3:11] and sum(s.accepted for s in out) == 7
+    # an empty draft: just the next token; a wrong first guess: the model's own
+    assert [s.token for s in plain.verify(prompt, [], greedy).steps] == want[:1]
+    assert [s.token for s in plain.verify(prompt, [(want[0] + 1) % 1000],
+                                            greedy).steps] == want[:1]
+    # logprobs are the model's own
+    ref = list(plain.steps(prompt, dataclasses.replace(greedy, max_tokens=6), lambda: False))
+    got = plain.verify(prompt, want[:5], greedy).steps
+    for a, b in zip(got, ref, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+@pytest.mark.model
+def test_a_sampled_verification_follows_the_models_distribution(
+        engines: tuple[Any, Any]) -> None:
+    """The first token after a fixed one-token draft, sampled 300 times: kept with the
+    model's probability of it, and otherwise another token."""
+    plain, _ = engines
+    prompt = plain.chat_prompt(OPEN)
+    params = SamplingParams(max_tokens=1, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    [top] = plain.steps(prompt, dataclasses.replace(params, temperature=0.0), lambda: False)
+    p = float(np.exp(top.logprob))  # the chain keeps the whole softmax at temperature 1
+    kept = sum(plain.verify(prompt, [top.token], dataclasses.replace(params, seed=i))
+               .steps[0].accepted for i in range(300))
+    assert abs(kept / 300 - p) < 4 * np.sqrt(p * (1 - p) / 300) + 0.01
+
+
+async def _verify_node(tmp_path: Any, **extra: Any) -> Any:
+    from edgewise.config import parse_config
+    from edgewise.node import Node, build_engine
+
+    data: dict[str, Any] = {
+        "node": {"name": "upper", "tier": "regional"},
+        "engine": {"n_ctx": 1024, "parallel": 1},
+        "tiers": [{"name": "regional", "endpoints": [{"engine": "llamacpp"}],
+                   "clearance": "internal"}],
+        "audit": {"path": str(tmp_path / "audit.sqlite")},
+        "routing": {"jobs_path": str(tmp_path / "jobs.sqlite")}, **extra}
+    cfg = parse_config(data)
+    node = Node(cfg, build_engine(cfg))
+    await node.start()
+    return node
+
+
+@pytest.mark.model
+async def test_the_verify_endpoint_answers_a_peer_and_counts_its_passes(tmp_path: Any) -> None:
+    import httpx
+
+    from edgewise.api.app import create_app
+    from fake_detector import FakeDetector
+
+    node = await _verify_node(tmp_path)
+    app = create_app(node, manage_lifecycle=False, detector=FakeDetector())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://upper", timeout=120) as c:
+            engine = node.engine
+            prompt = engine.chat_prompt(GROUNDED)
+            want = [s.token for s in engine.steps(
+                prompt, SamplingParams(max_tokens=12, temperature=0.0), lambda: False)]
+            r = await c.post("/v1/edgewise/verify", json={"prompt": prompt,
+                                                           "draft": want[:4]})
+            assert r.status_code == 200, r.text
+            v = r.json()
+            assert v["accepted"] == 4 and v["tokens"] == want[:5]
+            assert v["next_token"] == want[4] and len(v["logprobs"]) == 5
+            # the next round: the context grew by the kept tokens, which the node has
+            # cached — one forward pass for the whole verification
+            r = await c.post("/v1/edgewise/verify", json={
+                "prompt": prompt + want[:5], "draft": [want[5], want[6], 7]})
+            v = r.json()
+            assert v["tokens"][:2] == want[5:7] and v["accepted"] >= 2
+            assert v["usage"]["forward_passes"] == 1
+            # what a peer may not send
+            for body, param in (({"prompt": [10**7], "draft": []}, "prompt[0]"),
+                                ({"prompt": prompt, "draft": [1] * 65}, "draft"),
+                                ({"prompt": [1] * 1020, "draft": [1] * 10}, "prompt")):
+                r = await c.post("/v1/edgewise/verify", json=body)
+                assert r.status_code == 400, r.text
+                assert r.json()["error"]["param"] == param
+            # text this tier is not cleared for is refused, as a prompt would be
+            secret = engine.tokenize("Patient Jane Doe, SSN 078-05-1120, asks", add_bos=False)
+            r = await c.post("/v1/edgewise/verify", json={"prompt": prompt, "draft": secret})
+            assert r.status_code == 403
+            assert "Jane" not in r.text and "078-05" not in r.text
+    finally:
+        await node.stop()
+
+
+@pytest.mark.model
+async def test_the_verify_endpoint_needs_credentials_like_any_tier_call(
+        tmp_path: Any) -> None:
+    import hashlib
+
+    import httpx
+
+    from edgewise.api.app import create_app
+    from fake_detector import FakeDetector
+
+    key = "sk-upper"
+    node = await _verify_node(tmp_path, auth={"keys": [
+        {"name": "lower", "sha256": hashlib.sha256(key.encode()).hexdigest()}]})
+    app = create_app(node, manage_lifecycle=False, detector=FakeDetector())
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://upper", timeout=120) as c:
+            body = {"prompt": node.engine.tokenize("Hello"), "draft": []}
+            assert (await c.post("/v1/edgewise/verify", json=body)).status_code == 401
+            r = await c.post("/v1/edgewise/verify", json=body,
+                             headers={"authorization": f"Bearer {key}"})
+            assert r.status_code == 200 and len(r.json()["tokens"]) == 1
+    finally:
+        await node.stop()

@@ -27,6 +27,7 @@ from edgewise.api.embeddings import router as embeddings_router
 from edgewise.api.errors import install_error_handlers, public_message
 from edgewise.api.middleware import AccessLog, BodyLimit, Draining, NodeHeaders
 from edgewise.api.models import router as models_router
+from edgewise.api.verify import router as verify_router
 from edgewise.errors import EdgewiseError
 from edgewise.fleet.agent import NodeAgent
 from edgewise.fleet.member import FleetMember, with_central
@@ -114,6 +115,7 @@ def create_app(node: Node, *, manage_lifecycle: bool = True,
     app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(models_router)
+    app.include_router(verify_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

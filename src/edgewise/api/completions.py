@@ -35,13 +35,13 @@ from edgewise.api.requests import (
     max_tokens_of,
     parsed_json,
     reject_unsupported,
+    screen_here,
     valid_text,
 )
 from edgewise.api.schemas import CompletionRequest
-from edgewise.chat import ChatRequest, Message, TokenLogprob
+from edgewise.chat import Message, TokenLogprob
 from edgewise.engines import Chunk, SamplingParams
 from edgewise.errors import (
-    ClearanceError,
     ContextLengthError,
     EngineError,
     InvalidRequestError,
@@ -136,14 +136,7 @@ def _sampling(node: Node, serving: Serving, body: CompletionRequest, prompt_len:
 
 async def _screen(rt: Router, node: Node, text: str, ctx: RequestContext) -> None:
     """The privacy guard on a raw prompt: it may only run on this node's own tier."""
-    own = rt.fleet.tier(node.tier)
-    guard = await rt.screen(ChatRequest(messages=(Message("user", text),)), ctx)
-    if guard.level > own.clearance:
-        exc = ClearanceError(f"{guard.level} data may not be sent to {own.name} "
-                             f"(clearance {own.clearance}); /v1/completions is answered by "
-                             "this node only")
-        await rt.refused(exc, ctx, guard, route="completions")
-        raise exc
+    await screen_here(rt, node, [text], ctx, route="completions", path="/v1/completions")
 
 
 @router.post("/v1/completions", response_model=None, dependencies=[Depends(prompt_length)])

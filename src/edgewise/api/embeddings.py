@@ -25,12 +25,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from edgewise.api.requests import ParsedOffLoop, context, valid_text
+from edgewise.api.requests import ParsedOffLoop, context, screen_here, valid_text
 from edgewise.api.schemas import EmbeddingRequest
-from edgewise.chat import ChatRequest, Message
 from edgewise.config import EmbeddingsConfig
 from edgewise.errors import (
-    ClearanceError,
     InvalidRequestError,
     RouterError,
     UnavailableError,
@@ -118,15 +116,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
             f"or send {dims}", param="dimensions", code="unsupported_parameter")
     texts = _inputs(body, cfg)
     ctx = context(request, rt, user=body.user)
-    own = rt.fleet.tier(node.tier)
-    guard = await rt.screen(ChatRequest(messages=tuple(Message("user", t) for t in texts)),
-                            ctx)
-    if guard.level > own.clearance:
-        exc = ClearanceError(f"{guard.level} data may not be sent to {own.name} "
-                             f"(clearance {own.clearance}); /v1/embeddings is answered by "
-                             "this node only")
-        await rt.refused(exc, ctx, guard, route="embeddings")
-        raise exc
+    guard = await screen_here(rt, node, texts, ctx, route="embeddings",
+                              path="/v1/embeddings")
     model = await asyncio.to_thread(embedder, cfg)
     vectors, n_tokens = await asyncio.to_thread(_encode, model, texts)
     await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=guard,

@@ -39,7 +39,7 @@ from edgewise.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgewise.chat import ChatRequest, Message
 from edgewise.engines.grammar import check_response_format
 from edgewise.engines.grammar import check_tools as check_tool_definitions
-from edgewise.errors import ContextLengthError, InvalidRequestError
+from edgewise.errors import ClearanceError, ContextLengthError, InvalidRequestError
 from edgewise.levels import LEVEL_NAMES, Level
 from edgewise.node import Node
 from edgewise.routing.service import RequestContext, Router
@@ -47,7 +47,7 @@ from edgewise.tiers.local import LocalEndpoint
 from edgewise.wire import tool_calls_from_openai
 
 __all__ = ["ParsedOffLoop", "chat_request", "check_size", "check_tools", "context",
-           "max_tokens_of", "message_count", "parsed_json", "reject_unsupported",
+           "max_tokens_of", "message_count", "parsed_json", "reject_unsupported", "screen_here",
            "valid_text"]
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
@@ -329,6 +329,23 @@ def _header_bool(request: Request, name: str) -> bool:
         return False
     raise InvalidRequestError(f"header {name} must be true or false (or 1 / 0, yes / no)",
                               param=name)
+
+
+async def screen_here(rt: Router, node: Node, texts: list[str], ctx: RequestContext, *,
+                      route: str, path: str) -> Any:
+    """The privacy guard on texts only this node answers (its own tier's clearance):
+    refused with 403 — and audited as refused — when they hold more; the guard's result
+    otherwise."""
+    own = rt.fleet.tier(node.tier)
+    guard = await rt.screen(ChatRequest(messages=tuple(Message("user", t) for t in texts)),
+                            ctx)
+    if guard.level > own.clearance:
+        exc = ClearanceError(f"{guard.level} data may not be sent to {own.name} "
+                             f"(clearance {own.clearance}); {path} is answered by this "
+                             "node only")
+        await rt.refused(exc, ctx, guard, route=route)
+        raise exc
+    return guard
 
 
 def context(request: Request, router: Router, *, logprobs: bool = False,

@@ -139,6 +139,23 @@ class EmbeddingRequest(BaseModel):
     user: Annotated[str, Field(max_length=256)] | None = None
 
 
+class VerifyRequest(BaseModel):
+    """``POST /v1/edgewise/verify``: a peer's drafted tokens after a context, both as
+    this node's model's token ids."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    model: Annotated[str, Field(min_length=1, max_length=256)] = "auto"
+    prompt: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    draft: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=64)]
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0
+    min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] = 0
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str

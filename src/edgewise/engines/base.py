@@ -26,6 +26,7 @@ __all__ = [
     "EngineInfo",
     "SamplingParams",
     "Step",
+    "Verification",
 ]
 
 
@@ -77,6 +78,16 @@ class Step:
     #: (on the first token a verify pass yields) is how many tokens that pass verified.
     accepted: bool = False
     drafted: int = 0
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A peer's draft, verified (``engine.verify``): the kept drafted tokens and the
+    model's next one, and the decode calls it took (prefill of an uncached context
+    included)."""
+
+    steps: list[Step]
+    passes: int
 
 
 @dataclass

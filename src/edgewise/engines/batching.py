@@ -40,6 +40,7 @@ C++ server scheduler is not exposed to Python.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import random
 import threading
@@ -64,7 +65,7 @@ from edgewise.decoding import (
     drafter_names,
     make_drafter,
 )
-from edgewise.engines.base import BatchStats, SamplingParams, Step
+from edgewise.engines.base import BatchStats, SamplingParams, Step, Verification
 from edgewise.errors import EngineError
 
 __all__ = ["BatchScheduler", "kv_bytes_per_token"]
@@ -113,6 +114,22 @@ class _Slot:
     last_used: float = 0.0
 
 
+class _Fixed:
+    """The drafter of a verification: the peer's draft, once."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        pass
+
+    def draft(self, k: int) -> Draft:
+        return Draft(self.tokens[:k])
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class _Spec:
     """A sequence's speculation: its drafter, its acceptance estimate and draft-length
@@ -123,6 +140,8 @@ class _Spec:
     chain: ChainParams | None
     rng: np.random.Generator | None
     draft: Draft | None = None
+    #: A peer's draft to verify once (:meth:`BatchScheduler.verify`), then end.
+    forced: list[int] | None = None
 
 
 @dataclass
@@ -148,6 +167,11 @@ class _Seq:
     queued_at: float = field(default_factory=time.perf_counter)
     #: Speculative decoding (None: this sequence decodes plainly).
     spec: _Spec | None = None
+    #: A verification (:meth:`BatchScheduler.verify`): the prompt's last token, fed
+    #: with the draft in the verify pass instead of being prefilled.
+    held: int | None = None
+    #: Decode calls this sequence took part in.
+    decodes: int = 0
 
 
 class BatchScheduler:
@@ -258,6 +282,36 @@ class BatchScheduler:
                 yield item
         finally:
             seq.closed = True  # the scheduler frees the slot at its next step
+
+    def verify(self, context: Sequence[int], draft: Sequence[int], params: SamplingParams,
+               should_stop: Callable[[], bool] = lambda: False) -> Verification:
+        """Verify a peer's ``draft`` after ``context`` in one pass (after prefilling the
+        part of ``context`` not cached): the drafted tokens the model keeps and its own
+        next token, as steps — the greedy rule, or the speculative sampling rule for a
+        deterministic draft (``params``' chain and seed). Fewer when one is an
+        end-of-generation token."""
+        if len(context) < 1 or len(context) + len(draft) >= self.n_ctx:
+            raise EngineError(f"{len(context)} context and {len(draft)} draft tokens do "
+                              f"not fit n_ctx={self.n_ctx}")
+        seq = _Seq(list(context), dataclasses.replace(params, max_tokens=len(draft) + 1),
+                   should_stop)
+        seq.held = seq.prompt[-1]
+        seq.spec = _Spec(_Fixed(list(draft)), Speculation(self.costs), None, None,
+                         forced=list(draft))
+        if params.temperature > 0.0:
+            seq.spec.chain = ChainParams(temperature=params.temperature, top_k=params.top_k,
+                                         top_p=params.top_p, min_p=params.min_p)
+            seq.spec.rng = np.random.default_rng(params.seed)
+        self._submit(seq)
+        out: list[Step] = []
+        while True:
+            item = seq.out.get()
+            if item is _END:
+                return Verification(out, seq.decodes)
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Step)
+            out.append(item)
 
     def exclusive(self, job: Callable[[int], T]) -> T:
         """Run ``job(seq_id)`` on the scheduler thread between two steps, on a free slot
@@ -379,9 +433,14 @@ class BatchScheduler:
             del slot.tokens[reuse:]
             slot.busy = True
             seq.slot = slot
-            seq.pending = seq.prompt[reuse:]
             seq.sampler = self._sampler(seq.params)
-            seq.spec = self._speculation(seq)
+            if seq.held is not None:  # a verification: the last token goes with the draft
+                seq.pending = seq.prompt[reuse:-1]
+                if not seq.pending:
+                    seq.next_token = seq.held
+            else:
+                seq.pending = seq.prompt[reuse:]
+                seq.spec = self._speculation(seq)
             self._running.append(seq)
             with self._stats_lock:
                 st = self._stats
@@ -474,7 +533,8 @@ class BatchScheduler:
             token = seq.next_token
             assert token is not None
             seq.next_token = None
-            draft = self._draft(seq) if speculate and seq.spec is not None else None
+            draft = self._draft(seq) if seq.spec is not None and (
+                speculate or seq.spec.forced is not None) else None
             if draft is None:
                 plain.append((seq, [token], 1))
             else:
@@ -489,7 +549,8 @@ class BatchScheduler:
                 take = seq.pending[:budget]
                 del seq.pending[:len(take)]
                 budget -= len(take)
-                groups.append(("prompt", [(seq, take, 0 if seq.pending else 1)]))
+                wants = 0 if seq.pending or seq.held is not None else 1
+                groups.append(("prompt", [(seq, take, wants)]))
         n_seqs = len(decoders) + sum(kind == "prompt" for kind, _ in groups)
         with self._stats_lock:
             self._stats.steps += 1
@@ -515,6 +576,8 @@ class BatchScheduler:
                         ended.add(id(seq))
                 elif seq.row >= 0 and not self._sample(seq):
                     ended.add(id(seq))
+                elif kind == "prompt" and seq.held is not None and not seq.pending:
+                    seq.next_token = seq.held  # prefilled: verify at the next step
                 seq.row = -1
         keep: list[_Seq] = []
         for seq in self._running:
@@ -560,6 +623,7 @@ class BatchScheduler:
         for seq, tokens, n_logits in work:
             slot = seq.slot
             assert slot is not None
+            seq.decodes += 1
             start = len(slot.tokens)
             first = len(tokens) - n_logits
             for j, t in enumerate(tokens):
@@ -638,6 +702,9 @@ class BatchScheduler:
         policy finds worth it, within its token budget and its slot's cells."""
         spec, slot, p = seq.spec, seq.slot, seq.params
         assert spec is not None and slot is not None
+        if spec.forced is not None:  # a peer's draft (verify() checked that it fits)
+            spec.draft = Draft(list(spec.forced)) if spec.forced else None
+            return spec.draft
         room = self.n_ctx - len(slot.tokens) - 2
         if p.max_tokens > 0:
             room = min(room, p.max_tokens - seq.generated - 1)
@@ -704,7 +771,7 @@ class BatchScheduler:
             spec.drafter.extend((token,))
             if (eog and not p.ignore_eos) or seq.generated >= p.max_tokens > 0:
                 return False
-        if len(slot.tokens) >= self.n_ctx:
+        if len(slot.tokens) >= self.n_ctx or spec.forced is not None:
             return False
         seq.next_token = nxt
         return True

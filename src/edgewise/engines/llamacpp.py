@@ -58,7 +58,7 @@ import numpy as np
 
 from edgewise.chat import Message
 from edgewise.decoding import DraftModel, SpeculativeOptions
-from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step
+from edgewise.engines.base import BatchStats, EngineInfo, SamplingParams, Step, Verification
 from edgewise.engines.batching import BatchScheduler, kv_bytes_per_token
 from edgewise.engines.cpu import BackendInfo, default_threads, ensure_backend
 from edgewise.engines.tools import (
@@ -434,6 +434,14 @@ class LlamaCppEngine:
         self._weights()
         assert self._scheduler is not None
         return self._scheduler.steps(prompt, params, should_stop)
+
+    def verify(self, context: Sequence[int], draft: Sequence[int], params: SamplingParams,
+               should_stop: Callable[[], bool] = lambda: False) -> Verification:
+        """A peer's draft after ``context``, verified in one pass: the drafted tokens
+        the model keeps, then its own next token (``BatchScheduler.verify``)."""
+        self._weights()
+        assert self._scheduler is not None
+        return self._scheduler.verify(context, draft, params, should_stop)
 
     def score(self, tokens: Sequence[int], first: int = 1) -> list[Step]:
         """Log-probability of ``tokens[t]`` given ``tokens[:t]``, for ``t`` from ``first``.
