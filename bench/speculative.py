@@ -313,7 +313,7 @@ def rate(run: dict[str, Any]) -> float:
 def systems_for(model: str, args: argparse.Namespace) -> list[str]:
     names = [s for s in EDGEWISE if s != "edgewise model drafter" or model in DRAFTS]
     names += LLAMA_CPP
-    if not args.skip_hf:
+    if not args.skip_hf and (args.hf_models is None or model in args.hf_models):
         names += [s for s in HF if s != "HF assisted" or model in DRAFTS]
     return names
 
@@ -383,6 +383,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--k-max", type=int, default=8)
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--hf-models", nargs="+", help="run transformers on these models only")
     ap.add_argument("--hf-cache", type=Path,
                     default=Path.home() / ".cache/edgewise/hf-from-gguf")
     ap.add_argument("--out", default="speculative")

@@ -120,6 +120,9 @@ def test_calls_are_read_back_tagged_bare_or_not_at_all() -> None:
         ("add", '{"a": 1, "b": 2}'), ("get_weather", '{"city": "Oslo", "unit": "celsius"}')])
     assert parse_tool_calls('{"name": "add", "arguments": {"a": 1, "b": 2}}') == (
         "", [("add", '{"a": 1, "b": 2}')])
+    # pretty-printed in a Markdown block, as Qwen2.5-Coder-1.5B writes a call
+    fenced = '```json\n{\n  "name": "add",\n  "arguments": {\n    "a": 1, "b": 2\n  }\n}\n```'
+    assert parse_tool_calls(fenced) == ("", [("add", '{"a": 1, "b": 2}')])
     # cut by max_tokens, or only JSON that is not a call: text
     cut = '<tool_call>\n{"name": "add", "argu'
     assert parse_tool_calls(cut) == (cut, [])
@@ -448,6 +451,9 @@ HOSTILE_OUTPUTS = [
     'text <tool_call>\n{"name": "get_weather", "arguments": {"city": 5}}',
     '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n\nmore',
     '{"name": "add", "arguments": {"a": 1, "b": 2}} and then some',
+    '```json\n{\n  "name": "add",\n  "arguments": {"a": 1}}\n```\nand more',
+    '```json\n{\n' + ' ' * 30 + '"name": "add"}\n```', '```json\n[{"name": "add"}]\n```',
+    '```python\n{"name": "add"}\n```', '{\n\n"name": "add"}',
 ]
 
 

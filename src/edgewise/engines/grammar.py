@@ -31,9 +31,18 @@ from typing import Any
 
 from edgewise.errors import InvalidRequestError
 
-__all__ = ["TOOL_CALL_CLOSE", "TOOL_CALL_OPEN", "ToolGrammar", "tool_triggers",
-           "check_response_format", "check_schema", "check_tools", "grammar_for",
-           "parse_tool_calls", "tool_grammar"]
+__all__ = [
+    "TOOL_CALL_CLOSE",
+    "TOOL_CALL_OPEN",
+    "ToolGrammar",
+    "check_response_format",
+    "check_schema",
+    "check_tools",
+    "grammar_for",
+    "parse_tool_calls",
+    "tool_grammar",
+    "tool_triggers",
+]
 
 #: Keywords the converter enforces, or that only describe (title, description…).
 _ENFORCED = frozenset({
@@ -180,6 +189,16 @@ class ToolGrammar:
     triggers: tuple[str, ...] = ()
 
 
+#: JSON whitespace in a call: none, a space, or a new line and an indent — what models
+#: write when they pretty-print a call (the converter's own rule is ``" "?``), and the
+#: same as a trigger's regular expression.
+_SPACE_RULE = 'space ::= | " " | "\\n" [ \\t]{0,20}'
+_WS_RE = r"(?: |\n[ \t]{0,20})?"
+#: A bare call in a Markdown code block, as Qwen2.5-Coder-1.5B writes one.
+_FENCE = "```json\n"
+_FENCE_RE = r"```json\n"
+
+
 def _prefixes(atoms: list[str]) -> str:
     """A regex for any non-empty prefix of the atoms' sequence, by whole atoms:
     ``a(?:b(?:c)?)?``."""
@@ -205,10 +224,13 @@ def tool_triggers(names: list[str]) -> tuple[str, ...]:
     that would reject it."""
     name = "(?:" + "|".join(_prefixes(['"', *(re.escape(c) for c in n), '"'])
                             for n in names) + ")"
-    call = [r"\{", " ?", '"', "n", "a", "m", "e", '"', " ?", ":", " ?", name]
+    ws = _WS_RE
+    call = [r"\{", ws, '"', "n", "a", "m", "e", '"', ws, ":", ws, name]
     tagged = _prefixes([re.escape(TOOL_CALL_OPEN), r"\n", *call])
-    bare = _prefixes([r'\{ ?"name" ?:', " ?", name])
-    return (rf"^[\s\S]*?({tagged})$", rf"^\s*({bare})$")
+    start = rf'\{{{ws}"name"{ws}:'
+    bare = _prefixes([start, ws, name])
+    fenced = _prefixes([rf"{_FENCE_RE}{start}", ws, name])
+    return (rf"^[\s\S]*?({tagged})$", rf"^\s*({bare})$", rf"^\s*({fenced})$")
 
 
 def check_tools(tools: list[Any] | None, tool_choice: Any,
@@ -342,13 +364,16 @@ def tool_grammar(tools: list[dict[str, Any]], tool_choice: Any,
             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
             param="tools") from exc
     call = re.sub(r"^root ::= ", f"{_CALL_RULE} ::= ", call, count=1, flags=re.M)
+    call = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, call, count=1, flags=re.M)
     block = (f'edgewise-tool-block ::= "{TOOL_CALL_OPEN}\\n" {_CALL_RULE} '
              f'"\\n{TOOL_CALL_CLOSE}"')
     root = ('root ::= edgewise-tool-block ("\\n" edgewise-tool-block)*' if parallel
             else "root ::= edgewise-tool-block")
-    if tool_choice in (None, "auto"):  # lazy: also a bare call, the whole answer
+    if tool_choice in (None, "auto"):  # lazy: also a bare call (fenced or not), the answer
         names = [t["function"]["name"] for t in tools]
-        return ToolGrammar(f"{root} | {_CALL_RULE}\n{block}\n{call}", tool_triggers(names))
+        fenced = f'"{_FENCE[:-1]}\\n" {_CALL_RULE} "\\n```"'
+        return ToolGrammar(f"{root} | {_CALL_RULE} | {fenced}\n{block}\n{call}",
+                           tool_triggers(names))
     return ToolGrammar(f"{root}\n{block}\n{call}")
 
 
@@ -360,12 +385,15 @@ def parse_tool_calls(text: str) -> tuple[str, list[tuple[str, str]]]:
     ``max_tokens`` is returned as text)."""
     decoder = json.JSONDecoder()
     start = text.find(TOOL_CALL_OPEN)
-    if start < 0:  # a bare call object, the whole answer
+    if start < 0:  # a bare call object (in a ```json block or not), the whole answer
+        bare = text.strip()
+        if bare.startswith(_FENCE) and bare.endswith("```"):
+            bare = bare[len(_FENCE):-3].strip()
         try:
-            obj, end = decoder.raw_decode(text.strip())
+            obj, end = decoder.raw_decode(bare)
         except ValueError:
             return text, []
-        if (end == len(text.strip()) and isinstance(obj, dict) and set(obj) == {
+        if (end == len(bare) and isinstance(obj, dict) and set(obj) == {
                 "name", "arguments"} and isinstance(obj["name"], str)
                 and isinstance(obj["arguments"], dict)):
             return "", [(obj["name"], json.dumps(obj["arguments"], ensure_ascii=False))]
