@@ -364,12 +364,15 @@ def tool_grammar(tools: list[dict[str, Any]], tool_choice: Any,
             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
             param="tools") from exc
     call = re.sub(r"^root ::= ", f"{_CALL_RULE} ::= ", call, count=1, flags=re.M)
-    call = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, call, count=1, flags=re.M)
     block = (f'edgewise-tool-block ::= "{TOOL_CALL_OPEN}\\n" {_CALL_RULE} '
              f'"\\n{TOOL_CALL_CLOSE}"')
     root = ('root ::= edgewise-tool-block ("\\n" edgewise-tool-block)*' if parallel
             else "root ::= edgewise-tool-block")
     if tool_choice in (None, "auto"):  # lazy: also a bare call (fenced or not), the answer
+        # and the whitespace of a pretty-printed call, which the triggers match (a
+        # forced call keeps the converter's compact form: SmolLM2 then stops after its
+        # calls instead of repeating them)
+        call = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, call, count=1, flags=re.M)
         names = [t["function"]["name"] for t in tools]
         fenced = f'"{_FENCE[:-1]}\\n" {_CALL_RULE} "\\n```"'
         return ToolGrammar(f"{root} | {_CALL_RULE} | {fenced}\n{block}\n{call}",
