@@ -504,7 +504,7 @@ async def _verify_node(tmp_path: Any, **extra: Any) -> Any:
 
     data: dict[str, Any] = {
         "node": {"name": "upper", "tier": "regional"},
-        "engine": {"n_ctx": 1024, "parallel": 1},
+        "engine": extra.pop("engine", {"n_ctx": 1024, "parallel": 1}),
         "tiers": [{"name": "regional", "endpoints": [{"engine": "llamacpp"}],
                    "clearance": "internal"}],
         "audit": {"path": str(tmp_path / "audit.sqlite")},
@@ -584,3 +584,96 @@ async def test_the_verify_endpoint_needs_credentials_like_any_tier_call(
             assert r.status_code == 200 and len(r.json()["tokens"]) == 1
     finally:
         await node.stop()
+
+
+# -- across tiers: the lower node drafts, the upper verifies --------------------------------
+
+
+@pytest.mark.model
+async def test_a_tier_answers_by_drafting_here_and_verifying_above(tmp_path: Any) -> None:
+    """The answer is the upper model's greedy output, token for token, streamed or not,
+    while the upper node runs fewer forward passes than it produced tokens."""
+    import httpx
+
+    from edgewise.api.app import create_app
+    from edgewise.config import parse_config
+    from edgewise.node import Node, build_engine
+    from fake_detector import FakeDetector
+
+    (tmp_path / "up").mkdir()
+    upper = await _verify_node(tmp_path / "up", engine={"n_ctx": 1024, "parallel": 1,
+                                                        "flash_attn": "on"})
+    upper_app = create_app(upper, manage_lifecycle=False, detector=FakeDetector())
+    cfg = parse_config({
+        "node": {"name": "lower", "tier": "device"},
+        "engine": {"n_ctx": 1024, "parallel": 1},
+        "tiers": [{"name": "device", "endpoints": [{"engine": "llamacpp"}],
+                   "clearance": "phi"},
+                  {"name": "regional", "clearance": "internal", "endpoints": [
+                      {"url": "http://upper.test/v1", "verify": True, "draft_tokens": 6}]}],
+        "audit": {"path": str(tmp_path / "audit.sqlite")},
+        "routing": {"jobs_path": str(tmp_path / "jobs.sqlite")}})
+    lower = Node(cfg, build_engine(cfg))
+    await lower.start()
+    class Counting(httpx.ASGITransport):
+        verifies = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/verify"):
+                Counting.verifies += 1
+            return await super().handle_async_request(request)
+
+    app = create_app(lower, manage_lifecycle=False, detector=FakeDetector(),
+                     transports={"http://upper.test/v1": Counting(app=upper_app)})
+    router = app.state.router
+    router.start()
+    try:
+        messages = [{"role": m.role, "content": m.content} for m in GROUNDED]
+        engine = upper.engine
+        want = b"".join(engine.token_bytes(s.token) for s in engine.steps(
+            engine.chat_prompt(GROUNDED), SamplingParams(max_tokens=60, temperature=0.0),
+            lambda: False) if not s.end_of_generation).decode()
+        body = {"model": "auto", "temperature": 0, "max_tokens": 60, "messages": messages}
+        headers = {"x-edgewise-min-tier": "regional"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://lower", timeout=300) as c:
+            r = await c.post("/v1/chat/completions", json=body, headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-edgewise-tier"] == "regional"
+            out = r.json()
+            assert out["choices"][0]["message"]["content"] == want
+            assert out["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] > 10
+            r = await c.post("/v1/chat/completions", json={**body, "stream": True},
+                             headers=headers)
+            text, _ = sse_pieces(r.text)
+            assert text == want
+            # what the upper tier is not cleared for never reaches it to be verified
+            sent = Counting.verifies
+            r = await c.post("/v1/chat/completions", headers=headers, json={
+                **body, "messages": [{"role": "user", "content":
+                                      "Patient Jane Doe, SSN 078-05-1120: summarise"}]})
+            assert r.status_code == 403 and Counting.verifies == sent
+        [ep] = router.fleet.endpoints["regional"]
+        assert 0 < ep.upper_passes < ep.upper_tokens
+    finally:
+        await router.stop()
+        await lower.stop()
+        await upper.stop()
+
+
+def sse_pieces(raw: str) -> tuple[str, int]:
+    import json
+
+    pieces = [json.loads(line[6:]) for line in raw.splitlines()
+              if line.startswith("data: {")]
+    return "".join(c["delta"].get("content") or "" for p in pieces
+                   for c in p.get("choices", [])), len(pieces)
+
+
+def test_a_verify_endpoint_needs_a_url() -> None:
+    from edgewise.config import parse_config
+    from edgewise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`verify` needs a `url`"):
+        parse_config({"tiers": [{"name": "device", "endpoints": [
+            {"engine": "llamacpp", "verify": True}]}]})

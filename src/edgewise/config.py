@@ -269,8 +269,16 @@ class EndpointConfig:
     #: the request is sent. Needs a joined node (``fleet.state_dir``).
     peer: Annotated[str, Field(
         pattern=r"^(node|tier):[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")] | None = None
+    #: Speculative decoding across tiers: the ``url`` is an edgewise node whose model
+    #: shares this node's vocabulary; this node's model drafts ``draft_tokens`` tokens,
+    #: the upper one verifies them in one pass (``/v1/edgewise/verify``). The answers are
+    #: the upper model's. Not for tools, ``response_format`` or ``n > 1``.
+    verify: bool = False
+    draft_tokens: Annotated[int, Field(ge=1, le=32)] = 8
 
     def __post_init__(self) -> None:
+        if self.verify and self.url is None:
+            raise ValueError("`verify` needs a `url` (an edgewise node that verifies drafts)")
         if (self.engine is None) == (self.url is None):
             raise ValueError("an endpoint needs exactly one of `engine` (local) or `url` (remote)")
         if self.engine is not None and self.api_key_env is not None:

@@ -18,6 +18,7 @@ from edgewise.tiers.base import Endpoint, EndpointError, TierView
 from edgewise.tiers.breaker import BreakerState
 from edgewise.tiers.local import LocalEndpoint
 from edgewise.tiers.remote import RemoteEndpoint
+from edgewise.tiers.speculative import SpeculativeEndpoint
 
 __all__ = ["Fleet"]
 
@@ -55,6 +56,13 @@ class Fleet:
                                 f"{ep.peer}, but this node has not joined a fleet "
                                 "(`edgewise join`, fleet.state_dir)")
                         transport = peer_tls.transport(PeerRule.parse(ep.peer))
+                    if ep.verify:
+                        if node is None:
+                            raise ValueError("a verify endpoint drafts with the node's engine")
+                        eps.append(SpeculativeEndpoint(tier.name, ep, self.health, node,
+                                                       timeout=tier.timeout,
+                                                       transport=transport))
+                        continue
                     eps.append(RemoteEndpoint(tier.name, ep, self.health, timeout=tier.timeout,
                                               transport=transport))
             self.endpoints[tier.name] = eps
