@@ -102,9 +102,10 @@ class SpeculativeConfig:
     min_speedup: Annotated[float, Field(ge=0, le=10)] = 1.05
     #: Greedy output token for token the engine's own without speculation: needs
     #: llama.cpp's flash attention (``engine.flash_attn`` ``auto`` turns it on), whose
-    #: rows of a verify pass round as one-token steps do. False: plain attention, faster
-    #: on long contexts, but greedy texts may part from plain decoding where two tokens
-    #: are within rounding of each other.
+    #: rows of a verify pass round as one-token steps do (bit-identical on the Q4_1 and
+    #: Gemma models; Q4_K matmuls still round a several-row pass by up to 0.011 in a
+    #: logprob, so a near-tie can flip). False: plain attention, faster on long
+    #: contexts, but greedy texts part from plain decoding at near-ties more often.
     exact: bool = True
 
     def __post_init__(self) -> None:
