@@ -78,9 +78,10 @@ class RemoteEndpoint:
         self.breaker.record_failure(what)
         return err
 
-    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+    async def _post(self, body: dict[str, Any], path: str = "/chat/completions"
+                    ) -> httpx.Response:
         try:
-            r = await self.client.post("/chat/completions", json=body)
+            r = await self.client.post(path, json=body)
         except httpx.TimeoutException:
             raise self._failed("timed out") from None
         except httpx.TransportError as exc:

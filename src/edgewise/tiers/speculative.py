@@ -39,7 +39,7 @@ from edgewise.errors import EdgewiseError, InvalidRequestError
 from edgewise.node import Node
 from edgewise.tiers.base import EndpointError
 from edgewise.tiers.local import admitted
-from edgewise.tiers.remote import RemoteEndpoint, _transport_failure
+from edgewise.tiers.remote import RemoteEndpoint
 from edgewise.wire import logprob_items
 
 __all__ = ["SpeculativeEndpoint"]
@@ -73,13 +73,7 @@ class SpeculativeEndpoint(RemoteEndpoint):
         return answer
 
     async def _verify(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            r = await self.client.post("/edgewise/verify", json=body)
-        except httpx.TimeoutException:
-            raise self._failed("timed out") from None
-        except httpx.TransportError as exc:
-            raise self._failed(_transport_failure(exc)) from None
-        self._check_status(r.status_code, r.headers, r.content)
+        r = await self._post(body, "/edgewise/verify")
         try:
             out: dict[str, Any] = r.json()
             out["tokens"] = [int(t) for t in out["tokens"]]
