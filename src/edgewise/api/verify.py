@@ -81,6 +81,12 @@ async def verify(body: VerifyRequest, request: Request) -> dict[str, Any]:
                             top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
                             seed=None if body.seed is None else body.seed % (1 << 32),
                             top_logprobs=body.top_logprobs)
+
+    async def audit(outcome: str) -> None:
+        await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=None,
+                        decision=None, outcome=outcome, route="verify",
+                        reason=f"{node.tier}: this node's engine", tier=node.tier)
+
     started = time.perf_counter()
     async with AsyncExitStack() as stack:
         await admitted(node, stack, serving)
@@ -89,15 +95,10 @@ async def verify(body: VerifyRequest, request: Request) -> dict[str, Any]:
             result = await loop.run_in_executor(serving.executor, verifier, body.prompt,
                                                 body.draft, params)
         except EngineError:
-            await rt.record(request_id=ctx.request_id, requester=ctx.requester,
-                            guard=None, decision=None, outcome="failed:engine_error",
-                            route="verify", reason=f"{node.tier}: this node's engine",
-                            tier=node.tier)
+            await audit("failed:engine_error")
             raise
     steps = result.steps
-    await rt.record(request_id=ctx.request_id, requester=ctx.requester, guard=None,
-                    decision=None, outcome="answered", route="verify",
-                    reason=f"{node.tier}: this node's engine", tier=node.tier)
+    await audit("answered")
     accepted = sum(s.accepted for s in steps)
     return {
         "object": "edgewise.verification", "model": info.model,

@@ -15,6 +15,7 @@ The llama.cpp engine's batch scheduler runs the verify passes
 from edgewise.decoding.drafters import (
     Draft,
     Drafter,
+    NoDraft,
     PromptLookup,
     drafter_names,
     make_drafter,
@@ -25,6 +26,6 @@ from edgewise.decoding.policy import CostModel, Speculation, SpeculativeOptions
 from edgewise.decoding.verify import ChainParams, accept_greedy, accept_sampled, chain_probs
 
 __all__ = ["ChainParams", "CostModel", "Draft", "DraftModel", "DraftSequence", "Drafter",
-           "PromptLookup", "Speculation",
+           "NoDraft", "PromptLookup", "Speculation",
            "SpeculativeOptions", "accept_greedy", "accept_sampled", "chain_probs",
            "drafter_names", "make_drafter", "register_drafter"]

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Draft", "Drafter", "PromptLookup", "drafter_names", "make_drafter",
+__all__ = ["Draft", "Drafter", "NoDraft", "PromptLookup", "drafter_names", "make_drafter",
            "register_drafter"]
 
 
@@ -55,6 +55,20 @@ class Drafter(Protocol):
 
     def close(self) -> None:
         """Free what the drafter holds (a draft model's KV cells)."""
+
+
+class NoDraft:
+    """A drafter that never proposes anything (a sequence with no draft slot free, or
+    one whose draft comes from elsewhere)."""
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        pass
+
+    def draft(self, k: int) -> Draft:
+        return Draft([])
+
+    def close(self) -> None:
+        pass
 
 
 class PromptLookup:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.decoding.drafters import Draft, register_drafter
+from edgewise.decoding.drafters import Draft, NoDraft, register_drafter
 from edgewise.errors import EngineError
 
 __all__ = ["DraftModel", "DraftSequence"]
@@ -198,24 +198,11 @@ class DraftSequence:
             self.model.release(self.seq_id)
 
 
-class _NoDraft:
-    """A drafter for a sequence that found no free draft slot."""
-
-    def extend(self, tokens: Any) -> None:
-        pass
-
-    def draft(self, k: int) -> Draft:
-        return Draft([])
-
-    def close(self) -> None:
-        pass
-
-
 def _factory(options: dict[str, Any], context: Any) -> Any:
     if not isinstance(context, DraftModel):
         raise EngineError("the model drafter needs a loaded draft model "
                           "(engine.speculative.model)")
-    return context.sequence() or _NoDraft()
+    return context.sequence() or NoDraft()
 
 
 register_drafter("model", _factory)

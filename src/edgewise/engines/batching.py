@@ -57,6 +57,7 @@ from edgewise.decoding import (
     CostModel,
     Draft,
     Drafter,
+    NoDraft,
     Speculation,
     SpeculativeOptions,
     accept_greedy,
@@ -114,20 +115,24 @@ class _Slot:
     last_used: float = 0.0
 
 
-class _Fixed:
-    """The drafter of a verification: the peer's draft, once."""
+def _chain(p: SamplingParams) -> tuple[ChainParams | None, np.random.Generator | None]:
+    """The request's sampling chain and its seeded draws (None, None: greedy)."""
+    if p.temperature == 0.0:
+        return None, None
+    return (ChainParams(temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                        min_p=p.min_p), np.random.default_rng(p.seed))
 
-    def __init__(self, tokens: list[int]) -> None:
-        self.tokens = tokens
 
-    def extend(self, tokens: Sequence[int]) -> None:
-        pass
-
-    def draft(self, k: int) -> Draft:
-        return Draft(self.tokens[:k])
-
-    def close(self) -> None:
-        pass
+def _results(seq: _Seq) -> Iterator[Step]:
+    """The steps the scheduler hands ``seq``'s caller, until its end (or its error)."""
+    while True:
+        item = seq.out.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, Step)
+        yield item
 
 
 @dataclass
@@ -272,14 +277,7 @@ class BatchScheduler:
             seq.grammar = self._grammar(params.grammar, params.grammar_triggers)
         self._submit(seq)
         try:
-            while True:
-                item = seq.out.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, Step)
-                yield item
+            yield from _results(seq)
         finally:
             seq.closed = True  # the scheduler frees the slot at its next step
 
@@ -296,22 +294,11 @@ class BatchScheduler:
         seq = _Seq(list(context), dataclasses.replace(params, max_tokens=len(draft) + 1),
                    should_stop)
         seq.held = seq.prompt[-1]
-        seq.spec = _Spec(_Fixed(list(draft)), Speculation(self.costs), None, None,
+        seq.spec = _Spec(NoDraft(), Speculation(self.costs), *_chain(params),
                          forced=list(draft))
-        if params.temperature > 0.0:
-            seq.spec.chain = ChainParams(temperature=params.temperature, top_k=params.top_k,
-                                         top_p=params.top_p, min_p=params.min_p)
-            seq.spec.rng = np.random.default_rng(params.seed)
         self._submit(seq)
-        out: list[Step] = []
-        while True:
-            item = seq.out.get()
-            if item is _END:
-                return Verification(out, seq.decodes)
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, Step)
-            out.append(item)
+        steps = list(_results(seq))
+        return Verification(steps, seq.decodes)
 
     def exclusive(self, job: Callable[[int], T]) -> T:
         """Run ``job(seq_id)`` on the scheduler thread between two steps, on a free slot
@@ -691,11 +678,8 @@ class BatchScheduler:
             return None
         drafter = make_drafter(o.drafter, o.options, o.context)
         drafter.extend(seq.prompt)
-        chain = None if p.temperature == 0.0 else ChainParams(
-            temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
-        rng = None if chain is None else np.random.default_rng(p.seed)
         return _Spec(drafter, Speculation(self.costs, k_max=o.k_max, margin=o.margin),
-                     chain, rng)
+                     *_chain(p))
 
     def _draft(self, seq: _Seq) -> Draft | None:
         """The sequence's draft for this step (None: decode it plainly): as long as the

@@ -22,13 +22,11 @@ says it cannot serve tools).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, cast
 
-import anyio
 import httpx
 
 from edgewise.chat import ChatAnswer, ChatRequest, Delta
@@ -37,15 +35,13 @@ from edgewise.engines.base import Engine, SamplingParams, Step
 from edgewise.engines.generation import Generation
 from edgewise.errors import EdgewiseError, InvalidRequestError
 from edgewise.node import Node
+from edgewise.serving.runner import stream_generation
 from edgewise.tiers.base import EndpointError
 from edgewise.tiers.local import admitted
 from edgewise.tiers.remote import RemoteEndpoint
 from edgewise.wire import logprob_items
 
 __all__ = ["SpeculativeEndpoint"]
-
-_DONE = object()
-
 
 class SpeculativeEndpoint(RemoteEndpoint):
     """The endpoint (module docstring); ``node`` is this node, whose engine drafts."""
@@ -100,49 +96,28 @@ class SpeculativeEndpoint(RemoteEndpoint):
             temperature=d.temperature if req.temperature is None else req.temperature,
             top_p=d.top_p if req.top_p is None else req.top_p, top_k=d.top_k,
             min_p=d.min_p, stop=req.stop, seed=req.seed)
-        loop = asyncio.get_running_loop()
-        stop = threading.Event()
-        source = _Rounds(self, engine, loop, self._model_for(req))
+        source = _Rounds(self, engine, asyncio.get_running_loop(), self._model_for(req))
         # Generation reads only steps() and token_bytes() of its engine
-        gen = Generation(cast(Engine, source), prompt, params, n_ctx=n_ctx,
-                         should_stop=stop.is_set)
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                for chunk in gen:
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-            except BaseException as exc:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
+        gen = Generation(cast(Engine, source), prompt, params, n_ctx=n_ctx)
         started = time.perf_counter()
         parts: list[str] = []
         items: list[dict[str, Any]] = []
         ttft: float | None = None
         async with AsyncExitStack() as stack:
             await admitted(self.node, stack, serving)
-            work = loop.run_in_executor(serving.executor, produce)
             try:
-                while True:
-                    item = await queue.get()
-                    if item is _DONE:
-                        break
-                    if isinstance(item, EdgewiseError):
-                        raise item
-                    if isinstance(item, BaseException):
-                        raise self._failed(f"speculative decoding failed: {item}")
-                    text, lps = item.text, logprob_items(item.tokens)  # type: ignore[attr-defined]
-                    if ttft is None and (text or lps):
+                async for chunk in stream_generation(gen, serving.executor):
+                    lps = logprob_items(chunk.tokens)
+                    if ttft is None and (chunk.text or lps):
                         ttft = time.perf_counter() - started
-                    parts.append(text)
+                    parts.append(chunk.text)
                     items.extend(lps)
-                    yield Delta(text, tuple(lps), model=source.model if len(parts) == 1
-                                else None)
-            finally:
-                stop.set()
-                with anyio.CancelScope(shield=True):
-                    await work
+                    yield Delta(chunk.text, tuple(lps),
+                                model=source.model if len(parts) == 1 else None)
+            except EdgewiseError:
+                raise
+            except Exception as exc:
+                raise self._failed(f"speculative decoding failed: {exc}") from None
         out = gen.outcome
         self.breaker.record_success()
         answer = ChatAnswer(
